@@ -1,0 +1,96 @@
+"""What every stage flow shares: the command line, the Dask task runner, shard fan-out.
+
+A stage module defines a Prefect flow taking the whole params dict and calls
+`run_stage_cli(flow)` under `if __name__ == "__main__":`.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Any, Callable, Iterable, Sequence
+
+from flows._runtime import ensure_prefect_api
+from tasks.common.params import ParamsError, load_params
+
+DASK_ADDRESS_ENV = "MEDCONCEPT_DASK_ADDRESS"
+
+
+def build_arg_parser(stage: str) -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog=f"python -m flows.{stage}",
+        description=f"Run the {stage!r} stage as a Prefect flow.",
+    )
+    parser.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    parser.add_argument(
+        "-S", "--set", dest="overrides", action="append", default=[], metavar="SECTION.KEY=VALUE",
+        help="override one param, as `dvc exp run -S` does (repeatable)",
+    )
+    return parser
+
+
+def dask_address(params: dict) -> str | None:
+    return os.environ.get(DASK_ADDRESS_ENV) or (params.get("dask") or {}).get("address") or None
+
+
+def make_task_runner(params: dict):
+    """A DaskTaskRunner on the scheduler named in params/environment, else a LocalCluster."""
+    from prefect_dask import DaskTaskRunner
+
+    address = dask_address(params)
+    if address:
+        return DaskTaskRunner(address=address)
+    dask_params = params.get("dask") or {}
+    n_workers = dask_params.get("n_workers") or max(1, os.cpu_count() or 1)
+    return DaskTaskRunner(
+        cluster_class="distributed.LocalCluster",
+        cluster_kwargs={
+            "n_workers": int(n_workers),
+            "threads_per_worker": int(dask_params.get("threads_per_worker") or 1),
+            "processes": bool(dask_params.get("processes", True)),
+            "memory_limit": dask_params.get("memory_limit", "auto"),
+            "dashboard_address": dask_params.get("dashboard_address", ":0"),
+        },
+    )
+
+
+def plan_shards(items: Sequence[Any], shard_size: int) -> list[list[Any]]:
+    """Split items into consecutive shards of at most shard_size (order kept)."""
+    if shard_size < 1:
+        raise ParamsError(f"shard size must be >= 1, got {shard_size}")
+    return [list(items[i : i + shard_size]) for i in range(0, len(items), shard_size)]
+
+
+def gather(futures: Iterable, summary=None) -> list:
+    """Resolve Prefect futures in submission order; a failed shard raises its error.
+
+    Prefect 3 does not fail a flow for a failed task by itself, so results are
+    resolved explicitly here.
+    """
+    futures = list(futures)
+    results = []
+    for done, future in enumerate(futures, start=1):
+        results.append(future.result())
+        if summary is not None:
+            summary.progress(done, len(futures))
+    return results
+
+
+def run_stage_cli(flow: Callable, argv: Sequence[str] | None = None) -> Any:
+    stage = getattr(flow, "name", None) or flow.__name__
+    args = build_arg_parser(stage).parse_args(argv)
+    try:
+        params = load_params(args.params, args.overrides)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    params.setdefault("_meta", {})["params_file"] = str(Path(args.params))
+    ensure_prefect_api()
+    return run_stage(flow, params)
+
+
+def run_stage(flow: Callable, params: dict) -> Any:
+    """Run a stage flow with the task runner its params ask for."""
+    runner = make_task_runner(params)
+    return flow.with_options(task_runner=runner)(params=params)

@@ -1,0 +1,1 @@
+"""Torch modules and losses only: no file I/O, no params parsing."""

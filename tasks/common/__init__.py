@@ -1,0 +1,1 @@
+"""Helpers shared by every stage: params, tables, hashing, summaries, safe I/O."""

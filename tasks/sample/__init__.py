@@ -1,0 +1,1 @@
+"""The `sample` stage: the embedded default inputs, generated deterministically from a seed."""

@@ -1,0 +1,157 @@
+"""Synthetic medical images whose visible content matches the findings they are drawn with.
+
+Pure functions of a numpy Generator: same seed, same pixels.
+"""
+from __future__ import annotations
+
+import numpy as np
+from PIL import Image, ImageDraw, ImageFilter, ImageFont
+
+
+def _disk(canvas: np.ndarray, cy: float, cx: float, r: float, value: float, soft: float = 1.5) -> None:
+    h, w = canvas.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    dist = np.sqrt((yy - cy) ** 2 + (xx - cx) ** 2)
+    weight = np.clip((r - dist) / soft + 0.5, 0.0, 1.0)
+    canvas[:] = canvas * (1 - weight) + value * weight
+
+
+def _ellipse(canvas: np.ndarray, cy, cx, ry, rx, value, soft=1.5, mask=None) -> np.ndarray:
+    h, w = canvas.shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    dist = np.sqrt(((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2)
+    weight = np.clip((1 - dist) * min(ry, rx) / soft + 0.5, 0.0, 1.0)
+    if mask is not None:
+        weight = weight * mask
+    canvas[:] = canvas * (1 - weight) + value * weight
+    return weight > 0.5
+
+
+def _noise(rng: np.random.Generator, shape, sigma: float) -> np.ndarray:
+    return rng.normal(0.0, sigma, size=shape)
+
+
+def ct_chest(rng: np.random.Generator, size: int, findings: set[str]) -> np.ndarray:
+    """Axial chest CT slice in display grey levels (0 air .. 255 bone)."""
+    s = size
+    img = np.zeros((s, s), dtype=np.float64)
+    _ellipse(img, s * 0.5, s * 0.5, s * 0.36, s * 0.46, 110)  # body soft tissue
+    lung_value = 25.0
+    lungs = []
+    for side in (-1, 1):
+        cx = s * (0.5 + side * 0.2)
+        lungs.append(_ellipse(img, s * 0.47, cx, s * 0.27, s * 0.15, lung_value))
+    heart_r = s * (0.17 if "cardiomegaly" in findings else 0.105)
+    _ellipse(img, s * 0.55, s * 0.47, heart_r * 0.9, heart_r, 135)
+    _disk(img, s * 0.33, s * 0.55, s * 0.04, 140)  # aorta
+    if "arterial_calcification" in findings:
+        for angle in rng.uniform(0, 2 * np.pi, size=3):
+            _disk(img, s * 0.33 + np.sin(angle) * s * 0.035, s * 0.55 + np.cos(angle) * s * 0.035, s * 0.012, 250, 0.8)
+    _disk(img, s * 0.8, s * 0.5, s * 0.06, 230)  # vertebral body
+    lung_side = int(rng.integers(0, 2))
+    lung_cx = s * (0.5 + (1 if lung_side else -1) * 0.2)
+    if "pleural_effusion" in findings:
+        # dependent fluid: posterior crescent inside the lung's outline
+        yy = np.arange(s)[:, None]
+        crescent = lungs[lung_side] & (yy > s * 0.58)
+        img[crescent] = 95
+    if "nodule" in findings:
+        cy = s * rng.uniform(0.35, 0.5)
+        cx = lung_cx + s * rng.uniform(-0.05, 0.05)
+        _disk(img, cy, cx, s * rng.uniform(0.025, 0.04), 150)
+    if "ground_glass_opacity" in findings:
+        cy = s * rng.uniform(0.35, 0.5)
+        patch = np.zeros_like(img)
+        _ellipse(patch, cy, lung_cx, s * 0.08, s * 0.07, 1.0, soft=6)
+        img = img + patch * lungs[lung_side] * 40
+    if "consolidation" in findings:
+        cy = s * rng.uniform(0.4, 0.55)
+        _ellipse(img, cy, lung_cx, s * 0.07, s * 0.08, 115, mask=lungs[lung_side])
+    if "emphysema" in findings:
+        for _ in range(14):
+            side = int(rng.integers(0, 2))
+            cx = s * (0.5 + (1 if side else -1) * 0.2) + rng.uniform(-0.1, 0.1) * s
+            cy = s * rng.uniform(0.28, 0.62)
+            _disk(img, cy, cx, s * rng.uniform(0.012, 0.022), 2, 0.8)
+    img += _noise(rng, img.shape, 4.0)
+    return np.clip(img, 0, 255)
+
+
+def ct_abdomen(rng: np.random.Generator, size: int, findings: set[str]) -> np.ndarray:
+    s = size
+    img = np.zeros((s, s), dtype=np.float64)
+    _ellipse(img, s * 0.5, s * 0.5, s * 0.37, s * 0.46, 100)
+    liver = _ellipse(img, s * 0.45, s * 0.33, s * 0.2, s * 0.17, 130)
+    spleen_r = s * (0.11 if "splenomegaly" in findings else 0.06)
+    _ellipse(img, s * 0.42, s * 0.74, spleen_r * 1.3, spleen_r, 125)
+    kidneys = []
+    for cx in (s * 0.35, s * 0.65):
+        kidneys.append(_ellipse(img, s * 0.66, cx, s * 0.07, s * 0.045, 150))
+    _disk(img, s * 0.42, s * 0.55, s * 0.07, 60)  # stomach with fluid
+    _disk(img, s * 0.8, s * 0.5, s * 0.06, 230)
+    if "liver_mass" in findings:
+        _disk(img, s * rng.uniform(0.38, 0.5), s * rng.uniform(0.27, 0.37), s * rng.uniform(0.04, 0.06), 70)
+    if "renal_cyst" in findings:
+        side = int(rng.integers(0, 2))
+        cx = s * (0.35 if side == 0 else 0.65)
+        _disk(img, s * 0.64, cx + s * 0.01, s * 0.03, 85)
+    img += _noise(rng, img.shape, 4.0)
+    return np.clip(img, 0, 255)
+
+
+def radiograph(rng: np.random.Generator, size: int, findings: set[str]) -> np.ndarray:
+    """Frontal chest radiograph: air dark, soft tissue grey, bone bright."""
+    s = size
+    img = np.full((s, s), 20.0)
+    _ellipse(img, s * 0.55, s * 0.5, s * 0.45, s * 0.42, 150)
+    lungs = []
+    for side in (-1, 1):
+        lungs.append(_ellipse(img, s * 0.5, s * (0.5 + side * 0.19), s * 0.3, s * 0.14, 55))
+    heart_rx = s * (0.2 if "cardiomegaly" in findings else 0.12)
+    _ellipse(img, s * 0.66, s * 0.52, s * 0.14, heart_rx, 165)
+    img[:, int(s * 0.48): int(s * 0.52)] = np.maximum(img[:, int(s * 0.48): int(s * 0.52)], 170)  # spine
+    for k in range(6):  # ribs
+        y = s * (0.28 + 0.08 * k)
+        for side in (-1, 1):
+            yy, xx = np.mgrid[0:s, 0:s]
+            band = np.abs(yy - (y + 0.15 * np.abs(xx - s * 0.5))) < s * 0.008
+            img[band & lungs[0 if side < 0 else 1]] += 35
+    side = int(rng.integers(0, 2))
+    if "pleural_effusion" in findings:
+        yy = np.arange(s)[:, None]
+        img[lungs[side] & (yy > s * 0.66)] = 160
+    if "nodule" in findings:
+        cx = s * (0.5 + (1 if side else -1) * 0.19) + rng.uniform(-0.04, 0.04) * s
+        _disk(img, s * rng.uniform(0.35, 0.55), cx, s * 0.03, 175)
+    if "pneumothorax" in findings:
+        apex = lungs[side].copy()
+        yy = np.arange(s)[:, None]
+        apex &= yy < s * 0.4
+        img[apex] = 5
+    img += _noise(rng, img.shape, 3.0)
+    return np.clip(img, 0, 255)
+
+
+RENDERERS = {"ct_chest": ct_chest, "ct_abdomen": ct_abdomen, "radiograph": radiograph}
+
+
+def render_panel(rng: np.random.Generator, kind: str, size: int, findings: set[str]) -> Image.Image:
+    pixels = RENDERERS[kind](rng, size, findings).astype(np.uint8)
+    return Image.fromarray(pixels, mode="L").filter(ImageFilter.GaussianBlur(0.6)).convert("RGB")
+
+
+def compose_panels(panels: list[Image.Image], letters: list[str] | None) -> Image.Image:
+    """Place panels side by side; write the panel letter in each top-left corner."""
+    width = sum(p.width for p in panels) + 4 * (len(panels) - 1)
+    height = max(p.height for p in panels)
+    canvas = Image.new("RGB", (width, height), (255, 255, 255))
+    x = 0
+    font = ImageFont.load_default()
+    for index, panel in enumerate(panels):
+        canvas.paste(panel, (x, 0))
+        if letters:
+            draw = ImageDraw.Draw(canvas)
+            draw.rectangle([x + 3, 3, x + 17, 17], fill=(0, 0, 0))
+            draw.text((x + 6, 4), letters[index], fill=(255, 255, 255), font=font)
+        x += panel.width + 4
+    return canvas
