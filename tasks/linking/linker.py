@@ -1,0 +1,314 @@
+"""The concept linker: text in, UMLS concept mentions out. Reused by every stage that links text.
+
+    linker = ConceptLinker.from_index("data/umls_index", params["link_concepts"])
+    mentions = linker.link("No pleural effusion. Ground-glass opacity (GGO) in the left lung.")
+    batches = linker.link_many(texts)          # one list of Mention per text
+
+Pipeline per text: scispaCy tokenisation (hyphens split, so "Lidocaine-induced" yields
+"Lidocaine") and sentence splitting on a blank English pipeline, or an installed spaCy
+model named in params; scispaCy abbreviation detection, each short form linked as its
+long form; case-sensitive acronyms of the vocabulary; QuickUMLS candidates per sentence;
+filters (semantic types or groups, minimum similarity, stop-concepts) applied before the
+overlap policy picks non-overlapping mentions; ConText rules mark negation and uncertainty.
+
+`get_linker(index_dir, params)` keeps one linker per process (one QuickUMLS matcher per
+Dask worker), since opening the databases costs far more than linking one caption.
+"""
+from __future__ import annotations
+
+import json
+import os
+import threading
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+from tasks.linking.context import ContextRules
+
+# Defaults of the params section `link_concepts` that the linker reads; other keys are ignored.
+DEFAULTS: dict = {
+    "spacy_model": None,         # an installed spaCy/scispaCy model; null: blank English + scispaCy parts
+    "split_hyphens": True,       # split "X-induced" so "X" can be a mention of its own
+    "abbreviations": True,       # link short forms defined in the same text as their long forms
+    "acronyms": True,            # case-sensitive exact match of the vocabulary's all-caps terms
+    "similarity": "jaccard",     # QuickUMLS measure: jaccard, dice, cosine, overlap
+    "threshold": 0.8,            # QuickUMLS candidate threshold
+    "window": 5,                 # longest n-gram in tokens
+    "min_match_length": 3,       # characters
+    "overlap": "length",         # length: longest span first; score: best similarity first
+    "best_match": True,          # false: keep every candidate span (overlapping)
+    "semantic_types": None,      # TUIs kept (null: all)
+    "semantic_groups": None,     # groups kept, e.g. [DISO, ANAT] (null: all)
+    "min_similarity": 0.8,       # after matching
+    "stop_concepts": [],         # CUIs never reported
+    "negation": True,
+    "context_max_scope": 8,      # tokens a trigger reaches
+    "context_rules": {},         # replace a default trigger list (see tasks/linking/context.py)
+}
+
+
+@dataclass(frozen=True)
+class Mention:
+    """One concept mention; start/end are character offsets into the text given to link()."""
+    sentence: int
+    start: int
+    end: int
+    text: str
+    cui: str
+    preferred_name: str
+    similarity: float
+    semantic_types: tuple[str, ...]
+    semantic_group: str
+    negated: bool
+    uncertain: bool
+    matched_term: str          # the vocabulary string that matched
+    abbreviation_of: str | None = None  # long form, when the mention is an abbreviation
+
+    def as_dict(self) -> dict:
+        row = asdict(self)
+        row["semantic_types"] = list(self.semantic_types)
+        return row
+
+
+def _settings(params: dict | None) -> dict:
+    settings = dict(DEFAULTS)
+    for key, value in (params or {}).items():
+        if key in DEFAULTS:
+            settings[key] = value
+    if settings["overlap"] not in ("length", "score"):
+        raise ValueError(f"link_concepts.overlap must be 'length' or 'score', not {settings['overlap']!r}")
+    if settings["similarity"] not in ("jaccard", "dice", "cosine", "overlap"):
+        raise ValueError(f"link_concepts.similarity {settings['similarity']!r} is not a QuickUMLS measure")
+    return settings
+
+
+def quickumls_dir(index_dir: str | Path) -> Path:
+    """The QuickUMLS folder of a umls_index output (or a bare QuickUMLS index folder)."""
+    index_dir = Path(index_dir)
+    nested = index_dir / "quickumls"
+    return nested if nested.is_dir() else index_dir
+
+
+def open_quickumls(index_dir: str | Path, **kwargs):
+    """A QuickUMLS matcher that needs no download: stopwords from the index, no spaCy model."""
+    import nltk
+    from quickumls import QuickUMLS
+
+    qdir = quickumls_dir(index_dir)
+    nltk_dir = qdir / "nltk_data"
+    if nltk_dir.is_dir() and str(nltk_dir) not in nltk.data.path:
+        nltk.data.path.insert(0, str(nltk_dir))
+    if not (qdir / "umls-simstring.db").exists():
+        raise FileNotFoundError(f"no QuickUMLS index in {qdir}")
+    return QuickUMLS(str(qdir), spacy_component=True, **kwargs)
+
+
+def make_nlp(spacy_model: str | None = None, split_hyphens: bool = True, abbreviations: bool = True):
+    """Tokeniser + sentences (+ abbreviations): scispaCy parts on a blank English pipeline."""
+    import re
+    import warnings
+
+    import spacy
+    from scispacy.custom_tokenizer import combined_rule_tokenizer
+
+    if spacy_model:
+        nlp = spacy.load(spacy_model, exclude=["ner", "lemmatizer", "tagger", "attribute_ruler"])
+    else:
+        nlp = spacy.blank("en")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)
+        nlp.tokenizer = combined_rule_tokenizer(nlp)
+    if split_hyphens:
+        # scispaCy keeps "ground-glass" whole; split letter-hyphen-letter so parts can match alone
+        # (QuickUMLS rejoins hyphenated n-grams itself).
+        infix = nlp.tokenizer.infix_finditer.__self__.pattern
+        nlp.tokenizer.infix_finditer = re.compile(infix + r"|(?<=[A-Za-z0-9])-(?=[A-Za-z])").finditer
+    if not (nlp.has_pipe("parser") or nlp.has_pipe("senter") or nlp.has_pipe("sentencizer")):
+        nlp.add_pipe("sentencizer")
+    if abbreviations:
+        import scispacy.abbreviation  # noqa: F401  (registers the factory)
+
+        nlp.add_pipe("abbreviation_detector")
+    return nlp
+
+
+def load_concepts(index_dir: str | Path) -> dict[str, tuple[str, tuple[str, ...], str, frozenset]]:
+    """cui -> (preferred name, TUIs, group, all groups) from concepts.parquet, when present."""
+    path = Path(index_dir) / "concepts.parquet"
+    if not path.is_file():
+        return {}
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(path, columns=["cui", "preferred_name", "semantic_types", "semantic_group",
+                                         "semantic_groups"]).to_pydict()
+    return {
+        cui: (name, tuple(types), group, frozenset(groups))
+        for cui, name, types, group, groups in zip(table["cui"], table["preferred_name"],
+                                                   table["semantic_types"], table["semantic_group"],
+                                                   table["semantic_groups"])
+    }
+
+
+class ConceptLinker:
+    def __init__(self, matcher, nlp, concepts: dict, settings: dict, acronyms: dict[str, list[str]] | None = None):
+        self.matcher = matcher
+        self.nlp = nlp
+        self.concepts = concepts
+        self.settings = settings
+        self.acronyms = acronyms or {}
+        self.context = ContextRules(settings["context_rules"], settings["context_max_scope"]) \
+            if settings["negation"] else None
+        self._types = set(settings["semantic_types"]) if settings["semantic_types"] else None
+        self._groups = set(settings["semantic_groups"]) if settings["semantic_groups"] else None
+        self._stop = set(settings["stop_concepts"] or ())
+        self._long_form_cache: dict[str, dict | None] = {}
+
+    @classmethod
+    def from_index(cls, index_dir: str | Path, params: dict | None = None) -> "ConceptLinker":
+        """A linker over a umls_index output folder; params: the `link_concepts` section (or part of it)."""
+        settings = _settings(params)
+        matcher = open_quickumls(
+            index_dir, overlapping_criteria="length" if settings["overlap"] == "length" else "score",
+            threshold=float(settings["threshold"]), window=int(settings["window"]),
+            similarity_name=settings["similarity"], min_match_length=int(settings["min_match_length"]),
+            accepted_semtypes=set(settings["semantic_types"]) if settings["semantic_types"] else None,
+        )
+        nlp = make_nlp(settings["spacy_model"], bool(settings["split_hyphens"]), bool(settings["abbreviations"]))
+        acronyms = {}
+        acronym_file = quickumls_dir(index_dir) / "acronyms.json"
+        if settings["acronyms"] and acronym_file.is_file():
+            acronyms = json.loads(acronym_file.read_text(encoding="utf-8"))
+        return cls(matcher, nlp, load_concepts(index_dir), settings, acronyms)
+
+    # -- public API -------------------------------------------------------------------------
+    def link(self, text: str) -> list[Mention]:
+        return self._link_doc(self.nlp(text))
+
+    def link_many(self, texts: Iterable[str], batch_size: int = 256) -> list[list[Mention]]:
+        return [self._link_doc(doc) for doc in self.nlp.pipe(texts, batch_size=batch_size)]
+
+    # -- internals --------------------------------------------------------------------------
+    def _concept(self, cui: str):
+        return self.concepts.get(cui) or (cui, (), "UNKN", frozenset())
+
+    def _keep(self, cand: dict) -> bool:
+        cui = cand["cui"]
+        if cui in self._stop or cand["similarity"] < self.settings["min_similarity"]:
+            return False
+        if self._types is not None and not (set(cand["semtypes"]) & self._types):
+            return False
+        if self._groups is not None:
+            groups = self._concept(cui)[3]
+            if groups and not (groups & self._groups):
+                return False
+        return True
+
+    def _resolve_long_form(self, long_form: str) -> dict | None:
+        """Best concept for an abbreviation's long form, matched as one whole string."""
+        if long_form not in self._long_form_cache:
+            groups = self.matcher._get_all_matches([(0, len(long_form), long_form)])
+            cands = [c for group in groups for c in group if self._keep(c)]
+            cands.sort(key=lambda c: (-c["similarity"], -c["preferred"], c["cui"]))
+            self._long_form_cache[long_form] = cands[0] if cands else None
+        return self._long_form_cache[long_form]
+
+    def _link_doc(self, doc) -> list[Mention]:
+        sents = list(doc.sents)
+        # Abbreviations defined in this text: every short-form occurrence -> long form.
+        abbrev: dict[tuple[int, int], str] = {}
+        if self.settings["abbreviations"] and doc.has_extension("abbreviations"):
+            for short in doc._.abbreviations:
+                long_form = short._.long_form
+                if long_form is not None:
+                    abbrev[(short.start_char, short.end_char)] = long_form.text
+        mentions: list[Mention] = []
+        for s_index, sent in enumerate(sents):
+            groups = []  # (priority, candidates); abbreviations and acronyms beat n-gram matches
+            for (start, end), long_form in abbrev.items():
+                if sent.start_char <= start < sent.end_char:
+                    best = self._resolve_long_form(long_form)
+                    if best is not None:
+                        groups.append((2, [dict(best, start=start, end=end, ngram=doc.text[start:end],
+                                                abbreviation_of=long_form)]))
+            if self.acronyms:
+                for tok in sent:
+                    cuis = self.acronyms.get(tok.text)
+                    if cuis and (tok.idx, tok.idx + len(tok)) not in abbrev:
+                        cands = [{"start": tok.idx, "end": tok.idx + len(tok), "ngram": tok.text,
+                                  "term": tok.text, "cui": cui, "similarity": 1.0,
+                                  "semtypes": set(self._concept(cui)[1]), "preferred": 0} for cui in cuis]
+                        cands = [c for c in cands if self._keep(c)]
+                        if cands:
+                            groups.append((1, cands))
+            for group in self.matcher._get_all_matches(self._ngrams(sent)):
+                kept = [c for c in group if self._keep(c)]
+                if kept:
+                    groups.append((0, kept))
+            chosen = self._select(groups)
+            if not chosen:
+                continue
+            negated = uncertain = None
+            if self.context is not None:
+                negated, uncertain = self.context.token_status([t.lower_ for t in sent])
+            for cand in chosen:
+                first = doc.char_span(cand["start"], cand["end"], alignment_mode="expand")
+                k = (first.start - sent.start) if first is not None else 0
+                cui = cand["cui"]
+                name, types, group, _ = self._concept(cui)
+                mentions.append(Mention(
+                    sentence=s_index, start=int(cand["start"]), end=int(cand["end"]),
+                    text=doc.text[cand["start"]:cand["end"]], cui=cui, preferred_name=name,
+                    similarity=round(float(cand["similarity"]), 4),
+                    semantic_types=tuple(types) or tuple(sorted(cand["semtypes"])), semantic_group=group,
+                    negated=bool(negated and 0 <= k < len(negated) and negated[k]),
+                    uncertain=bool(uncertain and 0 <= k < len(uncertain) and uncertain[k]),
+                    matched_term=str(cand["term"]), abbreviation_of=cand.get("abbreviation_of"),
+                ))
+        return mentions
+
+    def _ngrams(self, sent):
+        """QuickUMLS's n-grams, minus those opening with a stopword: without a POS tagger
+        QuickUMLS lets "with X" compete with "X" and the longer one wins on length."""
+        stop = self.matcher._stopwords
+        for start, end, ngram in self.matcher._make_ngrams(sent):
+            first = ngram.split(" ", 1)[0].lower()
+            if first not in stop:
+                yield start, end, ngram
+
+    def _select(self, groups: list[tuple[int, list[dict]]]) -> list[dict]:
+        """Best candidate per span; with best_match, non-overlapping spans by the overlap policy."""
+        def best(cands):
+            return sorted(cands, key=lambda c: (-c["similarity"], -c["preferred"], c["cui"]))[0]
+
+        picked = [(prio, best(cands)) for prio, cands in groups]
+        if not self.settings["best_match"]:
+            return sorted((c for _, c in picked), key=lambda c: (c["start"], c["end"]))
+        if self.settings["overlap"] == "length":
+            order = lambda pc: (-pc[0], -(pc[1]["end"] - pc[1]["start"]), -pc[1]["similarity"], pc[1]["start"])
+        else:
+            order = lambda pc: (-pc[0], -pc[1]["similarity"], -(pc[1]["end"] - pc[1]["start"]), pc[1]["start"])
+        taken: list[tuple[int, int]] = []
+        chosen = []
+        for _, cand in sorted(picked, key=order):
+            if any(cand["start"] < e and s < cand["end"] for s, e in taken):
+                continue
+            taken.append((cand["start"], cand["end"]))
+            chosen.append(cand)
+        return sorted(chosen, key=lambda c: (c["start"], c["end"]))
+
+
+_CACHE: dict[tuple[str, str], ConceptLinker] = {}
+_LOCK = threading.Lock()
+
+
+def get_linker(index_dir: str | Path, params: dict | None = None) -> ConceptLinker:
+    """One linker per process and (index, settings): Dask workers open QuickUMLS once."""
+    key = (os.path.abspath(index_dir), json.dumps(_settings(params), sort_keys=True, default=str))
+    with _LOCK:
+        if key not in _CACHE:
+            _CACHE[key] = ConceptLinker.from_index(index_dir, params)
+        return _CACHE[key]
+
+
+def mentions_as_rows(mentions: Sequence[Mention], **extra) -> list[dict]:
+    return [dict(extra, **m.as_dict()) for m in mentions]

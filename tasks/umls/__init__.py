@@ -1,0 +1,1 @@
+"""UMLS-format vocabularies: RRF reading and writing, MeSH conversion, QuickUMLS index build."""

@@ -1,0 +1,146 @@
+"""Build a QuickUMLS index (and the concepts table) from a UMLS-format META folder.
+
+The n-gram database is written by QuickUMLS's own `install` functions; this module
+only filters the RRF input first (sources, term types, semantic types), writes the
+flag files QuickUMLS's CLI would write, and adds what QuickUMLS lacks: preferred
+names and semantic groups (concepts.parquet), case-sensitive acronyms, and the
+stopword list QuickUMLS would otherwise try to download.
+"""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import shutil
+import tempfile
+from collections import Counter
+from pathlib import Path
+from types import SimpleNamespace
+
+import pyarrow as pa
+
+from tasks.common.tables import write_rows
+from tasks.umls import rrf
+from tasks.umls.stopwords import write_nltk_stopwords
+
+QUICKUMLS_SUBDIR = "quickumls"
+NLTK_SUBDIR = "nltk_data"
+ACRONYMS_FILE = "acronyms.json"
+LANGUAGE_NAMES = {"ENG": "english"}
+
+CONCEPTS_SCHEMA = pa.schema([
+    ("cui", pa.string()),
+    ("preferred_name", pa.string()),
+    ("semantic_types", pa.list_(pa.string())),
+    ("semantic_type_names", pa.list_(pa.string())),
+    ("semantic_groups", pa.list_(pa.string())),
+    ("semantic_group", pa.string()),  # the first type's group: one label per concept
+    ("n_terms", pa.int32()),
+    ("sources", pa.list_(pa.string())),
+])
+
+
+def _is_acronym(text: str, max_len: int) -> bool:
+    letters = [c for c in text if c.isalpha()]
+    return 2 <= len(text) <= max_len and " " not in text and bool(letters) and all(c.isupper() for c in letters)
+
+
+def build_index(meta_dir: str | Path, out_dir: str | Path, *, language: str = "ENG",
+                sources=None, term_types=None, semantic_types=None, lowercase: bool = True,
+                normalize_unicode: bool = True, database_backend: str = "unqlite",
+                semantic_groups_file: str | Path | None = None, acronym_max_len: int = 6,
+                stage: str = "umls_index") -> dict:
+    """Write `<out_dir>/quickumls/` and `<out_dir>/concepts.parquet`.
+
+    Returns {"counts": {...}, "rejected": [rows for rejected.parquet]}.
+    """
+    from quickumls import install  # QuickUMLS's own index builder
+
+    meta_dir, out_dir = Path(meta_dir), Path(out_dir)
+    conso_path, sty_path = meta_dir / "MRCONSO.RRF", meta_dir / "MRSTY.RRF"
+    for path in (conso_path, sty_path):
+        if not path.is_file():
+            raise FileNotFoundError(f"umls_index: {path} not found")
+    bad: list[rrf.BadRow] = []
+    stys = rrf.read_mrsty(sty_path, bad)
+    groups = rrf.read_semgroups(semantic_groups_file) if semantic_groups_file else {}
+    kept_types = set(semantic_types) if semantic_types else None
+
+    rejected: list[dict] = []
+    reasons: Counter = Counter()
+    concepts: dict[str, dict] = {}
+    rows: list[dict] = []
+    no_type: set[str] = set()
+    for row in rrf.read_mrconso(conso_path, [language], sources, term_types, bad=bad):
+        cui = row["CUI"]
+        types = stys.get(cui)
+        if not types:
+            no_type.add(cui)
+            continue
+        if kept_types is not None and not any(t in kept_types for t, _ in types):
+            reasons["semantic_type_not_kept"] += 1
+            continue
+        rows.append(row)
+        concept = concepts.setdefault(cui, {"pref": None, "first": row["STR"], "n": 0, "sab": set()})
+        concept["n"] += 1
+        concept["sab"].add(row["SAB"])
+        # UMLS's preferred name: TS=P, STT=PF, ISPREF=Y (first such row).
+        if concept["pref"] is None and row["TS"] == "P" and row["STT"] == "PF" and row["ISPREF"] == "Y":
+            concept["pref"] = row["STR"]
+    for cui in sorted(no_type):
+        rejected.append({"item": cui, "source": str(conso_path), "reason": "no_semantic_type",
+                         "detail": "concept has no MRSTY row", "stage": stage})
+    for row in bad:
+        rejected.append({"item": f"{row.file}:{row.line}", "source": str(meta_dir), "reason": row.reason,
+                         "detail": row.text, "stage": stage})
+
+    qu_dir = out_dir / QUICKUMLS_SUBDIR
+    if qu_dir.exists():
+        shutil.rmtree(qu_dir)
+    qu_dir.mkdir(parents=True)
+    with tempfile.TemporaryDirectory(prefix="umls_index_") as tmp:
+        tmp = Path(tmp)
+        rrf.write_mrconso(rows, tmp / "MRCONSO.RRF")
+        rrf.write_mrsty(({"CUI": cui, "TUI": t, "STY": n} for cui in sorted(concepts)
+                         for t, n in stys[cui]), tmp / "MRSTY.RRF")
+        opts = SimpleNamespace(language=language, lowercase=lowercase, normalize_unicode=normalize_unicode)
+        # QuickUMLS prints progress per 100k rows; keep stage output readable.
+        with contextlib.redirect_stdout(io.StringIO()):
+            extracted = install.extract_from_mrconso(str(tmp / "MRCONSO.RRF"), str(tmp / "MRSTY.RRF"), opts)
+            install.parse_and_encode_ngrams(extracted, str(qu_dir / "umls-simstring.db"),
+                                            str(qu_dir / "cui-semtypes.db"), database_backend=database_backend)
+    # The flag files QuickUMLS's installer writes beside the databases.
+    if lowercase:
+        (qu_dir / "lowercase.flag").write_text("")
+    if normalize_unicode:
+        (qu_dir / "normalize-unicode.flag").write_text("")
+    (qu_dir / "language.flag").write_text(language)
+    (qu_dir / "database_backend.flag").write_text(database_backend)
+    write_nltk_stopwords(qu_dir / NLTK_SUBDIR, LANGUAGE_NAMES.get(language, "english"))
+
+    acronyms: dict[str, set[str]] = {}
+    for row in rows:
+        text = row["STR"].strip()
+        if _is_acronym(text, acronym_max_len):
+            acronyms.setdefault(text, set()).add(row["CUI"])
+    (qu_dir / ACRONYMS_FILE).write_text(
+        json.dumps({k: sorted(v) for k, v in sorted(acronyms.items())}, indent=0) + "\n", encoding="utf-8")
+
+    concept_rows = []
+    for cui in sorted(concepts):
+        info = concepts[cui]
+        types = stys[cui]
+        type_groups = [groups.get(t, ("UNKN", ""))[0] for t, _ in types]
+        concept_rows.append({
+            "cui": cui, "preferred_name": info["pref"] or info["first"],
+            "semantic_types": [t for t, _ in types], "semantic_type_names": [n for _, n in types],
+            "semantic_groups": sorted(set(type_groups)), "semantic_group": type_groups[0],
+            "n_terms": info["n"], "sources": sorted(info["sab"]),
+        })
+    write_rows(concept_rows, CONCEPTS_SCHEMA, out_dir / "concepts.parquet", sort_by=("cui",))
+    reasons.update(r["reason"] for r in rejected)
+    counts = {
+        "concepts": len(concept_rows), "terms": len(rows), "acronyms": len(acronyms),
+        "concepts_without_group": sum(1 for r in concept_rows if r["semantic_group"] == "UNKN"),
+    }
+    return {"counts": counts, "rejected": rejected, "reasons": dict(reasons)}

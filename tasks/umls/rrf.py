@@ -1,0 +1,130 @@
+"""Reading and writing UMLS Rich Release Format (RRF) files: MRCONSO, MRSTY, SemGroups.
+
+Rows are pipe-separated with a trailing pipe; MRCONSO has 18 columns, MRSTY 6.
+A malformed row is reported, never fatal: real releases are large and a reader
+that dies on one bad line loses hours.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator
+
+MRCONSO_COLUMNS = (
+    "CUI", "LAT", "TS", "LUI", "STT", "SUI", "ISPREF", "AUI", "SAUI",
+    "SCUI", "SDUI", "SAB", "TTY", "CODE", "STR", "SRL", "SUPPRESS", "CVF",
+)
+MRSTY_COLUMNS = ("CUI", "TUI", "STN", "STY", "ATUI", "CVF")
+
+
+@dataclass(frozen=True)
+class BadRow:
+    file: str
+    line: int
+    reason: str
+    text: str
+
+
+def split_row(line: str, n_columns: int) -> list[str] | None:
+    """Fields of one RRF line, or None when it does not have n_columns fields."""
+    line = line.rstrip("\r\n")
+    if line.endswith("|"):
+        line = line[:-1]
+    fields = line.split("|")
+    return fields if len(fields) == n_columns else None
+
+
+def _read(path: str | Path, columns: tuple[str, ...], bad: list[BadRow] | None) -> Iterator[dict]:
+    path = Path(path)
+    with path.open(encoding="utf-8", errors="replace") as handle:
+        for number, line in enumerate(handle, start=1):
+            if not line.strip():
+                continue
+            fields = split_row(line, len(columns))
+            if fields is None or not fields[0]:
+                if bad is not None:
+                    bad.append(BadRow(path.name, number, "malformed_row",
+                                      f"expected {len(columns)} fields: {line[:200]!r}"))
+                continue
+            yield dict(zip(columns, fields))
+
+
+def read_mrconso(path: str | Path, languages: Iterable[str] | None = ("ENG",),
+                 sources: Iterable[str] | None = None, term_types: Iterable[str] | None = None,
+                 include_suppressed: bool = False, bad: list[BadRow] | None = None) -> Iterator[dict]:
+    """MRCONSO rows kept by language, source (SAB) and term type (TTY) filters (None: all).
+
+    Suppressed rows (SUPPRESS O, E, Y) are dropped unless asked for, as MetamorphoSys does.
+    """
+    languages = set(languages) if languages else None
+    sources = set(sources) if sources else None
+    term_types = set(term_types) if term_types else None
+    for row in _read(path, MRCONSO_COLUMNS, bad):
+        if languages is not None and row["LAT"] not in languages:
+            continue
+        if sources is not None and row["SAB"] not in sources:
+            continue
+        if term_types is not None and row["TTY"] not in term_types:
+            continue
+        if not include_suppressed and row["SUPPRESS"] in ("O", "E", "Y"):
+            continue
+        if not row["STR"].strip():
+            if bad is not None:
+                bad.append(BadRow(Path(path).name, 0, "empty_string", row["CUI"]))
+            continue
+        yield row
+
+
+def read_mrsty(path: str | Path, bad: list[BadRow] | None = None) -> dict[str, list[tuple[str, str]]]:
+    """CUI -> [(TUI, type name)] in file order, duplicates removed."""
+    types: dict[str, list[tuple[str, str]]] = {}
+    for row in _read(path, MRSTY_COLUMNS, bad):
+        entry = (row["TUI"], row["STY"])
+        found = types.setdefault(row["CUI"], [])
+        if entry not in found:
+            found.append(entry)
+    return types
+
+
+def read_semgroups(path: str | Path) -> dict[str, tuple[str, str]]:
+    """SemGroups.txt (GROUP|Group name|TUI|Type name) -> TUI -> (group, group name)."""
+    groups: dict[str, tuple[str, str]] = {}
+    with Path(path).open(encoding="utf-8") as handle:
+        for line in handle:
+            fields = line.rstrip("\r\n").split("|")
+            if len(fields) >= 3 and fields[2].startswith("T"):
+                groups[fields[2]] = (fields[0], fields[1])
+    return groups
+
+
+def format_row(values: Iterable[str]) -> str:
+    values = list(values)
+    for value in values:
+        if "|" in value or "\n" in value:
+            raise ValueError(f"RRF field may not hold '|' or a newline: {value!r}")
+    return "|".join(values) + "|\n"
+
+
+def write_mrconso(rows: Iterable[dict], path: str | Path) -> int:
+    count = 0
+    with Path(path).open("w", encoding="utf-8", newline="") as handle:
+        for row in rows:
+            handle.write(format_row(row.get(col, "") for col in MRCONSO_COLUMNS))
+            count += 1
+    return count
+
+
+def write_mrsty(rows: Iterable[dict], path: str | Path) -> int:
+    count = 0
+    with Path(path).open("w", encoding="utf-8", newline="") as handle:
+        for row in rows:
+            handle.write(format_row(row.get(col, "") for col in MRSTY_COLUMNS))
+            count += 1
+    return count
+
+
+def write_semgroups(entries: Iterable[tuple[str, str, str, str]], path: str | Path) -> None:
+    """(group, group name, TUI, type name) lines, as NLM's SemGroups.txt."""
+    with Path(path).open("w", encoding="utf-8", newline="") as handle:
+        for entry in sorted(set(entries), key=lambda e: (e[0], e[2])):
+            handle.write("|".join(entry) + "\n")
