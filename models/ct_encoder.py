@@ -1,0 +1,63 @@
+"""3-D Vision Transformer over CT volumes (D, H, W), exposing tokens on their 3-D grid."""
+from __future__ import annotations
+
+from dataclasses import dataclass, fields
+
+import torch
+from torch import nn
+
+
+@dataclass
+class CTEncoderConfig:
+    volume_size: tuple = (32, 64, 64)  # D, H, W after resampling
+    patch_size: tuple = (8, 16, 16)
+    in_chans: int = 1
+    width: int = 768
+    depth: int = 12
+    heads: int = 12
+    mlp_ratio: float = 4.0
+    drop_path: float = 0.0
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "CTEncoderConfig":
+        names = {f.name for f in fields(cls)}
+        kw = {k: v for k, v in data.items() if k in names}
+        for key in ("volume_size", "patch_size"):
+            if key in kw:
+                kw[key] = tuple(int(v) for v in kw[key])
+        return cls(**kw)
+
+    @property
+    def grid(self) -> tuple[int, int, int]:
+        return tuple(v // p for v, p in zip(self.volume_size, self.patch_size))
+
+
+class CTEncoder(nn.Module):
+    """forward(volumes [B, C, D, H, W]) -> tokens [B, gd, gh, gw, width]."""
+
+    def __init__(self, cfg: CTEncoderConfig):
+        super().__init__()
+        from timm.models.vision_transformer import Block
+
+        self.cfg = cfg
+        self.width = cfg.width
+        self.grid = cfg.grid
+        if any(v % p for v, p in zip(cfg.volume_size, cfg.patch_size)):
+            raise ValueError(f"volume_size {cfg.volume_size} not divisible by patch_size {cfg.patch_size}")
+        self.patch_embed = nn.Conv3d(cfg.in_chans, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        n = self.grid[0] * self.grid[1] * self.grid[2]
+        self.pos_embed = nn.Parameter(torch.randn(1, n, cfg.width) * 0.02)
+        dpr = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
+        self.blocks = nn.ModuleList(
+            Block(cfg.width, cfg.heads, mlp_ratio=cfg.mlp_ratio, qkv_bias=True, drop_path=dpr[i])
+            for i in range(cfg.depth))
+        self.norm = nn.LayerNorm(cfg.width)
+
+    def forward(self, volumes: torch.Tensor) -> torch.Tensor:
+        x = self.patch_embed(volumes)  # [B, W, gd, gh, gw]
+        b, w = x.shape[:2]
+        x = x.flatten(2).transpose(1, 2) + self.pos_embed
+        for block in self.blocks:
+            x = block(x)
+        x = self.norm(x)
+        return x.reshape(b, *self.grid, w)
