@@ -17,6 +17,7 @@ _OFFLINE_DEFAULTS = {
     "HF_HUB_OFFLINE": "1",
     "TRANSFORMERS_OFFLINE": "1",
     "TOKENIZERS_PARALLELISM": "false",
+    "DASK_LOGGING__DISTRIBUTED": "warning",
 }
 
 

@@ -1,0 +1,1 @@
+"""`ingest`: PMC OA packages in, validated article shards and metadata out."""
