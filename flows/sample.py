@@ -19,6 +19,7 @@ from tasks.common.summary import StageSummary
 # part name -> module in tasks/sample/
 PARTS = {
     "literature": "tasks.sample.literature",
+    "vocabulary": "tasks.sample.vocabulary",
 }
 
 

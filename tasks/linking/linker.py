@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Iterable, Sequence
 
 from tasks.linking.context import ContextRules
+from tasks.linking.variants import variants
 
 # Defaults of the params section `link_concepts` that the linker reads; other keys are ignored.
 DEFAULTS: dict = {
@@ -41,6 +42,7 @@ DEFAULTS: dict = {
     "semantic_groups": None,     # groups kept, e.g. [DISO, ANAT] (null: all)
     "min_similarity": 0.8,       # after matching
     "stop_concepts": [],         # CUIs never reported
+    "variants": True,            # also try spelling/inflection variants (tasks/linking/variants.py)
     "negation": True,
     "context_max_scope": 8,      # tokens a trigger reaches
     "context_rules": {},         # replace a default trigger list (see tasks/linking/context.py)
@@ -206,7 +208,8 @@ class ConceptLinker:
     def _resolve_long_form(self, long_form: str) -> dict | None:
         """Best concept for an abbreviation's long form, matched as one whole string."""
         if long_form not in self._long_form_cache:
-            groups = self.matcher._get_all_matches([(0, len(long_form), long_form)])
+            forms = [long_form] + (variants(long_form) if self.settings["variants"] else [])
+            groups = self.matcher._get_all_matches([(0, len(long_form), f) for f in forms])
             cands = [c for group in groups for c in group if self._keep(c)]
             cands.sort(key=lambda c: (-c["similarity"], -c["preferred"], c["cui"]))
             self._long_form_cache[long_form] = cands[0] if cands else None
@@ -274,6 +277,9 @@ class ConceptLinker:
             first = ngram.split(" ", 1)[0].lower()
             if first not in stop:
                 yield start, end, ngram
+                if self.settings["variants"]:
+                    for form in variants(ngram):
+                        yield start, end, form
 
     def _select(self, groups: list[tuple[int, list[dict]]]) -> list[dict]:
         """Best candidate per span; with best_match, non-overlapping spans by the overlap policy."""

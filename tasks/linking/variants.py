@@ -1,0 +1,45 @@
+"""Lexical variants of an n-gram tried beside the n-gram itself (as UMLS's lvg would).
+
+Vocabularies list one spelling and one inflection: "Hemodilution" not "haemodilution",
+"Hypertension" not "hypertensive", "Parkinson Disease" not "Parkinson's disease".
+Variants keep the n-gram's span, so mentions still point at the text as written.
+"""
+from __future__ import annotations
+
+import re
+
+# British -> American spellings common in clinical text.
+_SPELLING = [
+    (re.compile(r"aem"), "em"), (re.compile(r"oedem"), "edem"), (re.compile(r"oesoph"), "esoph"),
+    (re.compile(r"paed"), "ped"), (re.compile(r"(?<=[a-z])our(?=s?\b)"), "or"), (re.compile(r"isation\b"), "ization"),
+    (re.compile(r"oestr"), "estr"), (re.compile(r"haem"), "hem"), (re.compile(r"leukaem"), "leukem"),
+]
+# Last-word rules: adjective -> disorder noun, plural -> singular.
+_SUFFIX = [
+    (re.compile(r"(?<=[a-z]{4})tensive$"), "tension"),
+    (re.compile(r"(?<=[a-z]{3})emic$"), "emia"),
+    (re.compile(r"(?<=[a-z]{3})otic$"), "osis"),
+    (re.compile(r"(?<=[a-z]{3})ies$"), "y"),
+    (re.compile(r"(?<=[a-z]{3})(?<![su])s$"), ""),
+]
+_POSSESSIVE = re.compile(r"['’]s\b")
+
+
+def variants(ngram: str) -> list[str]:
+    """Distinct lowercase variants of ngram, the ngram itself excluded."""
+    base = ngram.lower()
+    spelled = base
+    for pattern, repl in _SPELLING:
+        spelled = pattern.sub(repl, spelled)
+    spelled = _POSSESSIVE.sub("", spelled)
+    out = []
+    for form in (spelled,):
+        if form != base:
+            out.append(form)
+        head, _, last = form.rpartition(" ")
+        for pattern, repl in _SUFFIX:
+            new_last = pattern.sub(repl, last)
+            if new_last != last:
+                out.append(f"{head} {new_last}".strip())
+                break
+    return list(dict.fromkeys(v for v in out if v and v != base))
