@@ -2,12 +2,27 @@
 see the global batch (a no-op without an initialised process group)."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
 import torch.distributed as dist
 
+_gather = True
+
+
+@contextmanager
+def no_gather():
+    """Local-only losses inside (held-out evaluation that every rank runs on its own)."""
+    global _gather
+    previous, _gather = _gather, False
+    try:
+        yield
+    finally:
+        _gather = previous
+
 
 def world() -> tuple[int, int]:
-    if dist.is_available() and dist.is_initialized():
+    if _gather and dist.is_available() and dist.is_initialized():
         return dist.get_rank(), dist.get_world_size()
     return 0, 1
 

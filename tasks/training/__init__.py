@@ -1,0 +1,1 @@
+"""Training of ConceptCLIP and fVLM: datasets, splits, optimisation, checkpoints, DDP, lineage."""
