@@ -1,0 +1,124 @@
+"""Finding mentions from the lexicon: which finding concept, where in the clause.
+
+Each finding has regex terms, optional `exclude` patterns (a mention inside an
+exclude match is dropped: "contrast material" is not a medical device) and optional
+`context` patterns that must occur in the same sentence ("coronary" for coronary
+calcification). Overlapping mentions of different findings keep the longest, so
+"pericardial effusion" is not also a bare pleural "effusion".
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Iterable, Mapping
+
+from tasks.reports.terms import ascii_lower, compile_terms
+
+
+@dataclass(frozen=True)
+class FindingDef:
+    key: str
+    name: str
+    cui: str | None
+    anatomy: str | None  # where it lies when the text names no anatomy
+    pattern: re.Pattern
+    exclude: re.Pattern | None = None
+    context: re.Pattern | None = None
+    relocatable: bool = False  # lies in the clause's named anatomy when there is one
+
+
+@dataclass(frozen=True)
+class FindingMention:
+    key: str
+    start: int
+    end: int
+    text: str
+    cui: str | None = None
+    source: str = "lexicon"  # lexicon | linker
+
+
+def finding_defs(table: Mapping[str, Mapping]) -> list[FindingDef]:
+    defs = []
+    for key, entry in table.items():
+        pattern = compile_terms(entry.get("terms") or [])
+        if pattern is None:
+            raise ValueError(f"finding {key!r} has no terms")
+        defs.append(FindingDef(
+            key=key,
+            name=str(entry.get("name") or key),
+            cui=entry.get("cui") or None,
+            anatomy=entry.get("anatomy") or None,
+            pattern=pattern,
+            exclude=compile_terms(entry.get("exclude") or []),
+            context=compile_terms(entry.get("context") or []),
+            relocatable=bool(entry.get("relocatable", False)),
+        ))
+    return defs
+
+
+class FindingMatcher:
+    def __init__(self, defs: Iterable[FindingDef]):
+        self.defs = {d.key: d for d in defs}
+        self.by_cui = {d.cui: d.key for d in self.defs.values() if d.cui}
+
+    def find(self, text: str, sentence: str | None = None) -> list[FindingMention]:
+        """Mentions in `text` (a clause); `sentence` is where context terms are looked for."""
+        scan = self.scan(ascii_lower(text if sentence is None else sentence))
+        offset = 0 if sentence is None else sentence.find(text)
+        return scan.mentions(max(offset, 0), max(offset, 0) + len(text), 0, len(scan.text), shift=max(offset, 0))
+
+    def scan(self, text: str) -> "FindingScan":
+        """Every candidate mention in a longer text (a whole section, `ascii_lower`ed),
+        matched once; clauses take theirs by offset (far fewer regex calls than per clause)."""
+        candidates: list[FindingMention] = []
+        contexts: dict[str, list[int]] = {}
+        for d in self.defs.values():
+            matches = list(d.pattern.finditer(text))
+            if not matches:
+                continue
+            if d.context is not None:
+                contexts[d.key] = [m.start() for m in d.context.finditer(text)]
+                if not contexts[d.key]:
+                    continue
+            excluded = [m.span() for m in d.exclude.finditer(text)] if d.exclude is not None else []
+            for m in matches:
+                if any(s <= m.start() and m.end() <= e for s, e in excluded):
+                    continue
+                candidates.append(FindingMention(d.key, m.start(), m.end(), m.group(0), d.cui))
+        return FindingScan(text, candidates, contexts)
+
+
+@dataclass
+class FindingScan:
+    text: str
+    candidates: list[FindingMention]
+    contexts: dict[str, list[int]]
+
+    def mentions(self, start: int, end: int, sentence_start: int, sentence_end: int,
+                 shift: int | None = None) -> list[FindingMention]:
+        """Mentions starting in text[start:end], offsets made relative to `start`
+        (or to `shift`); context terms are looked for in the sentence span."""
+        shift = start if shift is None else shift
+        out = []
+        for m in self.candidates:
+            if not (start <= m.start < end):
+                continue
+            ctx = self.contexts.get(m.key)
+            if ctx is not None and not any(sentence_start <= c < sentence_end for c in ctx):
+                continue
+            out.append(FindingMention(m.key, m.start - shift, min(m.end, end) - shift, m.text, m.cui, m.source))
+        return resolve_overlaps(out)
+
+
+def resolve_overlaps(mentions: list[FindingMention]) -> list[FindingMention]:
+    """Drop a mention that lies inside a strictly longer mention of another finding."""
+    kept = []
+    for m in mentions:
+        inside_longer = any(
+            o.key != m.key and o.start <= m.start and m.end <= o.end and (o.end - o.start) > (m.end - m.start)
+            for o in mentions
+        )
+        if not inside_longer:
+            kept.append(m)
+    kept.sort(key=lambda m: (m.start, m.end, m.key))
+    return kept

@@ -1,0 +1,277 @@
+"""One report in, its clauses, anatomy descriptions and labels out.
+
+Sections -> sentences (scispaCy) -> clauses -> anatomy (lexicon + linker CUIs +
+the findings' own anatomy + organ header) -> finding mentions with assertion ->
+per-anatomy descriptions and report labels. The concept linker is optional: with
+it, its anatomy and finding CUIs join the lexicon's; without it the lexicon alone
+decides, and the summary says which ran.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+import yaml
+
+from tasks.reports.anatomy import OTHER, AnatomyLexicon
+from tasks.reports.assertion import ABSENT, PRESENT, UNCERTAIN, AssertionClassifier
+from tasks.reports.clauses import split_clauses
+from tasks.reports.descriptions import AnatomyText, as_sentence, render
+from tasks.reports.findings import FindingMatcher, FindingMention, finding_defs
+from tasks.reports.labels import derive_labels, label_rules
+from tasks.reports.sections import SectionSplitter
+from tasks.reports.sentences import split_sentences
+from tasks.reports.terms import ascii_lower
+
+_PRONOUN = re.compile(r"\b(?:it|its|they|their|this|these|which)\b", re.I)
+
+
+@dataclass(frozen=True)
+class ReportInput:
+    study_id: str  # pseudonym
+    findings: str | None
+    impression: str | None = None
+    source: str = ""
+
+
+@dataclass
+class ReportResult:
+    study_id: str
+    clauses: list[dict] = field(default_factory=list)
+    anatomy_texts: list[dict] = field(default_factory=list)
+    labels: dict[str, int] = field(default_factory=dict)
+    rejection: tuple[str, str] | None = None  # (reason, detail)
+
+
+def load_lexicon(path: str | Path) -> dict:
+    with open(path, encoding="utf-8") as handle:
+        return yaml.safe_load(handle)
+
+
+_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ue000-\uf8ff]")
+_LETTERS = re.compile(r"[^\W\d_]")
+
+
+def rejection_reason(findings: str | None, impression: str | None) -> tuple[str, str] | None:
+    text = f"{findings or ''}\n{impression or ''}"
+    if "\ufffd" in text:
+        return "undecodable_text", "text holds bytes that are not valid UTF-8"
+    if not text.strip():
+        return "empty_report", "no report text"
+    bad = len(_CONTROL.findall(text))
+    if bad > 0.05 * len(text):
+        return "undecodable_text", f"{bad} control or private-use characters in {len(text)}"
+    if len(_LETTERS.findall(text, 0, 200)) < 3:
+        return "empty_report", "no words in the report text"
+    return None
+
+
+class ReportProcessor:
+    def __init__(self, config: Mapping[str, Any], lexicon: Mapping[str, Any], linker=None):
+        self.config = dict(config)
+        self.anatomy_lexicon = AnatomyLexicon(
+            lexicon["anatomy_terms"], lexicon.get("anatomy_weak_terms"), lexicon.get("anatomy_exclude") or [])
+        defs = finding_defs(lexicon["findings"])
+        self.finding_defs = {d.key: d for d in defs}
+        self.matcher = FindingMatcher(defs)
+        self.assertion = AssertionClassifier(self.config.get("triggers") or {})
+        self.splitter = SectionSplitter(
+            self.config.get("section_names") or None,
+            self.config.get("impression_markers") or (),
+            header_anatomy=self.anatomy_lexicon.header_anatomy,
+        )
+        self.rules = label_rules(self.config["labels"])
+        self.aliases = dict(self.config.get("anatomy_aliases") or {})
+        self.anatomies = list(self.config["anatomies"])
+        self.anatomy_names = dict(self.config.get("anatomy_names") or {})
+        self.anatomy_cuis = dict(self.config.get("anatomy_cuis") or {})
+        self.finding_cuis = {k: d.cui for k, d in self.finding_defs.items()}
+        self.finding_cuis.update({k: v for k, v in (self.config.get("finding_cuis") or {}).items() if v})
+        self.cui_to_finding = {v: k for k, v in self.finding_cuis.items() if v}
+        self.finding_names = {k: d.name for k, d in self.finding_defs.items()}
+        self.uncertain_as_present = bool(self.config.get("uncertain_as_present", True))
+        self.description_sections = set(self.config.get("description_sections") or ["findings"])
+        self.fallback_sections = set(self.config.get("description_fallback_sections") or [])
+        self.abnormal_template = str(self.config.get("abnormal_template") or "{anatomy}: {findings}.")
+        self.label_sections = set(self.config.get("label_sections") or ["findings", "impression"])
+        self.template = str(self.config.get("default_template") or "{anatomy} shows no significant abnormality.")
+        self.use_scispacy_tokenizer = bool(self.config.get("scispacy_tokenizer", True))
+        self.linker = linker
+
+    # -- one batch -----------------------------------------------------------------
+    def process(self, reports: Sequence[ReportInput]) -> list[ReportResult]:
+        results = [ReportResult(r.study_id) for r in reports]
+        segments_per_report = []
+        for report, result in zip(reports, results):
+            result.rejection = rejection_reason(report.findings, report.impression)
+            segments = [] if result.rejection else self.splitter.split(report.findings, report.impression)
+            segments_per_report.append(segments)
+        flat = [seg.text for segs in segments_per_report for seg in segs]
+        sentences = iter(split_sentences(flat, self.use_scispacy_tokenizer))
+        for report, result, segments in zip(reports, results, segments_per_report):
+            per_segment = [next(sentences) for _ in segments]
+            if result.rejection:
+                continue
+            self._process_one(result, segments, per_segment)
+            if not result.clauses:
+                result.rejection = ("no_findings", "no findings or impression sentence in the report")
+            elif not any(c["section"] in self.label_sections for c in result.clauses):
+                result.rejection = ("no_findings", "only history/technique sections, no findings")
+            if result.rejection:
+                result.clauses, result.anatomy_texts, result.labels = [], [], {}
+        return results
+
+    # -- one report ----------------------------------------------------------------
+    def _process_one(self, result: ReportResult, segments, per_segment) -> None:
+        sentence_index = 0
+        entries: dict[str, AnatomyText] = {}
+        fallback: dict[str, AnatomyText] = {}
+        counted: list[tuple[str, list[str]]] = []
+        for segment, sentences in zip(segments, per_segment):
+            previous: list[str] = []
+            # Each lexicon runs once over the whole segment; clauses take theirs by offset.
+            low = ascii_lower(segment.text)
+            scans = (self.anatomy_lexicon.scan(low), self.matcher.scan(low),
+                     self.assertion.triggers_in(low), self.assertion.scan_normal(low))
+            for sentence in sentences:
+                clauses = split_clauses(sentence.text)
+                linked = self._link(sentence.text)
+                clause_rows = []
+                for clause_index, clause in enumerate(clauses):
+                    row = self._clause(segment, sentence, clause, linked, previous, scans)
+                    row.update(study_id=result.study_id, sentence_index=sentence_index,
+                               clause_index=clause_index)
+                    clause_rows.append(row)
+                    if row["anatomies"] != [OTHER]:
+                        previous = row["anatomies"]
+                self._collect(segment.section, sentence.text, clause_rows, entries, fallback, counted)
+                result.clauses.extend(clause_rows)
+                sentence_index += 1
+        for anatomy, entry in fallback.items():
+            if anatomy not in entries or not entries[anatomy].pieces:
+                merged = entries.setdefault(anatomy, AnatomyText(anatomy))
+                for piece in entry.pieces:
+                    merged.add_piece(piece)
+        result.labels = derive_labels(self.rules, counted)
+        result.anatomy_texts = [
+            dict(study_id=result.study_id, **render(
+                a, entries.get(a), self.template, self.anatomy_names.get(a, a.replace("_", " ").capitalize()),
+                self.finding_names, self.finding_cuis, self.abnormal_template))
+            for a in self.anatomies
+        ]
+
+    def _link(self, text: str) -> list:
+        if self.linker is None:
+            return []
+        return list(self.linker.link(text))
+
+    def _clause(self, segment, sentence, clause, linked, previous, scans) -> dict:
+        text = clause.text
+        anatomy_scan, finding_scan, trigger_scan, normal_scan = scans
+        off = sentence.start + clause.start  # clause offset in the segment
+        end = off + len(text)
+        hits = self.anatomy_lexicon.pick(anatomy_scan, off, end)
+        anatomies = [self._alias(a) for a, _, _ in hits]
+        source = "lexicon" if anatomies else ""
+        mentions = list(finding_scan.mentions(off, end, sentence.start, sentence.start + len(sentence.text)))
+        linked_cuis = []
+        for m in linked:
+            start, end = m.start - clause.start, m.end - clause.start
+            if start < 0 or end > len(text):
+                continue
+            linked_cuis.append(m.cui)
+            if m.cui in self.anatomy_cuis:
+                anatomies.append(self._alias(self.anatomy_cuis[m.cui]))
+                source = source or "linker"
+            key = self.cui_to_finding.get(m.cui)
+            if key and not any(x.key == key and x.start < end and start < x.end for x in mentions):
+                mentions.append(FindingMention(key, start, end, text[start:end], m.cui, "linker"))
+        triggers, terminators = self.assertion.within(trigger_scan, off, end)
+        found = []
+        for m in mentions:
+            assertion = self.assertion.decide(triggers, terminators, m.start + off, m.end + off)
+            found.append((m, assertion))
+        # Findings bring their own anatomy ("no pleural effusion" speaks of the pleura).
+        named = _unique(anatomies)
+        implied = [self._alias(self.finding_defs[m.key].anatomy) for m, _ in found
+                   if self.finding_defs[m.key].anatomy and not (self.finding_defs[m.key].relocatable and named)]
+        anatomies = _unique([*named, *implied])
+        if not named and implied:
+            source = "finding"
+        if not anatomies and segment.header_anatomy:
+            anatomies, source = [self._alias(segment.header_anatomy)], "header"
+        if not anatomies and previous and _PRONOUN.search(text):
+            anatomies, source = list(previous), "context"
+        if not anatomies:
+            anatomies, source = [OTHER], "other"
+        placed = []
+        for m, assertion in found:
+            d = self.finding_defs[m.key]
+            if d.anatomy and not (d.relocatable and named):
+                where = [self._alias(d.anatomy)]
+            else:
+                where = named or anatomies
+            placed.append((m, assertion, where))
+        counts_present = {PRESENT} | ({UNCERTAIN} if self.uncertain_as_present else set())
+        abnormal = any(a in counts_present for _, a, _ in placed)
+        if abnormal:
+            status = "abnormal"
+        elif self.assertion.normal_in(normal_scan, off, end) or any(a == ABSENT for _, a, _ in placed):
+            status = "normal"
+        else:
+            status = "neutral"
+        return {
+            "section": segment.section,
+            "sentence": sentence.text,
+            "text": text,
+            "start": segment.start + sentence.start + clause.start,
+            "end": segment.start + sentence.start + clause.start + len(text),
+            "anatomies": anatomies,
+            "anatomy_source": source,
+            "status": status,
+            "present": [m.key for m, a, _ in placed if a == PRESENT],
+            "uncertain": [m.key for m, a, _ in placed if a == UNCERTAIN],
+            "absent": [m.key for m, a, _ in placed if a == ABSENT],
+            "_placed": [(m.key, a, w) for m, a, w in placed],
+            "linked_cuis": _unique(linked_cuis),
+        }
+
+    def _collect(self, section, sentence_text, rows, entries, fallback, counted) -> None:
+        counts_present = {PRESENT} | ({UNCERTAIN} if self.uncertain_as_present else set())
+        if section in self.label_sections:
+            for row in rows:
+                for key, assertion, where in row["_placed"]:
+                    if assertion in counts_present:
+                        counted.append((key, where))
+        target = entries if section in self.description_sections else (
+            fallback if section in self.fallback_sections else None)
+        if target is None:
+            return
+        for anatomy in _unique(a for row in rows for a in row["anatomies"]):
+            if anatomy == OTHER:
+                continue
+            mine = [row for row in rows if anatomy in row["anatomies"]]
+            entry = target.setdefault(anatomy, AnatomyText(anatomy))
+            entry.mentioned = True
+            if len(mine) == len(rows):
+                entry.add_piece(sentence_text)
+            else:
+                for row in mine:
+                    entry.add_piece(as_sentence(row["text"]))
+        # Findings go to the anatomy they were placed in, in any counted section.
+        if section in self.label_sections:
+            for row in rows:
+                for key, assertion, where in row["_placed"]:
+                    if assertion in counts_present:
+                        for anatomy in where:
+                            if anatomy != OTHER:
+                                entries.setdefault(anatomy, AnatomyText(anatomy)).add_finding(key)
+
+    def _alias(self, anatomy: str) -> str:
+        return self.aliases.get(anatomy, anatomy)
+
+
+def _unique(items: Iterable[str]) -> list[str]:
+    return list(dict.fromkeys(items))
