@@ -67,10 +67,10 @@ def build_index(meta_dir: str | Path, out_dir: str | Path, *, language: str = "E
     kept_types = set(semantic_types) if semantic_types else None
 
     rejected: list[dict] = []
-    reasons: Counter = Counter()
     concepts: dict[str, dict] = {}
     rows: list[dict] = []
     no_type: set[str] = set()
+    not_kept: set[str] = set()
     for row in rrf.read_mrconso(conso_path, [language], sources, term_types, bad=bad):
         cui = row["CUI"]
         types = stys.get(cui)
@@ -78,7 +78,7 @@ def build_index(meta_dir: str | Path, out_dir: str | Path, *, language: str = "E
             no_type.add(cui)
             continue
         if kept_types is not None and not any(t in kept_types for t, _ in types):
-            reasons["semantic_type_not_kept"] += 1
+            not_kept.add(cui)
             continue
         rows.append(row)
         concept = concepts.setdefault(cui, {"pref": None, "first": row["STR"], "n": 0, "sab": set()})
@@ -90,6 +90,10 @@ def build_index(meta_dir: str | Path, out_dir: str | Path, *, language: str = "E
     for cui in sorted(no_type):
         rejected.append({"item": cui, "source": str(conso_path), "reason": "no_semantic_type",
                          "detail": "concept has no MRSTY row", "stage": stage})
+    for cui in sorted(not_kept):
+        rejected.append({"item": cui, "source": str(sty_path), "reason": "semantic_type_not_kept",
+                         "detail": "none of its semantic types is in umls_index.semantic_types",
+                         "stage": stage})
     for row in bad:
         rejected.append({"item": f"{row.file}:{row.line}", "source": str(meta_dir), "reason": row.reason,
                          "detail": row.text, "stage": stage})
@@ -138,7 +142,7 @@ def build_index(meta_dir: str | Path, out_dir: str | Path, *, language: str = "E
             "n_terms": info["n"], "sources": sorted(info["sab"]),
         })
     write_rows(concept_rows, CONCEPTS_SCHEMA, out_dir / "concepts.parquet", sort_by=("cui",))
-    reasons.update(r["reason"] for r in rejected)
+    reasons = Counter(r["reason"] for r in rejected)
     counts = {
         "concepts": len(concept_rows), "terms": len(rows), "acronyms": len(acronyms),
         "concepts_without_group": sum(1 for r in concept_rows if r["semantic_group"] == "UNKN"),
