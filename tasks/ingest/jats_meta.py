@@ -80,7 +80,8 @@ def licence_fields(meta) -> tuple[str | None, str]:
     """(licence URL, licence text) from <permissions>."""
     licence = _first(meta, "permissions/license")
     if licence is None:
-        statement = clean_text(_first(meta, "permissions"))
+        # Older PMC files carry only a copyright statement, inside or outside <permissions>.
+        statement = clean_text(_first(meta, "permissions")) or clean_text(_first(meta, "copyright-statement"))
         return None, statement
     url = licence.get(XLINK_HREF)
     if not url:
