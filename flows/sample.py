@@ -20,6 +20,7 @@ from tasks.common.summary import StageSummary
 PARTS = {
     "literature": "tasks.sample.literature",
     "vocabulary": "tasks.sample.vocabulary",
+    "ct": "tasks.sample.ct_phantoms",
 }
 
 

@@ -1,0 +1,1 @@
+"""CT domain logic: DICOM/NIfTI to canonical HU volumes, de-identification, anatomy masks."""

@@ -1,0 +1,255 @@
+"""ct_convert domain logic: input discovery, one series or NIfTI file to one volume.
+
+Output table `studies.parquet`, one row per converted series (STUDIES_SCHEMA):
+
+  patient_id, study_id, series_id, accession_id   keyed pseudonyms (tasks.ct.deid); accession_id
+                                                  null when the input has no AccessionNumber
+  volume            path of the NIfTI volume relative to ct_convert.output_dir
+                    ("volumes/<series_id>.nii.gz"): int16 HU, RAS+, sform = qform = affine
+  source_format     dicom | dicom-enhanced | nifti
+  transfer_syntax   DICOM transfer syntax UID of the first file ("" for NIfTI)
+  n_files, n_slices_source   input files and frames used
+  shape_x/y/z       voxels along RAS+ axes; spacing_x/y/z in mm
+  orientation_source  axis code of the input grid (e.g. LPS); outputs are always RAS
+  affine            the volume's 4x4 affine, row-major (16 floats, mm)
+  hu_min, hu_max, hu_mean, hu_p01, hu_p50, hu_p99   after padding below -1024 HU is raised to -1024
+  slice_thickness   mm (DICOM SliceThickness; null when absent)
+  manufacturer, model, kvp, kernel, body_part, contrast   acquisition context (no serials, no names)
+  notes             conversion notes joined by "; " (resampling, dropped localizers, clipped padding)
+  source            keyed pseudonym of the input path (or the path with deid.source_paths=plain)
+  source_sha256     SHA-256 over the input files' SHA-256s in slice order
+  stage             "ct_convert"
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from pathlib import Path, PurePosixPath
+
+import nibabel as nib
+import numpy as np
+import pyarrow as pa
+
+from tasks.common.hashing import sha256_file
+from tasks.common.tables import Rejection
+from tasks.ct.deid import pseudonyms, source_label
+from tasks.ct.dicom_series import (ENHANCED_CT_IMAGE_STORAGE, FileProblem, Policy, Series, SeriesRejected,
+                                   decode_series, plan_geometry)
+from tasks.ct.hu import clip_padding, hu_stats, plausibility_problem
+from tasks.ct.nifti_io import orientation_code, spacing, to_canonical, write_nifti
+
+STAGE = "ct_convert"
+NIFTI_SUFFIXES = (".nii", ".nii.gz")
+
+STUDIES_SCHEMA = pa.schema([
+    ("patient_id", pa.string()), ("study_id", pa.string()), ("series_id", pa.string()),
+    ("accession_id", pa.string()), ("volume", pa.string()), ("source_format", pa.string()),
+    ("transfer_syntax", pa.string()), ("n_files", pa.int32()), ("n_slices_source", pa.int32()),
+    ("shape_x", pa.int32()), ("shape_y", pa.int32()), ("shape_z", pa.int32()),
+    ("spacing_x", pa.float64()), ("spacing_y", pa.float64()), ("spacing_z", pa.float64()),
+    ("orientation_source", pa.string()), ("affine", pa.list_(pa.float64())),
+    ("hu_min", pa.int32()), ("hu_max", pa.int32()), ("hu_mean", pa.float64()), ("hu_p01", pa.float64()),
+    ("hu_p50", pa.float64()), ("hu_p99", pa.float64()), ("slice_thickness", pa.float64()),
+    ("manufacturer", pa.string()), ("model", pa.string()), ("kvp", pa.string()), ("kernel", pa.string()),
+    ("body_part", pa.string()), ("contrast", pa.string()), ("notes", pa.string()), ("source", pa.string()),
+    ("source_sha256", pa.string()), ("stage", pa.string()),
+])
+
+
+def is_nifti(path: str) -> bool:
+    return path.lower().endswith(NIFTI_SUFFIXES)
+
+
+def discover(source: str | os.PathLike) -> tuple[list[str], list[str]]:
+    """(DICOM candidate files, NIfTI files) under a folder, sorted; any names, any nesting.
+
+    JSON files beside a NIfTI of the same stem are its sidecars, not inputs; hidden
+    files are skipped.
+    """
+    root = Path(source)
+    if not root.exists():
+        raise FileNotFoundError(f"ct_convert.source {root} does not exist")
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    files = [p for p in files if not any(part.startswith(".") for part in p.relative_to(
+        root if root.is_dir() else root.parent).parts)]
+    nifti = [str(p) for p in files if is_nifti(p.name)]
+    stems = {_nifti_stem(p) for p in nifti}
+    dicom = [str(p) for p in files if not is_nifti(p.name)
+             and not (p.suffix.lower() == ".json" and str(p.with_suffix("")) in stems)]
+    return dicom, nifti
+
+
+def _nifti_stem(path: str) -> str:
+    return path[:-7] if path.lower().endswith(".nii.gz") else path[:-4]
+
+
+def relative(path: str, root: str) -> str:
+    try:
+        return PurePosixPath(Path(path).resolve().relative_to(Path(root).resolve())).as_posix()
+    except ValueError:
+        return Path(path).name
+
+
+def _files_sha(paths: list[str]) -> str:
+    digest = hashlib.sha256()
+    for path in paths:
+        digest.update(sha256_file(path).encode())
+    return digest.hexdigest()
+
+
+def _common_folder(paths: list[str], root: str) -> str:
+    rels = [relative(p, root) for p in paths]
+    if len(rels) == 1:
+        return rels[0]
+    parent = os.path.commonpath(rels) if rels else ""
+    return parent or "."
+
+
+def _finish(volume: np.ndarray, affine: np.ndarray, cfg: dict, notes: list[str]) -> tuple[dict, str | None]:
+    clipped = clip_padding(volume)
+    if clipped:
+        notes.append(f"{clipped} padding voxels below -1024 HU set to -1024")
+    stats = hu_stats(volume)
+    problem = plausibility_problem(stats, float(cfg.get("max_p01_hu", -200)), float(cfg.get("max_p99_hu", 4000)))
+    return stats, problem
+
+
+def _row(ids: dict, volume: np.ndarray, affine: np.ndarray, stats: dict, **extra) -> dict:
+    sx, sy, sz = spacing(affine)
+    row = {
+        **ids,
+        "volume": f"volumes/{ids['series_id']}.nii.gz",
+        "shape_x": int(volume.shape[0]), "shape_y": int(volume.shape[1]), "shape_z": int(volume.shape[2]),
+        "spacing_x": round(sx, 6), "spacing_y": round(sy, 6), "spacing_z": round(sz, 6),
+        "affine": [round(float(v), 6) for v in np.asarray(affine).reshape(-1)],
+        "stage": STAGE,
+        **stats,
+    }
+    row.update(extra)
+    return row
+
+
+def convert_dicom_series(series: Series, cfg: dict, key: str, out_dir: str | Path, root: str,
+                         opener=None) -> dict | Rejection:
+    """One DICOM series -> volumes/<series_id>.nii.gz and its studies row, or a Rejection."""
+    ids = pseudonyms(series.first.ids, key)
+    src = source_label(_common_folder(series.files, root), key, cfg.get("source_paths", "hashed"))
+    try:
+        geometry = plan_geometry(series, Policy.from_params(cfg))
+        volume = decode_series(series, geometry, opener)
+    except SeriesRejected as exc:
+        return Rejection(ids["series_id"], src, exc.reason, exc.detail, STAGE)
+    notes = list(geometry.notes)
+    stats, problem = _finish(volume, geometry.canonical_affine, cfg, notes)
+    if problem:
+        return Rejection(ids["series_id"], src, "implausible_hu", problem, STAGE)
+    out_path = Path(out_dir) / "volumes" / f"{ids['series_id']}.nii.gz"
+    write_nifti(volume, geometry.canonical_affine, out_path)
+    first = series.first
+    files = []
+    for frame in geometry.frames:  # files in slice order, each once
+        if not files or files[-1] != frame.path:
+            files.append(frame.path)
+    enhanced = first.frame is not None or first.sop_class == ENHANCED_CT_IMAGE_STORAGE
+    return _row(
+        ids, volume, geometry.canonical_affine, stats,
+        source_format="dicom-enhanced" if enhanced else "dicom",
+        transfer_syntax=first.transfer_syntax,
+        n_files=len(set(files)), n_slices_source=len(geometry.frames),
+        orientation_source=_source_code(geometry.source_affine),
+        slice_thickness=first.slice_thickness,
+        manufacturer=first.info.get("Manufacturer"), model=first.info.get("ManufacturerModelName"),
+        kvp=first.info.get("KVP"), kernel=first.info.get("ConvolutionKernel"),
+        body_part=first.info.get("BodyPartExamined"), contrast=first.info.get("ContrastBolusAgent"),
+        notes="; ".join(notes), source=src,
+        source_sha256=_files_sha(list(dict.fromkeys(files))) if opener is None else None,
+    )
+
+
+def _source_code(affine: np.ndarray) -> str:
+    return orientation_code(affine)
+
+
+def read_sidecar(path: str) -> dict:
+    sidecar = Path(_nifti_stem(path) + ".json")
+    if sidecar.is_file():
+        try:
+            data = json.loads(sidecar.read_text(encoding="utf-8"))
+            return data if isinstance(data, dict) else {}
+        except (OSError, ValueError):
+            return {}
+    return {}
+
+
+def nifti_ids(path: str, root: str) -> dict:
+    """Raw identifiers of a NIfTI input: its JSON sidecar, else its relative path."""
+    meta = read_sidecar(path)
+    rel = relative(path, root)
+    fallback = f"path:{_nifti_stem(rel)}"
+    return {
+        "PatientID": str(meta.get("PatientID") or fallback),
+        "StudyInstanceUID": str(meta.get("StudyInstanceUID") or fallback),
+        "SeriesInstanceUID": str(meta.get("SeriesInstanceUID") or Path(_nifti_stem(rel)).name),
+        "AccessionNumber": str(meta.get("AccessionNumber") or ""),
+        "Modality": str(meta.get("Modality") or "CT").upper(),
+    }
+
+
+def convert_nifti(path: str, cfg: dict, key: str, out_dir: str | Path, root: str) -> dict | Rejection:
+    """One NIfTI file -> canonical int16 HU volume and its studies row, or a Rejection.
+
+    Without a sidecar, the series identifier is the file name stem (so masks named
+    like the volume match it in the segment stage).
+    """
+    raw = nifti_ids(path, root)
+    ids = pseudonyms(raw, key)
+    rel = relative(path, root)
+    src = source_label(rel, key, cfg.get("source_paths", "hashed"))
+
+    def reject(reason, detail):
+        return Rejection(ids["series_id"], src, reason, detail, STAGE)
+
+    if raw["Modality"] != "CT":
+        return reject("not_ct", f"sidecar modality {raw['Modality']}, only CT is converted")
+    try:
+        img = nib.load(path)
+    except Exception as exc:
+        return reject("unreadable_file", f"NIfTI cannot be read ({type(exc).__name__})")
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        return reject("not_3d", f"NIfTI of shape {tuple(img.shape)}; a 3-D volume is needed")
+    if min(shape) < 2:
+        return reject("single_slice", f"NIfTI of shape {tuple(shape)}")
+    max_voxels = int(cfg.get("max_voxels", 1024 * 1024 * 2048))
+    if int(np.prod(shape)) > max_voxels:
+        return reject("too_large", f"{int(np.prod(shape))} voxels above limit {max_voxels}")
+    affine = img.affine
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        return reject("invalid_affine", "affine is singular or not finite")
+    try:
+        data = np.asanyarray(img.dataobj).reshape(shape)
+    except Exception as exc:
+        return reject("unreadable_file", f"NIfTI data cannot be read ({type(exc).__name__})")
+    if data.dtype != np.int16:
+        data = np.clip(np.rint(np.asarray(data, dtype=np.float32)), -32768, 32767).astype(np.int16)
+    notes: list[str] = []
+    source_code = orientation_code(affine)
+    volume, canon_affine = to_canonical(data, affine)
+    volume = np.ascontiguousarray(volume, dtype=np.int16)
+    if source_code != "RAS":
+        notes.append(f"reoriented from {source_code}")
+    stats, problem = _finish(volume, canon_affine, cfg, notes)
+    if problem:
+        return reject("implausible_hu", problem)
+    write_nifti(volume, canon_affine, Path(out_dir) / "volumes" / f"{ids['series_id']}.nii.gz")
+    return _row(ids, volume, canon_affine, stats, source_format="nifti", transfer_syntax="",
+                n_files=1, n_slices_source=int(shape[2]), orientation_source=source_code,
+                slice_thickness=None, notes="; ".join(notes), source=src, source_sha256=sha256_file(path))
+
+
+def file_problem_rejection(problem: FileProblem, key: str, root: str, mode: str) -> Rejection:
+    src = source_label(relative(problem.path, root), key, mode)
+    return Rejection(f"file:{src}", src, problem.reason, problem.detail, STAGE)
