@@ -1,0 +1,47 @@
+"""A contact sheet: a grid of figures with their label and the start of their caption, for a person to look at."""
+from __future__ import annotations
+
+import io
+import math
+import textwrap
+from pathlib import Path
+
+from PIL import Image, ImageDraw, ImageFont
+
+
+def pick_evenly(rows: list[dict], n: int) -> list[dict]:
+    """n rows spread over the whole (key-sorted) list, deterministically."""
+    rows = sorted(rows, key=lambda r: r["key"])
+    if n <= 0 or not rows:
+        return []
+    if len(rows) <= n:
+        return rows
+    step = (len(rows) - 1) / (n - 1) if n > 1 else 0
+    return [rows[round(i * step)] for i in range(n)]
+
+
+def draw_contact_sheet(items: list[tuple[dict, bytes]], path: str | Path, thumb: int = 192, columns: int = 6) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    font = ImageFont.load_default()
+    text_h = 52
+    cols = max(1, min(columns, len(items) or 1))
+    rows = max(1, math.ceil(len(items) / cols))
+    cell_w, cell_h = thumb + 16, thumb + text_h + 16
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    chars = max(10, thumb // 6)
+    for index, (row, jpeg) in enumerate(items):
+        x, y = (index % cols) * cell_w + 8, (index // cols) * cell_h + 8
+        with Image.open(io.BytesIO(jpeg)) as image:
+            image = image.convert("RGB")
+            image.thumbnail((thumb, thumb))
+            sheet.paste(image, (x + (thumb - image.width) // 2, y + (thumb - image.height) // 2))
+        head = f"{row.get('label') or row['key']} [{row.get('source', '')}]"
+        lines = [head[:chars]] + textwrap.wrap(row.get("caption") or "", chars)[:3]
+        for k, line in enumerate(lines):
+            draw.text((x, y + thumb + 4 + 12 * k), line, fill=(0, 0, 0) if k else (0, 0, 160), font=font)
+    if not items:
+        draw.text((8, 8), "no figures", fill="black", font=font)
+    sheet.save(path, format="PNG", optimize=False)
+    return path
