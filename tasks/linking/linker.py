@@ -272,7 +272,7 @@ class ConceptLinker:
     def _ngrams(self, sent):
         """QuickUMLS's n-grams, minus those opening with a stopword: without a POS tagger
         QuickUMLS lets "with X" compete with "X" and the longer one wins on length."""
-        stop = self.matcher._stopwords
+        stop = self.matcher._stopwords | self.matcher.negations  # negation is ConText's job
         for start, end, ngram in self.matcher._make_ngrams(sent):
             first = ngram.split(" ", 1)[0].lower()
             if first not in stop:

@@ -18,7 +18,7 @@ them themselves then there these they this those through to too under until up v
 was we were what when where which while who whom why will with would you your yours
 yourself yourselves s t d ll m o re ve y isn aren wasn weren hasn haven hadn doesn
 don didn won wouldn shan shouldn mustn mightn needn couldn ain ma also via per within
-upon onto toward towards among amongst
+upon onto toward towards among amongst no not none
 """.split()))
 
 
