@@ -75,7 +75,7 @@ TREE_TYPES: dict[str, tuple[str, str, str]] = {
     "G17": ("T081", "Quantitative Concept", "CONC"),
     "H": ("T091", "Biomedical Occupation or Discipline", "OCCU"),
     "I": ("T077", "Conceptual Entity", "CONC"),
-    "I02": ("T065", "Educational Activity", "ACTI"),
+    "I02": ("T065", "Educational Activity", "PROC"),
     "I03": ("T056", "Daily or Recreational Activity", "ACTI"),
     "J": ("T073", "Manufactured Object", "OBJC"),
     "J02": ("T168", "Food", "OBJC"),

@@ -1,0 +1,106 @@
+"""RRF reading/writing, MeSH conversion, QuickUMLS index build, the sample vocabulary."""
+from __future__ import annotations
+
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.sample import catalogue, vocabulary
+from tasks.umls import mesh, rrf
+from tasks.umls.index import build_index
+
+
+def test_rrf_reader_on_real_umls_rows(shared_data):
+    meta = shared_data / "umls" / "scispacy_fixtures" / "umls_META"
+    bad = []
+    rows = list(rrf.read_mrconso(meta / "MRCONSO.RRF", bad=bad))
+    assert not bad
+    first = rows[0]
+    assert first["CUI"] == "C0000005" and first["SAB"] == "MSH" and first["TTY"] == "PEP"
+    assert first["STR"] == "(131)I-Macroaggregated Albumin" and first["ISPREF"] == "Y"
+    assert all(r["LAT"] == "ENG" for r in rows)
+    stys = rrf.read_mrsty(meta / "MRSTY.RRF")
+    assert stys["C0000039"] == [("T109", "Organic Chemical"), ("T121", "Pharmacologic Substance")]
+    # Every concept of the excerpt has a semantic type.
+    assert {r["CUI"] for r in rows} <= set(stys)
+
+
+def test_rrf_reader_reports_malformed_rows(tmp_path):
+    path = tmp_path / "MRCONSO.RRF"
+    good = rrf.format_row(["C1", "ENG", "P", "L1", "PF", "S1", "Y", "A1", "", "", "", "SAB", "PT", "x",
+                           "Lung", "0", "N", ""])
+    path.write_text(good + "C2|ENG|short|\n" + good.replace("ENG", "FRE"), encoding="utf-8")
+    bad = []
+    rows = list(rrf.read_mrconso(path, bad=bad))
+    assert [r["STR"] for r in rows] == ["Lung"]
+    assert [(b.line, b.reason) for b in bad] == [(2, "malformed_row")]
+    with pytest.raises(ValueError):
+        rrf.format_row(["a|b"])
+
+
+def test_mesh_tree_types_match_semantic_network(shared_data):
+    net = shared_data / "umls" / "semantic_network"
+    groups = rrf.read_semgroups(net / "SemGroups.txt")
+    names = {}
+    for line in (net / "SRDEF").read_text(encoding="utf-8").splitlines():
+        fields = line.split("|")
+        if fields[0] == "STY":
+            names[fields[1]] = fields[2]
+    for prefix, (tui, name, group) in mesh.TREE_TYPES.items():
+        assert names.get(tui) == name, prefix
+        assert groups[tui][0] == group, prefix
+
+
+def test_mesh_conversion_and_uninverted_terms(tmp_path):
+    tree = tmp_path / "tree.txt"
+    tree.write_text("\ufeffTree Number\tDesc Ui\tTerm\n"
+                    "C05.550.114.154\tD001172\tArthritis, Rheumatoid\n"
+                    "C20.111.199\tD001172\tArthritis, Rheumatoid\n"
+                    "D02.092.063\tD000082\tAcetaminophen\n"
+                    "broken line\n", encoding="utf-8")
+    counts = mesh.mesh_to_rrf(tree, tmp_path / "META")
+    assert counts["descriptors"] == 2 and counts["bad_lines"] == 1
+    rows = list(rrf.read_mrconso(tmp_path / "META" / "MRCONSO.RRF"))
+    assert {r["STR"] for r in rows if r["CUI"] == "D001172"} == {"Arthritis, Rheumatoid", "Rheumatoid Arthritis"}
+    stys = rrf.read_mrsty(tmp_path / "META" / "MRSTY.RRF")
+    assert stys["D001172"] == [("T047", "Disease or Syndrome")]
+    assert stys["D000082"] == [("T109", "Organic Chemical")]
+    assert mesh.uninvert("1,2-Dipalmitoylphosphatidylcholine") is None
+
+
+def test_sample_vocabulary_covers_catalogue(tmp_path):
+    counts = vocabulary.generate_shard({"sample": {"output_dir": str(tmp_path)}}, "vocabulary")
+    meta = tmp_path / "umls" / "META"
+    lines = (meta / "MRCONSO.RRF").read_text(encoding="utf-8").splitlines()
+    assert all(len(line.split("|")) == 19 for line in lines[:-1])  # 18 fields + trailing pipe
+    bad = []
+    rows = list(rrf.read_mrconso(meta / "MRCONSO.RRF", bad=bad))
+    assert len(bad) == 1 and counts["vocabulary_broken_rows"] == 2
+    terms = {(r["CUI"], r["STR"]) for r in rows}
+    stys = rrf.read_mrsty(meta / "MRSTY.RRF")
+    for concept in catalogue.all_concepts():
+        assert (concept.cui, concept.name) in terms
+        for synonym in concept.synonyms:
+            assert (concept.cui, synonym) in terms
+        if concept.abbreviation:
+            assert (concept.cui, concept.abbreviation) in terms
+        assert stys[concept.cui][0][0] == concept.tui
+
+
+def test_index_build_from_sample_vocabulary(tmp_path):
+    vocabulary.generate_shard({"sample": {"output_dir": str(tmp_path)}}, "vocabulary")
+    result = build_index(tmp_path / "umls" / "META", tmp_path / "index",
+                         semantic_groups_file=tmp_path / "umls" / "SemGroups.txt")
+    assert result["reasons"] == {"malformed_row": 1, "no_semantic_type": 1}
+    table = pq.read_table(tmp_path / "index" / "concepts.parquet").to_pylist()
+    by_cui = {row["cui"]: row for row in table}
+    assert len(by_cui) == len(catalogue.all_concepts())
+    ggo = by_cui["C3544344"]
+    assert ggo["preferred_name"] == "Ground glass opacity" and ggo["semantic_group"] == "DISO"
+    assert by_cui["C0040405"]["semantic_type_names"] == ["Diagnostic Procedure"]
+    assert (tmp_path / "index" / "quickumls" / "umls-simstring.db").is_dir()
+    assert '"GGO"' in (tmp_path / "index" / "quickumls" / "acronyms.json").read_text()
+    # Semantic type filter: only anatomy left, the rest rejected with a reason.
+    result = build_index(tmp_path / "umls" / "META", tmp_path / "index2", semantic_types=["T023", "T029"],
+                         semantic_groups_file=tmp_path / "umls" / "SemGroups.txt")
+    assert result["counts"]["concepts"] == len(catalogue.ANATOMY)
+    assert result["reasons"]["semantic_type_not_kept"] == len(catalogue.FINDINGS) + len(catalogue.MODALITIES)
