@@ -20,6 +20,8 @@ _PAREN = re.compile(
 _BARE = re.compile(
     rf"(?:(?<=^)|(?<=[.;:]\s)|(?<=[.;:]\s\s))(?P<body>[A-Za-z](?:\s*[{_DASH}]\s*[A-Za-z])?)(?:[,.:]|\))\s"
 )
+# "b) " anywhere after a space: the closing parenthesis alone marks a label.
+_CLOSE = re.compile(r"(?:(?<=^)|(?<=\s))(?P<body>[a-z])\)\s")
 _WORDS = {
     "left": "Left", "right": "Right", "middle": "Middle", "center": "Center", "centre": "Centre",
     "top": "Top", "bottom": "Bottom", "upper": "Upper", "lower": "Lower",
@@ -59,12 +61,13 @@ def _candidates(caption: str) -> list[Marker]:
         if panels:
             before = caption[: match.start()]
             found[match.start()] = Marker(match.start(), match.end(), panels, bool(_SENTENCE_END.search(before)))
-    for match in _BARE.finditer(caption):
-        if match.start() in found:
-            continue
-        panels = _expand(match.group("body"))
-        if panels:
-            found[match.start()] = Marker(match.start(), match.end(), panels, True)
+    for pattern in (_BARE, _CLOSE):
+        for match in pattern.finditer(caption):
+            if match.start() in found:
+                continue
+            panels = _expand(match.group("body"))
+            if panels:
+                found[match.start()] = Marker(match.start(), match.end(), panels, True)
     return [found[k] for k in sorted(found)]
 
 
