@@ -1,0 +1,175 @@
+"""The concept linker: ConText rules, variants, linking on the sample vocabulary, BC5CDR vs bare QuickUMLS,
+and the umls_index + link_concepts flows on tiny data."""
+from __future__ import annotations
+
+import json
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from tasks.linking.context import ContextRules
+from tasks.linking.variants import variants
+from tasks.sample import vocabulary
+from tasks.umls.index import build_index
+
+
+@pytest.fixture(scope="session")
+def sample_index(tmp_path_factory):
+    root = tmp_path_factory.mktemp("sample_umls")
+    vocabulary.generate_shard({"sample": {"output_dir": str(root)}}, "vocabulary")
+    build_index(root / "umls" / "META", root / "index", semantic_groups_file=root / "umls" / "SemGroups.txt")
+    return root / "index"
+
+
+@pytest.fixture(scope="session")
+def sample_linker(sample_index):
+    from tasks.linking.linker import get_linker
+
+    return get_linker(sample_index, {"stop_concepts": []})
+
+
+def _status(text):
+    words = text.lower().split()
+    negated, uncertain = ContextRules().token_status(words)
+    return {w: (n, u) for w, n, u in zip(words, negated, uncertain)}
+
+
+def test_context_rules():
+    s = _status("no effusion or pneumothorax but cardiomegaly")
+    assert s["effusion"] == (True, False) and s["pneumothorax"] == (True, False)
+    assert s["cardiomegaly"] == (False, False)
+    s = _status("pneumothorax cannot be excluded")
+    assert s["pneumothorax"] == (False, True)  # uncertainty, not the negation "excluded"
+    s = _status("embolism was ruled out")
+    assert s["embolism"] == (True, False)
+    s = _status("no change in the nodule")
+    assert s["nodule"] == (False, False)  # pseudo-trigger
+    s = _status("ct without contrast shows a mass")
+    assert s["contrast"] == (True, False) and s["mass"] == (False, False)
+    s = _status("possible consolidation")
+    assert s["consolidation"] == (False, True)
+
+
+def test_variants():
+    assert "hemolytic-uremic syndrome" in variants("haemolytic-uraemic syndrome")
+    assert "hypertension" in variants("Hypertensive")
+    assert "parkinson disease" in variants("Parkinson's disease")
+    assert "neuropathy" in variants("neuropathies")
+    assert variants("virus") == [] and variants("process") == []
+
+
+def test_linker_on_sample_vocabulary(sample_linker):
+    text = ("Axial computed tomography (CT) of the chest shows ground-glass opacity (GGO) in the right lung. "
+            "No pleural effusion. The GGO is patchy; pneumothorax cannot be excluded.")
+    mentions = sample_linker.link(text)
+    got = {(m.text, m.cui) for m in mentions}
+    assert ("computed tomography", "C0040405") in got
+    assert ("CT", "C0040405") in got
+    assert ("ground-glass opacity", "C3544344") in got and ("lung", "C0024109") in got
+    for m in mentions:
+        assert text[m.start:m.end] == m.text  # offsets point into the given text
+    ggo = [m for m in mentions if m.text == "GGO"]
+    assert len(ggo) == 2 and all(m.abbreviation_of == "ground-glass opacity" for m in ggo)
+    assert [m.sentence for m in ggo] == [0, 2]
+    effusion = [m for m in mentions if m.cui == "C0032227"]
+    assert len(effusion) == 1 and effusion[0].text == "pleural effusion" and effusion[0].negated
+    ptx = [m for m in mentions if m.cui == "C0032326"]
+    assert ptx[0].uncertain and not ptx[0].negated
+    assert ggo[0].preferred_name == "Ground glass opacity" and ggo[0].semantic_group == "DISO"
+    # link_many gives the same as link, text by text.
+    assert sample_linker.link_many([text, "Enlarged heart."]) == [mentions, sample_linker.link("Enlarged heart.")]
+    assert [m.cui for m in sample_linker.link("Enlarged heart.")] == ["C0018800"]
+
+
+def test_linker_filters(sample_index):
+    from tasks.linking.linker import ConceptLinker
+
+    text = "Chest CT shows splenomegaly."
+    only_diso = ConceptLinker.from_index(sample_index, {"semantic_groups": ["DISO"]})
+    assert [m.cui for m in only_diso.link(text)] == ["C0038002"]
+    stopped = ConceptLinker.from_index(sample_index, {"stop_concepts": ["C0038002"], "acronyms": False})
+    assert "C0038002" not in {m.cui for m in stopped.link(text)}
+    assert "CT" not in {m.text for m in stopped.link(text)}
+    with pytest.raises(ValueError):
+        ConceptLinker.from_index(sample_index, {"overlap": "widest"})
+
+
+@pytest.fixture(scope="session")
+def mesh_index(shared_data, tmp_path_factory):
+    """The MeSH 2017 descriptors as an index, built once per session."""
+    from tasks.umls.mesh import mesh_to_rrf
+
+    root = tmp_path_factory.mktemp("mesh")
+    mesh_to_rrf(shared_data / "umls" / "mesh2017" / "2017MeshTree.txt", root / "META")
+    build_index(root / "META", root / "index", semantic_groups_file=root / "META" / "SemGroups.txt")
+    return root / "index"
+
+
+def test_bc5cdr_beats_bare_quickumls(shared_data, mesh_index, tmp_path):
+    from tasks.linking import bc5cdr
+    from tasks.linking.linker import ConceptLinker, load_concepts
+
+    docs = bc5cdr.read_pubtator(shared_data / "umls" / "bc5cdr" / "CDR_dev.PubTator")
+    assert len(docs) == 25 and sum(len(d.gold) for d in docs) > 400
+    bare = bc5cdr.evaluate(docs, bc5cdr.bare_quickumls_predictor(mesh_index, load_concepts(mesh_index)))
+    linker = ConceptLinker.from_index(mesh_index, {
+        "semantic_groups": ["DISO", "CHEM"], "stop_concepts": ["D004194", "D013577"]})
+    ours = bc5cdr.evaluate(docs, bc5cdr.linker_predictor(linker))
+    print(json.dumps({"bare_quickumls": bare, "linker": ours}, indent=1))
+    assert ours["Disease"]["f1"] >= bare["Disease"]["f1"] + 0.10
+    assert ours["Disease"]["precision"] >= 0.6 and ours["Chemical"]["f1"] >= 0.5
+    assert ours["document"]["f1"] > bare["document"]["f1"]
+
+
+def _figures_fixture(path):
+    rows = [
+        {"key": "PMC1/fig1", "pmcid": "PMC1", "figure_id": "fig1", "label": "Figure 1",
+         "caption": "Axial CT of the chest shows ground-glass opacity (GGO). No pleural effusion.",
+         "subcaptions": [{"panel": "A", "text": "Enlarged heart."}, {"panel": "B", "text": "The GGO is patchy."}]},
+        {"key": "PMC1/fig2", "pmcid": "PMC1", "figure_id": "fig2", "label": "Figure 2", "caption": "  ",
+         "subcaptions": []},
+        {"key": "PMC2/fig1", "pmcid": "PMC2", "figure_id": "fig1", "label": "Figure 1",
+         "caption": "Splenomegaly without lymphadenopathy.", "subcaptions": None},
+    ]
+    schema = pa.schema([("key", pa.string()), ("pmcid", pa.string()), ("figure_id", pa.string()),
+                        ("label", pa.string()), ("caption", pa.string()),
+                        ("subcaptions", pa.list_(pa.struct([("panel", pa.string()), ("text", pa.string())])))])
+    pq.write_table(pa.Table.from_pylist(rows, schema=schema), path)
+
+
+def test_umls_index_and_link_concepts_flows(repo_root, tmp_path):
+    from flows._stage import run_stage
+    from flows.link_concepts import link_concepts_flow
+    from flows.umls_index import umls_index_flow
+    from tests.conftest import stage_params
+
+    vocabulary.generate_shard({"sample": {"output_dir": str(tmp_path)}}, "vocabulary")
+    _figures_fixture(tmp_path / "figures.parquet")
+    params = stage_params(
+        repo_root, **{"umls_index.meta_dir": tmp_path / "umls" / "META",
+                      "umls_index.semantic_groups": tmp_path / "umls" / "SemGroups.txt",
+                      "umls_index.output_dir": tmp_path / "index",
+                      "link_concepts.figures": tmp_path / "figures.parquet",
+                      "link_concepts.index_dir": tmp_path / "index",
+                      "link_concepts.output_dir": tmp_path / "out",
+                      "link_concepts.figures_per_task": 2})
+    summary = run_stage(umls_index_flow, params)
+    assert summary["items_out"] == 31 and summary["rejected"] == 2
+    summary = run_stage(link_concepts_flow, params)
+    assert summary["items_in"] == 3 and summary["items_out"] == 2
+    assert summary["rejected_by_reason"] == {"empty_caption": 1}
+    out = tmp_path / "out"
+    mentions = pq.read_table(out / "mentions.parquet").to_pylist()
+    sub_b = [m for m in mentions if m["text_field"] == "subcaption:B"]
+    assert [(m["text"], m["start"], m["cui"]) for m in sub_b] == [("GGO", 4, "C3544344")]
+    concepts = {r["key"]: r for r in pq.read_table(out / "caption_concepts.parquet").to_pylist()}
+    fig1 = concepts["PMC1/fig1"]
+    assert {"C3544344", "C0018800", "C0040405", "C0817096"} <= set(fig1["cuis"])
+    assert "C0032227" in fig1["negated_cuis"] and "C0032227" not in fig1["cuis"]
+    assert concepts["PMC2/fig1"]["cuis"] == ["C0038002"]
+    assert concepts["PMC2/fig1"]["negated_cuis"] == ["C0497156"]
+    freq = {r["cui"]: r for r in pq.read_table(out / "concept_frequency.parquet").to_pylist()}
+    assert freq["C3544344"]["mentions"] == 3 and freq["C3544344"]["figures"] == 1
+    rejected = pq.read_table(out / "rejected.parquet").to_pylist()
+    assert [(r["item"], r["reason"]) for r in rejected] == [("PMC1/fig2", "empty_caption")]
