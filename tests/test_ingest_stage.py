@@ -126,3 +126,5 @@ def test_sample_plus_real_package(sample_dir, repo_root, tmp_path, shared_data):
     assert len(real) == 1
     assert real[0]["doi"] == "10.1371/journal.pone.0012255" and real[0]["licence"] == "cc-by"
     assert "PMC2924383/pone.0012255.pdf" in real[0]["members"]
+    # Supplementary movie and archive are listed as dropped, not silently lost.
+    assert {"pone.0012255.s002.mov", "pone.0012255.s003.zip"} <= set(real[0]["dropped_members"])

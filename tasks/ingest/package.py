@@ -21,6 +21,7 @@ class Policy:
     max_xml_bytes: int
     allowed_licences: frozenset[str]
     require_commercial_use: bool
+    keep_suffixes: tuple[str, ...] = ()
 
     @classmethod
     def from_params(cls, ingest: dict) -> "Policy":
@@ -30,6 +31,7 @@ class Policy:
             max_xml_bytes=int(ingest["max_xml_bytes"]),
             allowed_licences=frozenset(ingest["licences"]["allowed"]),
             require_commercial_use=bool(ingest["licences"]["require_commercial_use"]),
+            keep_suffixes=tuple(s.lower() for s in ingest.get("keep_suffixes") or ()),
         )
 
 
@@ -72,4 +74,11 @@ def inspect_package(source: PackageSource, policy: Policy) -> tuple[dict, dict[s
         "source": source.name,
         "nxml": nxml_name,
     }
+    if policy.keep_suffixes:
+        # Supplementary movies and archives are not figures; they would only bloat shards.
+        kept = {n: d for n, d in members.items() if n.lower().endswith(policy.keep_suffixes)}
+        row["dropped_members"] = sorted(set(members) - set(kept))
+        members = kept
+    else:
+        row["dropped_members"] = []
     return row, members

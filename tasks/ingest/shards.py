@@ -1,9 +1,16 @@
-"""Article shards: uncompressed tar files with members `PMCID/<path>`, byte-for-byte reproducible."""
+"""Article shards: uncompressed tar files with members `PMCID/<path>`, byte-for-byte reproducible.
+
+Ingest writes each package once into a staging tar as it validates it, remembering
+where each member's bytes sit; the final shards (ordered by PMCID, duplicates left
+out) are then assembled by plain copies from those offsets, without decompressing
+or parsing anything a second time.
+"""
 from __future__ import annotations
 
 import io
 import tarfile
 from pathlib import Path
+from typing import BinaryIO, Iterable
 
 SHARD_PATTERN = "articles-{:06d}.tar"
 
@@ -12,27 +19,64 @@ def shard_name(index: int) -> str:
     return SHARD_PATTERN.format(index)
 
 
-def write_article_shard(path: str | Path, articles: list[tuple[str, dict[str, bytes]]]) -> dict[str, list[str]]:
-    """articles: (pmcid, members) sorted by pmcid; returns member names per pmcid."""
+def _info(name: str, size: int) -> tarfile.TarInfo:
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    info.mode = 0o644
+    info.uid = info.gid = 0
+    info.uname = info.gname = "root"
+    return info
+
+
+class StagingWriter:
+    """Appends articles to a staging tar; returns (member name, data offset, size) per member."""
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._tar = tarfile.open(self.path, mode="w", format=tarfile.PAX_FORMAT)
+
+    def add(self, pmcid: str, members: dict[str, bytes]) -> list[tuple[str, int, int]]:
+        placed = []
+        for rel in sorted(members):
+            data = members[rel]
+            info = _info(f"{pmcid}/{rel}", len(data))
+            self._tar.addfile(info, io.BytesIO(data))
+            # Data follows the header block(s); the file offset is now past the padded data.
+            end = self._tar.offset
+            padded = (len(data) + tarfile.BLOCKSIZE - 1) // tarfile.BLOCKSIZE * tarfile.BLOCKSIZE
+            placed.append((info.name, end - padded, len(data)))
+        return placed
+
+    def close(self) -> None:
+        self._tar.close()
+
+
+def _read_at(handle: BinaryIO, offset: int, size: int) -> bytes:
+    handle.seek(offset)
+    data = handle.read(size)
+    if len(data) != size:
+        raise IOError(f"staging file ended early at offset {offset}")
+    return data
+
+
+def assemble_shard(path: str | Path, articles: Iterable[tuple[str, list[tuple[str, int, int]]]]) -> None:
+    """articles: (staging tar path, [(member name, offset, size)]) in final order."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tar.tmp")
-    names: dict[str, list[str]] = {}
-    with tarfile.open(tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
-        for pmcid, members in articles:
-            names[pmcid] = []
-            for rel in sorted(members):
-                data = members[rel]
-                info = tarfile.TarInfo(f"{pmcid}/{rel}")
-                info.size = len(data)
-                info.mtime = 0
-                info.mode = 0o644
-                info.uid = info.gid = 0
-                info.uname = info.gname = "root"
-                tar.addfile(info, io.BytesIO(data))
-                names[pmcid].append(info.name)
+    handles: dict[str, BinaryIO] = {}
+    try:
+        with tarfile.open(tmp, mode="w", format=tarfile.PAX_FORMAT) as tar:
+            for staging, members in articles:
+                handle = handles.get(staging) or handles.setdefault(staging, open(staging, "rb"))
+                for name, offset, size in members:
+                    tar.addfile(_info(name, size), io.BytesIO(_read_at(handle, offset, size)))
+    finally:
+        for handle in handles.values():
+            handle.close()
     tmp.replace(path)
-    return names
 
 
 def iter_article_shard(path: str | Path):
