@@ -116,7 +116,8 @@ def process_article(pmcid: str, members: dict[str, bytes], meta: dict, settings:
     for fig in jats:
         candidates = jats_figures.graphic_candidates(fig.href or "", files) if fig.href else []
         sizes = {name: images.image_size(members[name]) for name in candidates}
-        resolved[fig.fig_id] = jats_figures.choose_graphic(candidates, sizes)
+        # When no candidate has a readable header, decoding the best-ranked one names the reason.
+        resolved[fig.fig_id] = jats_figures.choose_graphic(candidates, sizes) or (candidates[0] if candidates else None)
         fig.candidates = candidates
 
     usable_jats = [f for f in jats if f.caption and resolved.get(f.fig_id)]
