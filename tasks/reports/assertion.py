@@ -32,13 +32,10 @@ DEFAULT_TRIGGERS = {
     "negation_post": [
         r"(?:was|were|is|are|has been|have been|could be|can be)?\s*not\s+(?:been\s+)?"
         r"(?:observed|detected|seen|noted|identified|found|present|evident|visuali[sz]ed|"
-        r"demonstrated|monitored|encountered|apparent|shown|considered|reported|distinguished|"
-        r"enlarged|significant|pathological)",
-        r"(?:that |which )?(?:did|do|does) not (?:reach|exceed|meet|show|have)",
-        r"not reaching", r"not in pathological", r"below (?:the )?pathological", r"absent",
+        r"demonstrated|monitored|encountered|apparent|shown|considered|reported|distinguished)",
+        r"absent",
         r"(?:was|were|is|are|has been|have been) (?:excluded|ruled out|resolved|disappeared)",
         r"(?:has|have) (?:resolved|regressed|disappeared)", r"no longer",
-        r"under (?:the )?(?:pathological|significant) (?:size|dimensions?|limits?)",
     ],
     "uncertain_pre": [
         r"possible", r"possibly", r"probable", r"probably", r"likely", r"suspicious(?: for| of)?",

@@ -9,7 +9,7 @@ calcification). Overlapping mentions of different findings keep the longest, so
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
 from tasks.reports.terms import ascii_lower, compile_terms
@@ -25,6 +25,9 @@ class FindingDef:
     exclude: re.Pattern | None = None
     context: re.Pattern | None = None
     relocatable: bool = False  # lies in the clause's named anatomy when there is one
+    # A sentence that names one of these attributes the mention to another process
+    # ("density increase ... in favor of atelectasis").
+    exclude_context: re.Pattern | None = None
 
 
 @dataclass(frozen=True)
@@ -52,6 +55,7 @@ def finding_defs(table: Mapping[str, Mapping]) -> list[FindingDef]:
             exclude=compile_terms(entry.get("exclude") or []),
             context=compile_terms(entry.get("context") or []),
             relocatable=bool(entry.get("relocatable", False)),
+            exclude_context=compile_terms(entry.get("exclude_context") or []),
         ))
     return defs
 
@@ -72,6 +76,7 @@ class FindingMatcher:
         matched once; clauses take theirs by offset (far fewer regex calls than per clause)."""
         candidates: list[FindingMention] = []
         contexts: dict[str, list[int]] = {}
+        vetoes: dict[str, list[int]] = {}
         for d in self.defs.values():
             matches = list(d.pattern.finditer(text))
             if not matches:
@@ -80,12 +85,14 @@ class FindingMatcher:
                 contexts[d.key] = [m.start() for m in d.context.finditer(text)]
                 if not contexts[d.key]:
                     continue
+            if d.exclude_context is not None:
+                vetoes[d.key] = [m.start() for m in d.exclude_context.finditer(text)]
             excluded = [m.span() for m in d.exclude.finditer(text)] if d.exclude is not None else []
             for m in matches:
                 if any(s <= m.start() and m.end() <= e for s, e in excluded):
                     continue
                 candidates.append(FindingMention(d.key, m.start(), m.end(), m.group(0), d.cui))
-        return FindingScan(text, candidates, contexts)
+        return FindingScan(text, candidates, contexts, vetoes)
 
 
 @dataclass
@@ -93,6 +100,7 @@ class FindingScan:
     text: str
     candidates: list[FindingMention]
     contexts: dict[str, list[int]]
+    vetoes: dict[str, list[int]] = field(default_factory=dict)
 
     def mentions(self, start: int, end: int, sentence_start: int, sentence_end: int,
                  shift: int | None = None) -> list[FindingMention]:
@@ -105,6 +113,9 @@ class FindingScan:
                 continue
             ctx = self.contexts.get(m.key)
             if ctx is not None and not any(sentence_start <= c < sentence_end for c in ctx):
+                continue
+            veto = self.vetoes.get(m.key)
+            if veto and any(sentence_start <= c < sentence_end for c in veto):
                 continue
             out.append(FindingMention(m.key, m.start - shift, min(m.end, end) - shift, m.text, m.cui, m.source))
         return resolve_overlaps(out)
