@@ -245,6 +245,9 @@ def build_phantom(spec: dict, cfg: dict) -> Phantom:
     affine[:3, 3] = -sp * (np.array(shape) - 1) / 2 + np.array([0.0, 0.0, -150.0])
     rng = np.random.default_rng(spec["noise_seed"])
     U, V, W = _grid(shape)
+    # per-study build and position: a mild stretch and shift of the whole anatomy
+    stretch, shift = rng.uniform(0.93, 1.07, 3), rng.uniform(-0.04, 0.04, 3)
+    U, V, W = U * stretch[0] + shift[0], V * stretch[1] + shift[1], W * stretch[2] + shift[2]
     lab = np.zeros(shape, np.uint8)
     blood = 170.0 if spec["contrast"] else 42.0
     enh = 50.0 if spec["contrast"] else 0.0
