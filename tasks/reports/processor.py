@@ -83,8 +83,14 @@ class ReportProcessor:
             header_anatomy=self.anatomy_lexicon.header_anatomy,
         )
         self.rules = label_rules(self.config["labels"])
-        self.aliases = dict(self.config.get("anatomy_aliases") or {})
         self.anatomies = list(self.config["anatomies"])
+        # lexicon anatomy -> output anatomies (the segment stage's names); identity where
+        # the names agree, none (sentences only) for e.g. mediastinum without a mask.
+        self.aliases = {}
+        for name in self.anatomy_lexicon.anatomies:
+            target = (self.config.get("anatomy_aliases") or {}).get(name, name)
+            targets = [target] if isinstance(target, str) else list(target or [])
+            self.aliases[name] = [t for t in targets if t in self.anatomies]
         self.anatomy_names = dict(self.config.get("anatomy_names") or {})
         self.anatomy_cuis = dict(self.config.get("anatomy_cuis") or {})
         self.finding_cuis = {k: d.cui for k, d in self.finding_defs.items()}
@@ -173,7 +179,7 @@ class ReportProcessor:
         off = sentence.start + clause.start  # clause offset in the segment
         end = off + len(text)
         hits = self.anatomy_lexicon.pick(anatomy_scan, off, end)
-        anatomies = [self._alias(a) for a, _, _ in hits]
+        anatomies = [a for a, _, _ in hits]
         source = "lexicon" if anatomies else ""
         mentions = list(finding_scan.mentions(off, end, sentence.start, sentence.start + len(sentence.text)))
         linked_cuis = []
@@ -183,7 +189,7 @@ class ReportProcessor:
                 continue
             linked_cuis.append(m.cui)
             if m.cui in self.anatomy_cuis:
-                anatomies.append(self._alias(self.anatomy_cuis[m.cui]))
+                anatomies.append(self.anatomy_cuis[m.cui])
                 source = source or "linker"
             key = self.cui_to_finding.get(m.cui)
             if key and not any(x.key == key and x.start < end and start < x.end for x in mentions):
@@ -195,13 +201,13 @@ class ReportProcessor:
             found.append((m, assertion))
         # Findings bring their own anatomy ("no pleural effusion" speaks of the pleura).
         named = _unique(anatomies)
-        implied = [self._alias(self.finding_defs[m.key].anatomy) for m, _ in found
+        implied = [self.finding_defs[m.key].anatomy for m, _ in found
                    if self.finding_defs[m.key].anatomy and not (self.finding_defs[m.key].relocatable and named)]
         anatomies = _unique([*named, *implied])
         if not named and implied:
             source = "finding"
         if not anatomies and segment.header_anatomy:
-            anatomies, source = [self._alias(segment.header_anatomy)], "header"
+            anatomies, source = [segment.header_anatomy], "header"
         if not anatomies and previous and _PRONOUN.search(text):
             anatomies, source = list(previous), "context"
         if not anatomies:
@@ -210,7 +216,7 @@ class ReportProcessor:
         for m, assertion in found:
             d = self.finding_defs[m.key]
             if d.anatomy and not (d.relocatable and named):
-                where = [self._alias(d.anatomy)]
+                where = [d.anatomy]
             else:
                 where = named or anatomies
             placed.append((m, assertion, where))
@@ -249,10 +255,9 @@ class ReportProcessor:
             fallback if section in self.fallback_sections else None)
         if target is None:
             return
-        for anatomy in _unique(a for row in rows for a in row["anatomies"]):
-            if anatomy == OTHER:
-                continue
-            mine = [row for row in rows if anatomy in row["anatomies"]]
+        outputs = {id(row): _unique(o for a in row["anatomies"] for o in self._outputs(a)) for row in rows}
+        for anatomy in _unique(o for row in rows for o in outputs[id(row)]):
+            mine = [row for row in rows if anatomy in outputs[id(row)]]
             entry = target.setdefault(anatomy, AnatomyText(anatomy))
             entry.mentioned = True
             if len(mine) == len(rows):
@@ -265,12 +270,11 @@ class ReportProcessor:
             for row in rows:
                 for key, assertion, where in row["_placed"]:
                     if assertion in counts_present:
-                        for anatomy in where:
-                            if anatomy != OTHER:
-                                entries.setdefault(anatomy, AnatomyText(anatomy)).add_finding(key)
+                        for anatomy in _unique(o for a in where for o in self._outputs(a)):
+                            entries.setdefault(anatomy, AnatomyText(anatomy)).add_finding(key)
 
-    def _alias(self, anatomy: str) -> str:
-        return self.aliases.get(anatomy, anatomy)
+    def _outputs(self, anatomy: str) -> list[str]:
+        return self.aliases.get(anatomy, [anatomy] if anatomy in self.anatomies else [])
 
 
 def _unique(items: Iterable[str]) -> list[str]:
