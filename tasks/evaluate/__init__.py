@@ -1,0 +1,1 @@
+"""`evaluate`: held-out metrics with bootstrap intervals, ROC plots, galleries, model cards."""

@@ -1,0 +1,62 @@
+"""Ranking metrics with bootstrap confidence intervals (numpy + scikit-learn only)."""
+from __future__ import annotations
+
+import numpy as np
+from sklearn.metrics import roc_auc_score, roc_curve
+
+
+def auc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    labels = np.asarray(labels).astype(int)
+    if labels.min(initial=1) == labels.max(initial=0) or len(np.unique(labels)) < 2:
+        return None  # AUC is undefined without both classes
+    return float(roc_auc_score(labels, scores))
+
+
+def per_label_auc(labels: np.ndarray, scores: np.ndarray, names: list[str]) -> dict[str, float]:
+    """labels, scores: (n_samples, n_labels). Labels lacking a class are left out."""
+    out = {}
+    for j, name in enumerate(names):
+        value = auc_or_none(labels[:, j], scores[:, j])
+        if value is not None:
+            out[name] = value
+    return out
+
+
+def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
+    values = [auc_or_none(labels[:, j], scores[:, j]) for j in range(labels.shape[1])]
+    values = [v for v in values if v is not None]
+    return float(np.mean(values)) if values else None
+
+
+def recall_at_k(similarity: np.ndarray, ks=(1, 5, 10)) -> dict[str, float]:
+    """similarity[i, j]: query i against candidate j; the match of query i is candidate i."""
+    ranks = (similarity > similarity[np.arange(len(similarity)), np.arange(len(similarity))][:, None]).sum(axis=1)
+    return {f"R@{k}": float(np.mean(ranks < k)) for k in ks}
+
+
+def bootstrap_ci(statistic, n: int, n_boot: int = 1000, seed: int = 0, alpha: float = 0.05) -> tuple[float, float] | None:
+    """Percentile interval of statistic(indices) over resampled sample indices.
+
+    `statistic` returns None on a resample where it is undefined; those are skipped.
+    """
+    rng = np.random.default_rng(seed)
+    values = []
+    for _ in range(n_boot):
+        value = statistic(rng.integers(0, n, size=n))
+        if value is not None:
+            values.append(value)
+    if len(values) < max(10, n_boot // 10):
+        return None
+    low, high = np.quantile(values, [alpha / 2, 1 - alpha / 2])
+    return float(low), float(high)
+
+
+def macro_auc_with_ci(labels: np.ndarray, scores: np.ndarray, n_boot: int, seed: int) -> dict:
+    point = macro_auc(labels, scores)
+    ci = bootstrap_ci(lambda idx: macro_auc(labels[idx], scores[idx]), len(labels), n_boot, seed)
+    return {"value": point, "ci95": list(ci) if ci else None, "n": int(len(labels))}
+
+
+def roc_points(labels: np.ndarray, scores: np.ndarray) -> list[dict]:
+    fpr, tpr, _ = roc_curve(np.asarray(labels).astype(int), scores)
+    return [{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr)]
