@@ -1,0 +1,252 @@
+"""Unit tests of the CT domain logic on small hand-made series and arrays."""
+from __future__ import annotations
+
+import numpy as np
+import nibabel as nib
+import pydicom
+import pytest
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
+
+from tasks.common.tables import Rejection
+
+
+def write_series(folder, positions, rows=8, cols=8, values=None, iop=(1, 0, 0, 0, 1, 0), spacing=(2.0, 2.0),
+                 uid="1.2.3.4.5", modality="CT"):
+    """Files with slice k filled with values[k] (stored = HU + 1024)."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for k, pos in enumerate(positions):
+        ds = Dataset()
+        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "PID-UNIT-1", "1.2.3.4", uid
+        ds.Modality, ds.SOPClassUID, ds.SOPInstanceUID = modality, CTImageStorage, f"{uid}.{k + 1}"
+        ds.ImagePositionPatient = [str(v) for v in pos]
+        ds.ImageOrientationPatient = [str(v) for v in iop]
+        ds.PixelSpacing = [str(spacing[0]), str(spacing[1])]
+        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
+        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
+        ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
+        value = (values[k] if values is not None else -1000 + 40 * k) + 1024
+        ds.PixelData = np.full((rows, cols), value, np.uint16).tobytes()
+        ds.file_meta = FileMetaDataset()
+        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+        ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = CTImageStorage, ds.SOPInstanceUID
+        ds.save_as(folder / f"f{k:03d}.dcm", enforce_file_format=True)
+    return folder
+
+
+def series_of(folder):
+    from tasks.ct.dicom_series import group_series, scan_files
+    headers, problems = scan_files(sorted(str(p) for p in folder.iterdir()), root=str(folder))
+    assert not problems
+    (series,) = group_series(headers)
+    return series
+
+
+def plan(folder, **policy):
+    from tasks.ct.dicom_series import Policy, plan_geometry
+    return plan_geometry(series_of(folder), Policy(**policy))
+
+
+def test_slices_sorted_by_position_not_by_file_name(tmp_path):
+    from tasks.ct.dicom_series import decode_series
+    folder = write_series(tmp_path / "s", [(0, 0, z) for z in (6, 0, 4, 2)], values=[300, 0, 200, 100])
+    geometry = plan(folder)
+    volume = decode_series(series_of(folder), geometry)
+    assert volume.shape == (8, 8, 4)
+    assert volume[0, 0, :].tolist() == [0, 100, 200, 300]  # inferior to superior
+    assert geometry.canonical_affine[2, 2] == pytest.approx(2.0)
+
+
+def test_affine_from_dicom_geometry(tmp_path):
+    # columns along +x (patient left), rows along +y (posterior): RAS flips both
+    folder = write_series(tmp_path / "s", [(10, 20, z) for z in (0, 3, 6)], spacing=(0.5, 0.7))
+    g = plan(folder)
+    expected = np.array([[0.7, 0, 0, -(10 + 0.7 * 7)], [0, 0.5, 0, -(20 + 0.5 * 7)], [0, 0, 3, 0], [0, 0, 0, 1]])
+    assert np.allclose(g.canonical_affine, expected)
+
+
+def test_missing_slice_rejected_or_interpolated(tmp_path):
+    from tasks.ct.dicom_series import SeriesRejected, decode_series
+    folder = write_series(tmp_path / "s", [(0, 0, z) for z in (0, 2, 6, 8)], values=[0, 100, 300, 400])
+    with pytest.raises(SeriesRejected) as err:
+        plan(folder)
+    assert err.value.reason == "missing_slices"
+    g = plan(folder, uneven_spacing="resample")
+    volume = decode_series(series_of(folder), g)
+    assert volume[0, 0, :].tolist() == [0, 100, 200, 300, 400]
+    assert "resampled" in g.notes[0]
+
+
+def test_uneven_spacing_and_duplicates(tmp_path):
+    from tasks.ct.dicom_series import SeriesRejected
+    uneven = write_series(tmp_path / "u", [(0, 0, z) for z in (0, 2, 4.6, 6, 8)])
+    with pytest.raises(SeriesRejected) as err:
+        plan(uneven)
+    assert err.value.reason == "uneven_spacing"
+    dup = write_series(tmp_path / "d", [(0, 0, z) for z in (0, 2, 2, 4)])
+    with pytest.raises(SeriesRejected) as err:
+        plan(dup)
+    assert err.value.reason == "duplicate_positions"
+    g = plan(dup, duplicate_positions="drop")
+    assert len(g.frames) == 3
+
+
+def test_gantry_tilt_reject_policy_and_resample(tmp_path):
+    from tasks.ct.dicom_series import SeriesRejected, decode_series
+    folder = write_series(tmp_path / "t", [(0, 0.5 * k, 2.0 * k) for k in range(4)])
+    with pytest.raises(SeriesRejected) as err:
+        plan(folder, gantry_tilt="reject")
+    assert err.value.reason == "gantry_tilt"
+    g = plan(folder)
+    assert g.resample == "tilt" and g.tilt_shift[1] == pytest.approx(0.25)
+    assert decode_series(series_of(folder), g).shape == (8, 8, 4)
+
+
+def test_inconsistent_orientation_and_not_ct(tmp_path):
+    from tasks.ct.dicom_series import SeriesRejected
+    folder = write_series(tmp_path / "o", [(0, 0, 0), (0, 0, 2)])
+    ds = pydicom.dcmread(folder / "f001.dcm")
+    ds.ImageOrientationPatient = ["1", "0", "0", "0", "0.9", "0.43589"]
+    ds.save_as(folder / "f001.dcm")
+    with pytest.raises(SeriesRejected) as err:
+        plan(folder)
+    assert err.value.reason == "inconsistent_orientation"
+    mr = write_series(tmp_path / "m", [(0, 0, 0), (0, 0, 2)], modality="MR")
+    with pytest.raises(SeriesRejected) as err:
+        plan(mr)
+    assert err.value.reason == "not_ct"
+
+
+def test_not_dicom_file_is_a_file_problem(tmp_path):
+    from tasks.ct.dicom_series import scan_files
+    (tmp_path / "notes.txt").write_text("hello")
+    headers, problems = scan_files([str(tmp_path / "notes.txt")])
+    assert not headers and problems[0].reason == "not_dicom"
+
+
+def test_deid_env_key_wins_and_missing_key_errors(monkeypatch):
+    from tasks.ct.deid import DeidKeyError, deid_key, pseudonym
+    params = {"deid": {"key": "params-key", "key_env": "MC_TEST_KEY"}}
+    monkeypatch.delenv("MC_TEST_KEY", raising=False)
+    assert deid_key(params) == "params-key"
+    monkeypatch.setenv("MC_TEST_KEY", "env-key")
+    assert deid_key(params) == "env-key"
+    monkeypatch.delenv("MC_TEST_KEY")
+    with pytest.raises(DeidKeyError):
+        deid_key({"deid": {"key": None, "key_env": "MC_TEST_KEY"}})
+    a, b = pseudonym("patient", "123", "k1"), pseudonym("patient", "123", "k2")
+    assert a != b and a.startswith("pt-") and "123" not in a
+    assert pseudonym("study", "123", "k1") != pseudonym("series", "123", "k1").replace("se-", "st-")
+
+
+def test_nifti_checks(tmp_path):
+    from tasks.ct.convert import convert_nifti
+    cfg = {"max_p01_hu": -200, "max_p99_hu": 4000}
+    nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.int16), np.eye(4)), tmp_path / "four_d.nii.gz")
+    rng = np.random.default_rng(0)
+    mr_like = rng.integers(0, 1500, (8, 8, 8)).astype(np.int16)
+    nib.save(nib.Nifti1Image(mr_like, np.eye(4)), tmp_path / "mr_like.nii.gz")
+    reasons = {name: convert_nifti(str(tmp_path / f"{name}.nii.gz"), cfg, "k", tmp_path / "o", str(tmp_path))
+               for name in ("four_d", "mr_like")}
+    assert isinstance(reasons["four_d"], Rejection) and reasons["four_d"].reason == "not_3d"
+    assert isinstance(reasons["mr_like"], Rejection) and reasons["mr_like"].reason == "implausible_hu"
+
+
+def test_nifti_reoriented_to_canonical(tmp_path):
+    from tasks.ct.convert import convert_nifti
+    data = np.full((4, 5, 6), -1000, np.int16)
+    data[0, 0, 0] = 500
+    lps = np.diag([-2.0, -2.0, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(data, lps), tmp_path / "x.nii.gz")
+    row = convert_nifti(str(tmp_path / "x.nii.gz"), {}, "k", tmp_path / "o", str(tmp_path))
+    out = nib.load(tmp_path / "o" / row["volume"])
+    assert nib.aff2axcodes(out.affine) == ("R", "A", "S") and row["orientation_source"] == "LPS"
+    hot = np.argwhere(np.asanyarray(out.dataobj) == 500)[0]
+    assert np.allclose(out.affine @ [*hot, 1], lps @ [0, 0, 0, 1])  # same voxel, same world position
+
+
+def test_anatomy_groups_validated_against_totalsegmentator():
+    from tasks.ct.anatomy import AnatomyConfigError, build_groups
+    groups = build_groups({"lung": ["lung_*"], "kidney": ["kidney_left", "kidney_right"],
+                           "pa": ["heartchambers_highres:pulmonary_artery"]})
+    assert groups.ids["lung"] == (10, 11, 12, 13, 14) and groups.ids["kidney"] == (2, 3)
+    assert "pa" in groups.other_task and "pa" not in groups.ids
+    with pytest.raises(AnatomyConfigError, match="pulmonary_artery"):
+        build_groups({"pa": ["pulmonary_artery"]})  # not a class of v2 `total`
+    with pytest.raises(AnatomyConfigError, match="both"):
+        build_groups({"a": ["liver"], "b": ["liver"]})
+
+
+def test_params_anatomies_cover_the_issue_list(repo_root):
+    from tasks.common.params import load_params
+    from tasks.ct.anatomy import build_groups
+    groups = build_groups(load_params(repo_root / "params.yaml")["segment"]["anatomies"])
+    needed = {"lung", "trachea_bronchi", "heart", "aorta", "esophagus", "thyroid", "liver", "gallbladder",
+              "pancreas", "spleen", "kidney", "adrenal_gland", "stomach", "small_bowel", "colon",
+              "urinary_bladder", "prostate", "vertebrae", "ribs"}
+    assert needed <= set(groups.ids)
+    assert "pulmonary_artery" in groups.other_task
+    assert len(groups.ids["vertebrae"]) == 26 and len(groups.ids["ribs"]) == 24
+
+
+def test_measure_bbox_volume_and_fov_edges():
+    from tasks.ct.anatomy import build_groups, measure
+    labels = np.zeros((10, 12, 8), np.uint8)
+    labels[2:5, 3:7, 1:4] = 5  # liver inside
+    labels[0:3, 0:2, 6:8] = 2  # a kidney touching x-, y-, z+
+    labels[7:9, 5:6, 2:3] = 3
+    groups = build_groups({"liver": ["liver"], "kidney": ["kidney_left", "kidney_right"], "spleen": ["spleen"]})
+    rows = {r["anatomy"]: r for r in measure(labels, np.diag([2.0, 2.0, 2.5, 1.0]), groups)}
+    assert set(rows) == {"liver", "kidney"}
+    liver = rows["liver"]
+    assert liver["voxels"] == 36 and liver["volume_ml"] == pytest.approx(36 * 10 / 1000)
+    assert (liver["bbox_x0"], liver["bbox_y0"], liver["bbox_z0"], liver["bbox_x1"], liver["bbox_y1"],
+            liver["bbox_z1"]) == (2, 3, 1, 5, 7, 4)
+    assert not liver["touches_fov_edge"]
+    kidney = rows["kidney"]
+    assert kidney["voxels"] == 12 + 2 and kidney["label_ids"] == [2, 3]
+    assert (kidney["bbox_x0"], kidney["bbox_x1"], kidney["bbox_z1"]) == (0, 9, 8)
+    assert kidney["touches_fov_edge"] and kidney["edge_faces"] == "x-;y-;z+"
+
+
+def test_provided_mask_geometry_checked(tmp_path):
+    from tasks.ct.provided_backend import MaskRejected, load_mask
+    mask = np.zeros((6, 6, 4), np.uint8)
+    mask[1:3, 1:3, 1:3] = 5
+    affine = np.diag([2.0, 2.0, 3.0, 1.0])
+    nib.save(nib.Nifti1Image(mask, affine), tmp_path / "m.nii.gz")
+    assert load_mask(str(tmp_path / "m.nii.gz"), (6, 6, 4), affine, {5}).sum() == 8 * 5
+    shifted = affine.copy()
+    shifted[0, 3] = 0.5
+    with pytest.raises(MaskRejected) as err:
+        load_mask(str(tmp_path / "m.nii.gz"), (6, 6, 4), shifted, {5})
+    assert err.value.reason == "mask_geometry_mismatch"
+    with pytest.raises(MaskRejected) as err:
+        load_mask(str(tmp_path / "m.nii.gz"), (6, 6, 4), affine, {1})
+    assert err.value.reason == "unknown_label_ids"
+
+
+def test_nifti_writes_are_byte_identical(tmp_path):
+    from tasks.ct.nifti_io import write_nifti
+    data = np.arange(4 * 5 * 6, dtype=np.int16).reshape(4, 5, 6)
+    a = write_nifti(data, np.eye(4), tmp_path / "a.nii.gz").read_bytes()
+    b = write_nifti(data, np.eye(4), tmp_path / "b.nii.gz").read_bytes()
+    assert a == b
+    back = nib.load(tmp_path / "a.nii.gz")
+    assert np.array_equal(np.asanyarray(back.dataobj), data) and back.header["sform_code"] == 1
+
+
+def test_sample_ct_specs_are_varied_and_balanced():
+    from tasks.sample.ct_phantoms import FINDINGS_BY_ANATOMY, study_specs
+    from tasks.sample.catalogue import FINDINGS
+    params = {"sample": {"seed": 20261125, "ct": {}}}
+    specs = [s for s in study_specs(params) if s["expected"] == "ok"]
+    assert specs == [s for s in study_specs(params) if s["expected"] == "ok"]  # deterministic
+    assert len(specs) == 48 and len({s["PatientID"] for s in specs}) == 30
+    for anatomy in FINDINGS_BY_ANATOMY:
+        normal = sum(not any(f["anatomy"] == anatomy for f in s["findings"]) for s in specs) / len(specs)
+        assert 0.2 <= normal <= 0.6, (anatomy, normal)
+    drawn = {f["finding"] for s in specs for f in s["findings"]}
+    assert len(drawn) >= 10 and all(FINDINGS[k].anatomy for k in drawn)
+    formats = {s["format"] for s in specs}
+    assert {"dicom", "dicom-j2k", "dicom-enhanced", "dicom-tilt", "nifti"} <= formats
