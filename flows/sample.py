@@ -21,6 +21,7 @@ PARTS = {
     "literature": "tasks.sample.literature",
     "vocabulary": "tasks.sample.vocabulary",
     "ct": "tasks.sample.ct_phantoms",
+    "reports": "tasks.sample.reports",
 }
 
 
