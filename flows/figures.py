@@ -47,7 +47,12 @@ def figures_shard(index: int, article_shard: str, metas: list[dict], figures: di
     samples, rows, rejected, counts, seen = [], [], [], {}, set()
     for pmcid, members in read_articles(article_shard, by_pmcid):
         seen.add(pmcid)
-        result = process_article(pmcid, members, by_pmcid[pmcid], settings)
+        try:
+            result = process_article(pmcid, members, by_pmcid[pmcid], settings)
+        except Exception as error:  # noqa: BLE001 - one bad article never stops the stage
+            rejected.append({"item": pmcid, "source": article_shard, "reason": "processing_error",
+                             "detail": f"{type(error).__name__}: {error}", "stage": STAGE})
+            continue
         samples.extend(result.samples)
         rejected.extend(result.rejected)
         for key, value in result.counts.items():

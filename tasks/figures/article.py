@@ -128,12 +128,21 @@ def process_article(pmcid: str, members: dict[str, bytes], meta: dict, settings:
     if run_pdf:
         doc = _open_pdf(result, pmcid, pdf_name, members[pdf_name], settings)
         if doc is not None:
-            found = pdf_figures.extract(doc, dpi=settings.dpi, render=False, max_pages=settings.max_pdf_pages,
-                                        min_side=settings.min_region_pt, max_gap=settings.max_caption_gap_pt)
-            pdf_found = found.figures
-            result.count("pdf_pages", found.pages)
-            result.count("pdf_figures", len(pdf_found))
-            result.count("pdf_captions_without_region", len(found.captions_without_region))
+            try:
+                found = pdf_figures.extract(doc, dpi=settings.dpi, render=False, max_pages=settings.max_pdf_pages,
+                                            min_side=settings.min_region_pt, max_gap=settings.max_caption_gap_pt)
+            except Exception as error:  # noqa: BLE001 - a damaged page stream: the JATS figures still count
+                result.count("pdf_errors")
+                if not usable_jats:
+                    _reject(result, f"{pmcid}/{posixpath.basename(pdf_name)}", pdf_name, "unreadable_pdf",
+                            f"figure search failed ({type(error).__name__}: {error})")
+                doc.close()
+                doc = None
+            else:
+                pdf_found = found.figures
+                result.count("pdf_pages", found.pages)
+                result.count("pdf_figures", len(pdf_found))
+                result.count("pdf_captions_without_region", len(found.captions_without_region))
     links = pdf_figures.link_to_jats(
         pdf_found, [(f.fig_id, jats_figures.label_number(f.label), f.caption) for f in jats]) if jats else {}
     by_fig = {fig_id: (pdf_found[i], overlap) for i, (fig_id, overlap) in links.items()}
