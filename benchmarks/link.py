@@ -1,0 +1,106 @@
+"""Concept-linking throughput: the linker vs a bare QuickUMLS `match` loop, same captions, same index.
+
+    python benchmarks/link.py --data ../shared/data [--n 5000]
+
+Index: MeSH 2017 descriptors (built once into --index-dir). Captions: ROCO. Both
+loops run in this one process on one core: the bare loop is QuickUMLS's own
+n-gram matching (`_match`, what its spaCy component calls) on a blank English
+tokenizer with the linker's similarity settings; the linker adds scispaCy
+tokenisation, sentences, abbreviations, acronyms, variants, filters and ConText.
+Writes benchmarks/results/link.json.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+import flows  # noqa: E402,F401  (offline defaults)
+from benchmarks._measure import PeakRSS, write_result  # noqa: E402
+from tasks.common.params import load_params  # noqa: E402
+
+
+def read_roco(root: Path) -> list[str]:
+    captions = []
+    for path in sorted(root.glob("data/*/*/captions.txt")):
+        for line in path.read_text(encoding="utf-8").splitlines():
+            _, _, text = line.partition("\t")
+            if text.strip():
+                captions.append(text.strip())
+    return captions
+
+
+def ensure_index(tree: Path, index_dir: Path) -> Path:
+    from tasks.umls.index import build_index
+    from tasks.umls.mesh import mesh_to_rrf
+
+    if not (index_dir / "concepts.parquet").is_file():
+        mesh_to_rrf(tree, index_dir / "META")
+        build_index(index_dir / "META", index_dir, semantic_groups_file=index_dir / "META" / "SemGroups.txt")
+    return index_dir
+
+
+def timed(fn, texts):
+    wall, cpu = time.perf_counter(), time.process_time()
+    out = fn(texts)
+    return out, time.perf_counter() - wall, time.process_time() - cpu
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", default=os.environ.get("MEDCONCEPT_TEST_DATA", "../shared/data"))
+    parser.add_argument("--n", type=int, default=0, help="captions (0: all)")
+    parser.add_argument("--index-dir", default="/tmp/medconcept_bench_mesh_index")
+    args = parser.parse_args()
+    data = Path(args.data)
+    captions = read_roco(data / "captions" / "roco")
+    if args.n:
+        captions = captions[: args.n]
+    index_dir = ensure_index(data / "umls" / "mesh2017" / "2017MeshTree.txt", Path(args.index_dir))
+    p = load_params(Path(__file__).resolve().parent.parent / "params.yaml")["link_concepts"]
+
+    import spacy
+
+    from tasks.linking.linker import ConceptLinker, open_quickumls
+
+    with PeakRSS() as rss:
+        linker = ConceptLinker.from_index(index_dir, p)
+        bare = open_quickumls(index_dir, threshold=float(p["threshold"]), window=int(p["window"]),
+                              similarity_name=p["similarity"], min_match_length=int(p["min_match_length"]),
+                              accepted_semtypes=None)
+        nlp = spacy.blank("en")
+
+        def bare_loop(texts):
+            return [bare._match(nlp(t)) for t in texts]
+
+        warm = captions[:200]
+        bare_loop(warm), linker.link_many(warm)  # caches, lazy imports
+        bare_out, bare_wall, bare_cpu = timed(bare_loop, captions)
+        ours_out, ours_wall, ours_cpu = timed(linker.link_many, captions)
+    n = len(captions)
+    result = {
+        "captions": n, "index": "MeSH 2017 descriptors", "index_concepts": len(linker.concepts),
+        "cpu": os.cpu_count(), "settings": {k: p[k] for k in ("threshold", "similarity", "window", "overlap",
+                                                               "abbreviations", "acronyms", "variants")},
+        "bare_quickumls": {"seconds": round(bare_wall, 2), "cpu_seconds": round(bare_cpu, 2),
+                           "captions_per_s_per_core": round(n / bare_cpu, 1),
+                           "matches": sum(len(m) for m in bare_out)},
+        "linker": {"seconds": round(ours_wall, 2), "cpu_seconds": round(ours_cpu, 2),
+                   "captions_per_s_per_core": round(n / ours_cpu, 1),
+                   "mentions": sum(len(m) for m in ours_out),
+                   "negated": sum(x.negated for m in ours_out for x in m),
+                   "uncertain": sum(x.uncertain for m in ours_out for x in m)},
+        "time_ratio_linker_over_bare": round(ours_cpu / bare_cpu, 3),
+        "peak_rss_mb": round(rss.peak_total / 2**20, 1),
+        "max_rss_mb_getrusage": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+    }
+    write_result("link", result)
+
+
+if __name__ == "__main__":
+    main()
