@@ -8,6 +8,7 @@ Two fan-outs: header scan over file shards, then conversion over series shards.
 from __future__ import annotations
 
 import shutil
+import tempfile
 from collections import Counter
 from pathlib import Path
 
@@ -17,7 +18,7 @@ from flows._stage import gather, plan_shards, run_stage_cli
 from tasks.common.summary import StageSummary
 from tasks.common.tables import write_rejected, write_rows
 from tasks.ct.convert import (STUDIES_SCHEMA, Rejection, convert_dicom_series, convert_nifti, discover,
-                              file_problem_rejection)
+                              file_problem_rejection, is_url, stage_source)
 from tasks.ct.deid import deid_key
 from tasks.ct.dicom_series import group_series, scan_files
 
@@ -44,7 +45,15 @@ def ct_convert_flow(params: dict) -> dict:
     key = deid_key(params)
     cfg.setdefault("source_paths", (params.get("deid") or {}).get("source_paths", "hashed"))
     out_dir = Path(cfg["output_dir"])
-    root = str(cfg["source"])
+    staging = tempfile.mkdtemp(prefix="ct_convert_src_") if is_url(str(cfg["source"])) else None
+    try:
+        return _run(cfg, key, out_dir, stage_source(str(cfg["source"]), staging) if staging else str(cfg["source"]))
+    finally:
+        if staging:
+            shutil.rmtree(staging, ignore_errors=True)
+
+
+def _run(cfg: dict, key: str, out_dir: Path, root: str) -> dict:
     summary = StageSummary("ct_convert", unit="series")
     if (out_dir / "volumes").exists():
         shutil.rmtree(out_dir / "volumes")  # outputs are rewritten completely

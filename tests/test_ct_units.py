@@ -1,6 +1,8 @@
 """Unit tests of the CT domain logic on small hand-made series and arrays."""
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import nibabel as nib
 import pydicom
@@ -250,3 +252,50 @@ def test_sample_ct_specs_are_varied_and_balanced():
     assert len(drawn) >= 10 and all(FINDINGS[k].anatomy for k in drawn)
     formats = {s["format"] for s in specs}
     assert {"dicom", "dicom-j2k", "dicom-enhanced", "dicom-tilt", "nifti"} <= formats
+
+
+def test_jpeg_lossless_series_decodes_like_uncompressed(tmp_path):
+    """JPEG Lossless (process 14) slices, transcoded with GDCM from pydicom's CT_small."""
+    import gdcm
+    from pydicom.data import get_testdata_file
+    from tasks.ct.dicom_series import decode_series
+
+    src = get_testdata_file("CT_small.dcm")
+    plain, jpeg = tmp_path / "plain", tmp_path / "jpeg"
+    plain.mkdir(), jpeg.mkdir()
+    for k in range(3):
+        ds = pydicom.dcmread(src)
+        ds.ImagePositionPatient = [ds.ImagePositionPatient[0], ds.ImagePositionPatient[1],
+                                   float(ds.ImagePositionPatient[2]) + 5.0 * k]
+        ds.SOPInstanceUID = f"{ds.SOPInstanceUID}.{k}"
+        ds.save_as(plain / f"{k}.dcm")
+        reader = gdcm.ImageReader()
+        reader.SetFileName(str(plain / f"{k}.dcm"))
+        assert reader.Read()
+        change = gdcm.ImageChangeTransferSyntax()
+        change.SetTransferSyntax(gdcm.TransferSyntax(gdcm.TransferSyntax.JPEGLosslessProcess14_1))
+        change.SetInput(reader.GetImage())
+        assert change.Change()
+        writer = gdcm.ImageWriter()
+        writer.SetFileName(str(jpeg / f"{k}.dcm"))
+        writer.SetFile(reader.GetFile())
+        writer.SetImage(change.GetOutput())
+        assert writer.Write()
+    assert pydicom.dcmread(jpeg / "0.dcm").file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.4.70"
+    a = decode_series(series_of(plain), plan(plain))
+    b = decode_series(series_of(jpeg), plan(jpeg))
+    assert a.shape == (128, 128, 3) and np.array_equal(a, b) and a.min() < -500
+
+
+def test_fsspec_source_is_staged(tmp_path):
+    import fsspec
+    from tasks.ct.convert import discover, stage_source
+
+    folder = write_series(tmp_path / "s", [(0, 0, z) for z in (0, 2, 4)])
+    fs = fsspec.filesystem("memory")
+    for path in folder.iterdir():
+        fs.pipe(f"/ctbench/study/{path.name}", path.read_bytes())
+    local = stage_source("memory://ctbench", tmp_path / "staged")
+    files, nifti = discover(local)
+    assert len(files) == 3 and not nifti
+    assert len(plan(Path(local) / "study").frames) == 3

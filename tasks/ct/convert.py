@@ -80,6 +80,35 @@ def discover(source: str | os.PathLike) -> tuple[list[str], list[str]]:
     return dicom, nifti
 
 
+def is_url(source: str) -> bool:
+    return "://" in str(source) and not str(source).startswith("file://")
+
+
+def stage_source(source: str, staging_dir: str | Path) -> str:
+    """A local folder holding the input: `source` itself, or a copy of an fsspec URL.
+
+    DICOM decoding and NIfTI reading want seekable local files, so remote inputs
+    (s3://, gcs://, http:// with a listing, memory://, ...) are copied once into
+    `staging_dir` keeping their relative layout.
+    """
+    if not is_url(source):
+        return str(source).replace("file://", "", 1)
+    import fsspec
+
+    fs, path = fsspec.core.url_to_fs(source)
+    staging = Path(staging_dir)
+    staging.mkdir(parents=True, exist_ok=True)
+    base = path.rstrip("/")
+    for remote in sorted(fs.find(base)):
+        rel = remote[len(base):].lstrip("/") or Path(remote).name
+        target = (staging / rel).resolve()
+        if not str(target).startswith(str(staging.resolve())):  # no path escape from odd names
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fs.get_file(remote, str(target))
+    return str(staging)
+
+
 def _nifti_stem(path: str) -> str:
     return path[:-7] if path.lower().endswith(".nii.gz") else path[:-4]
 
