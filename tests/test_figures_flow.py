@@ -177,10 +177,20 @@ def test_stage_on_real_articles(shared_data: Path, repo_root: Path, tmp_path: Pa
     with tarfile.open(shared_data / "pmc" / "packages" / "pmc2924383.tar.gz") as tar:
         members = {m.name.split("/", 1)[1]: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}
     articles.append(("PMC2924383", members))
+    # The same package without its JATS: the figures must come from the PDF alone.
+    articles.append(("PMC2924384", {k: v for k, v in members.items() if not k.endswith(".nxml")}))
+    jats_captions = [_reference_caption(f) for f in etree.fromstring(
+        next(v for k, v in members.items() if k.endswith(".nxml"))).xpath("//*[local-name()='fig']")]
     _write_ingest(tmp_path / "ingest", articles)
     summary = _run(repo_root, tmp_path / "ingest", tmp_path / "out", **{"figures.max_side": 512})
     table = pq.read_table(tmp_path / "out" / "figures.parquet").to_pylist()
     assert summary["rejected"] == 0
+    pdf_rows = [r for r in table if r["pmcid"] == "PMC2924384"]
+    assert [r["label"] for r in pdf_rows] == ["Figure 1", "Figure 2", "Figure 3", "Figure 4"]
+    for row, caption in zip(pdf_rows, jats_captions):
+        assert row["source"] == "pdf" and token_overlap(caption, row["caption"]) >= 0.9
+    assert [len(r["subcaptions"]) for r in pdf_rows] == [0, 2, 2, 2]  # "(A) ... (B) ..."
+    table = [r for r in table if r["pmcid"] != "PMC2924384"]
     assert len(table) == 75 == len(references) + 4
     for row in table:
         assert row["source"] == "jats"
@@ -190,7 +200,7 @@ def test_stage_on_real_articles(shared_data: Path, repo_root: Path, tmp_path: Pa
         else:
             assert row["caption"] == references[(row["pmcid"], row["figure_id"])]
         assert max(row["width"], row["height"]) <= 512
-    samples = _webdataset(tmp_path / "out")
+    samples = [s for s in _webdataset(tmp_path / "out") if s["json"]["pmcid"] != "PMC2924384"]
     assert len(samples) == 75
     assert all(s["json"]["caption"] == by["caption"] for s, by in zip(
         sorted(samples, key=lambda s: s["__key__"]), table))

@@ -153,7 +153,7 @@ def test_docbank_regions_and_captions(shared_data: Path):
         page = doc[page_index]
         tokens = _tokens(txt, page.rect.width, page.rect.height)
         annotated = tokens.get("figure", [])
-        found = [f for f in extract(doc, render=False).figures if f.page == page_index + 1]
+        found = extract(doc, render=False, pages=[page_index]).figures
         assert annotated and found, pdf.name
         # Every annotated figure box (white margins included) lies mostly in a found region.
         for box in annotated:

@@ -342,11 +342,14 @@ def _region_for(caption: Caption, where: str, page: pymupdf.Page, lines: list[Li
 
 def extract(doc: pymupdf.Document, dpi: int = 150, render: bool = True, max_pages: int = 200,
             min_side: float = 36.0, min_image_side: float = 24.0, max_gap: float = 144.0,
-            max_render_pixels: int = 16_000_000) -> PdfResult:
-    """Figures of a PDF: caption, page, bounding box and (optionally) the rendered region."""
+            max_render_pixels: int = 16_000_000, pages: list[int] | None = None) -> PdfResult:
+    """Figures of a PDF: caption, page, bounding box and (optionally) the rendered region.
+
+    pages: 0-based page numbers to search (default: the first max_pages).
+    """
     result = PdfResult(pages=min(doc.page_count, max_pages))
     decorations: set[int] | None = None
-    for pno in range(result.pages):
+    for pno in (range(result.pages) if pages is None else [p for p in pages if 0 <= p < doc.page_count]):
         page = doc[pno]
         lines = page_lines(page)
         captions = find_captions(lines)
