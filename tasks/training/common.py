@@ -1,0 +1,96 @@
+"""Params resolution (presets), fingerprints, the CLI runner and the DDP launcher shared by
+the two training stages."""
+from __future__ import annotations
+
+import copy
+import hashlib
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import Callable
+
+from tasks.common.hashing import sha256_file
+from tasks.common.params import ParamsError, section
+
+
+def deep_merge(base: dict, over: dict) -> dict:
+    out = copy.deepcopy(base)
+    for k, v in (over or {}).items():
+        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
+    return out
+
+
+def resolve(params: dict, stage: str, repo: Path) -> tuple[dict, dict]:
+    """(stage section with its preset applied, model config) for a training stage."""
+    sec = section(params, stage)
+    presets = sec.get("presets") or {}
+    name = sec.get("preset", "tiny")
+    if name not in presets:
+        raise ParamsError(f"{stage}.preset {name!r} is not one of {sorted(presets)}")
+    resolved = deep_merge(sec, presets[name])
+    resolved.pop("presets", None)
+    cfg_path = repo / resolved["model_config"]
+    model_cfg = deep_merge(json.loads(cfg_path.read_text()), resolved.get("model") or {})
+    return resolved, model_cfg
+
+
+def fingerprint(*parts, files: list[Path] = ()) -> str:
+    """Identity of a run: its settings and the bytes of its input tables."""
+    h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
+    for f in files:
+        if Path(f).is_file():
+            h.update(sha256_file(f).encode())
+    return h.hexdigest()
+
+
+def rank_world() -> tuple[int, int]:
+    return int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+
+def init_distributed() -> bool:
+    """Join the torchrun process group when launched by torchrun."""
+    import torch
+    import torch.distributed as dist
+
+    if int(os.environ.get("WORLD_SIZE", 1)) <= 1 or dist.is_initialized():
+        return False
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", 0)))
+    dist.init_process_group(backend)
+    return True
+
+
+def launch_torchrun(stage: str, params: dict, nproc: int) -> int:
+    """Run the stage's rank entry point under torchrun with these params (a temp JSON)."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump(params, handle)
+        spec = handle.name
+    try:
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}",
+               "-m", "tasks.training.rank_main", stage, spec]
+        return subprocess.run(cmd, check=True).returncode
+    finally:
+        os.unlink(spec)
+
+
+def run_training_cli(flow: Callable, argv=None):
+    """`python -m flows.<stage> [--params F] [-S k=v]`: the training loop runs in this
+    process (no Dask cluster: a Dask worker would pin torch to one thread)."""
+    from flows._runtime import ensure_prefect_api
+    from flows._stage import build_arg_parser
+    from tasks.common.params import load_params
+
+    stage = getattr(flow, "name", None) or flow.__name__
+    args = build_arg_parser(stage).parse_args(argv)
+    try:
+        params = load_params(args.params, args.overrides)
+    except ParamsError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
+    params.setdefault("_meta", {})["params_file"] = str(Path(args.params))
+    ensure_prefect_api()
+    return flow(params=params)

@@ -1,0 +1,151 @@
+"""The train_conceptclip stage as plain functions: prepare data, train, write outputs."""
+from __future__ import annotations
+
+import json
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+
+from tasks.common.summary import StageSummary
+from tasks.common.tables import write_rejected, write_rows
+from tasks.training import conceptclip_data as data
+from tasks.training.common import fingerprint, resolve
+from tasks.training.loop import LoopConfig, LoopResult, train_loop
+from tasks.training.splits import split_params
+
+STAGE = "train_conceptclip"
+REPO = Path(__file__).resolve().parent.parent.parent
+
+
+@dataclass
+class Prepared:
+    cfg: dict  # the stage section, preset applied
+    model_cfg: dict
+    tokenizer: object
+    train: data.FigureDataset
+    heldout: data.FigureDataset
+    records: list
+    rejected: list
+    concept_ids: dict
+    fingerprint: str
+    counts: dict = field(default_factory=dict)
+
+
+def _path(p) -> Path:
+    p = Path(p)
+    return p if p.is_absolute() else REPO / p
+
+
+def build_tokenizer(cfg: dict, texts: list[str], context_length: int):
+    from models.text_encoder import TextTokenizer
+
+    tcfg = cfg.get("tokenizer") or {}
+    if tcfg.get("hf_folder"):
+        return TextTokenizer.load(_path(tcfg["hf_folder"]), context_length)
+    return TextTokenizer.train(texts, int(tcfg.get("vocab_size", 4000)), context_length,
+                               int(tcfg.get("min_frequency", 1)))
+
+
+def prepare(params: dict) -> Prepared:
+    cfg, model_cfg = resolve(params, STAGE, REPO)
+    frac, salt = split_params(cfg)
+    index = data.index_shards(_path(cfg["shards_dir"]))
+    records, rejected = data.load_records(
+        _path(cfg["figures"]), _path(cfg["caption_concepts"]), _path(cfg["mentions"]), index, frac, salt,
+        exclude_uncertain=bool(cfg.get("exclude_uncertain", True)))
+    train_recs, held_recs = data.split_records(records)
+    tcfg = cfg.get("tokenizer") or {}
+    if tcfg.get("hf_folder"):
+        model_cfg["text"]["hf_folder"] = str(_path(tcfg["hf_folder"]))
+    ctx = int(model_cfg["text"]["context_length"])
+    tokenizer = build_tokenizer(cfg, [r.caption for r in train_recs], ctx)
+    model_cfg["text"]["vocab_size"] = tokenizer.vocab_size
+    # concept ids from the training side only: a held-out-only concept has no embedding to learn
+    concept_ids = {c: i for i, c in enumerate(sorted({s[2] for r in train_recs for s in r.spans}))}
+    image_size = int(model_cfg["image"]["image_size"])
+    seed = int(cfg.get("seed", 0))
+    cache = bool(cfg.get("cache_images", True))
+    train = data.FigureDataset(train_recs, index, tokenizer, concept_ids, image_size, cfg.get("augment"), seed, cache)
+    held = data.FigureDataset(held_recs, index, tokenizer, concept_ids, image_size, None, seed, cache)
+    fp = fingerprint(STAGE, {k: v for k, v in cfg.items() if k not in ("output_dir", "checkpoint_dir", "num_workers")},
+                     model_cfg, files=[_path(cfg["figures"]), _path(cfg["caption_concepts"]), _path(cfg["mentions"])])
+    counts = {
+        "figures_in": len(records) + len(rejected), "train_figures": len(train_recs), "heldout_figures": len(held_recs),
+        "train_articles": len({r.pmcid for r in train_recs}), "heldout_articles": len({r.pmcid for r in held_recs}),
+        "concepts": len(concept_ids), "concept_spans_train": sum(len(s) for s in train.spans),
+        "concept_spans_dropped": train.spans_dropped + held.spans_dropped,
+        "figures_with_concepts": sum(1 for r in records if r.cuis), "vocab_size": tokenizer.vocab_size,
+    }
+    return Prepared(cfg, model_cfg, tokenizer, train, held, records, rejected, concept_ids, fp, counts)
+
+
+def train(prep: Prepared, kill_at_step: int | None = None, log=print) -> LoopResult:
+    from models import build_model
+
+    loop = LoopConfig.from_dict(prep.cfg)
+    torch.manual_seed(loop.seed)
+    model = build_model(prep.model_cfg)
+    ckpt = _path(prep.cfg["checkpoint_dir"]) if prep.cfg.get("checkpoint_dir") else None
+    return train_loop(model, prep.train, data.collate, loop, ckpt, prep.fingerprint, heldout_set=prep.heldout,
+                      kill_at_step=kill_at_step, log=log)
+
+
+def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: StageSummary | None = None) -> dict:
+    from tasks.training.lineage import build_lineage
+    from tasks.training.outputs import curve_metrics, save_weights, write_curve, write_json
+
+    out = _path(prep.cfg["output_dir"])
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(result.model, out / "model.safetensors")
+    frac, salt = split_params(prep.cfg)
+    config = {
+        "model": prep.model_cfg, "concept_ids": prep.concept_ids,
+        "preprocess": {"image_size": prep.model_cfg["image"]["image_size"], "mean": data.MEAN, "std": data.STD,
+                       "letterbox": True},
+        "split": {"by": "pmcid", "heldout_fraction": frac, "salt": salt},
+        "zero_shot": prep.cfg.get("zero_shot") or {}, "preset": prep.cfg.get("preset"),
+    }
+    write_json(config, out / "config.json")
+    tok_dir = out / "tokenizer"
+    if tok_dir.exists():
+        shutil.rmtree(tok_dir)
+    prep.tokenizer.save(tok_dir)
+    write_curve(result.curve, out / "curve.csv")
+    metrics = curve_metrics(result.curve)
+    metrics.update({"train_figures": prep.counts["train_figures"], "heldout_figures": prep.counts["heldout_figures"],
+                    "concepts": prep.counts["concepts"], "samples_seen": result.steps * prep.cfg["batch_size"]})
+    write_json(metrics, out / "metrics.json")
+    import pyarrow as pa
+
+    split_schema = pa.schema([("key", pa.string()), ("pmcid", pa.string()), ("split", pa.string()),
+                              ("n_concepts", pa.int32())])
+    write_rows([{"key": r.key, "pmcid": r.pmcid, "split": r.split, "n_concepts": len(r.cuis)} for r in prep.records],
+               split_schema, out / "split.parquet", sort_by=("key",))
+    write_rejected([dict(r, stage=STAGE) for r in prep.rejected], out / "rejected.parquet")
+    inputs = [prep.cfg["figures"], prep.cfg["shards_dir"], prep.cfg["caption_concepts"], prep.cfg["mentions"]]
+    write_json(build_lineage(REPO, STAGE, inputs, {STAGE: params.get(STAGE)}, prep.counts), out / "lineage.json")
+    summary = summary or StageSummary(STAGE, unit="figures")
+    summary.items_in = prep.counts["figures_in"]
+    summary.items_out = len(prep.records)
+    summary.add_rejections(Counter(r["reason"] for r in prep.rejected).elements())
+    summary.merge_counts({k: v for k, v in prep.counts.items() if k != "figures_in"})
+    summary.merge_counts({"steps": result.steps, "resumed_from_step": result.resumed_from})
+    summary.write(out)
+    (out / "timing.json").write_text(json.dumps(dict(summary.timing(), train_seconds=round(result.seconds, 2)), indent=2) + "\n")
+    return metrics
+
+
+def load_trained(output_dir: str | Path):
+    """(model in eval mode, tokenizer, config) from a train_conceptclip output folder."""
+    from models import build_model
+    from models.text_encoder import TextTokenizer
+    from tasks.training.outputs import load_weights
+
+    out = Path(output_dir)
+    config = json.loads((out / "config.json").read_text())
+    model = load_weights(build_model(config["model"]), out / "model.safetensors").eval()
+    tok = TextTokenizer.load(out / "tokenizer", int(config["model"]["text"]["context_length"]))
+    return model, tok, config

@@ -1,0 +1,53 @@
+"""What both training stages write: weights, config, tokenizer, curve, metrics, lineage."""
+from __future__ import annotations
+
+import csv
+import json
+import math
+from pathlib import Path
+
+import torch
+
+
+def save_weights(model: torch.nn.Module, path: str | Path) -> Path:
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu").contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={"format": "pt"})
+    return Path(path)
+
+
+def load_weights(model: torch.nn.Module, path: str | Path) -> torch.nn.Module:
+    from safetensors.torch import load_file
+
+    model.load_state_dict(load_file(str(path)))
+    return model
+
+
+def write_json(data, path: str | Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    return path
+
+
+def write_curve(rows: list[dict], path: str | Path) -> Path:
+    cols = ["step", "epoch", "lr", "train_loss", "heldout_loss"]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        w = csv.DictWriter(handle, fieldnames=cols, extrasaction="ignore")
+        w.writeheader()
+        for row in rows:
+            w.writerow({k: (round(v, 6) if isinstance(v, float) and math.isfinite(v) else v) for k, v in row.items()})
+    return Path(path)
+
+
+def curve_metrics(curve: list[dict]) -> dict:
+    held = [r["heldout_loss"] for r in curve if math.isfinite(r.get("heldout_loss", float("nan")))]
+    out = {"steps": curve[-1]["step"] if curve else 0,
+           "train_loss_start": round(curve[0]["train_loss"], 6) if curve else None,
+           "train_loss_end": round(curve[-1]["train_loss"], 6) if curve else None}
+    if held:
+        out.update(heldout_loss_start=round(held[0], 6), heldout_loss_end=round(held[-1], 6),
+                   heldout_loss_min=round(min(held), 6),
+                   heldout_loss_ratio=round(held[-1] / held[0], 6) if held[0] else None)
+    return out
