@@ -50,6 +50,12 @@ def test_every_fig_found_with_clean_caption():
     assert f3.caption == "Own caption with a^2."  # one encoding of the formula, not both
 
 
+def test_stray_html_in_caption_text_removed():
+    xml = (b'<article><fig id="f"><caption><p>Cells of &lt;i&gt;E. coli&lt;/i&gt; at 10&lt;sup&gt;3&lt;/sup&gt;'
+           b' and p &lt; 0.05.</p></caption><graphic/></fig></article>')
+    assert parse_figures(xml)[0].caption == "Cells of E. coli at 103 and p < 0.05."
+
+
 def test_entities_and_malformed_xml_rejected():
     bomb = b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxx">]><article>&x;</article>'
     with pytest.raises(XmlRejected) as error:

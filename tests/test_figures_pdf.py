@@ -54,6 +54,23 @@ def _two_column_pdf() -> bytes:
     return data
 
 
+def test_caption_labels_recognised_and_citations_not():
+    from tasks.figures.pdf_figures import Line, find_captions
+
+    def line(text, bold=False):
+        return Line(pymupdf.Rect(50, 100, 300, 110), text, 9.0, block=len(text), first_in_block=True, bold_start=bold)
+
+    captions = ["Figure 3. Text.", "Fig. 2: Text.", "FIGURE 1 | Text.", "FIG. 4. Text.", "Fig 5. Text.",
+                "Figure 6\u2014Text.", "Supplementary Figure S2. Text.", "Figure 7 Text."]
+    for text in captions:
+        bold = text == "Figure 7 Text."  # no delimiter: only a bold label marks a caption
+        found = find_captions([line(text, bold)])
+        assert len(found) == 1 and found[0].text == "Text.", text
+    for text in ["Figure 3 shows the data.", "Fig. 2 and Fig. 3 agree.", "Figures are shown", "Fig. shows"]:
+        assert find_captions([line(text)]) == [], text
+    assert find_captions([line("Fig. 2 and more", bold=False)]) == []
+
+
 def _near(bbox, expected, tol=4.0) -> bool:
     return all(abs(a - b) <= tol for a, b in zip(bbox, expected))
 

@@ -63,8 +63,12 @@ def local(tag) -> str:
     return tag.rsplit("}", 1)[-1]
 
 
+# Publisher HTML that sometimes survives as literal text inside JATS ("&lt;i&gt;" in the XML).
+_STRAY_TAG = re.compile(r"</?(?:i|b|u|em|strong|sup|sub|sc|italic|bold|br)\s*/?>", re.I)
+
+
 def normalise_space(text: str) -> str:
-    return _SPACE.sub(" ", text).strip()
+    return _SPACE.sub(" ", _STRAY_TAG.sub("", text)).strip()
 
 
 def _collect(node, out: list[str]) -> None:
