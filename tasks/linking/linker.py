@@ -30,6 +30,7 @@ from tasks.linking.variants import variants
 DEFAULTS: dict = {
     "spacy_model": None,         # an installed spaCy/scispaCy model; null: blank English + scispaCy parts
     "split_hyphens": True,       # split "X-induced" so "X" can be a mention of its own
+    "sentencizer": "rule",       # rule: spaCy's punctuation rules; pysbd: scispaCy's pysbd_sentencizer (slower)
     "abbreviations": True,       # link short forms defined in the same text as their long forms
     "acronyms": True,            # case-sensitive exact match of the vocabulary's all-caps terms
     "similarity": "jaccard",     # QuickUMLS measure: jaccard, dice, cosine, overlap
@@ -105,7 +106,8 @@ def open_quickumls(index_dir: str | Path, **kwargs):
     return QuickUMLS(str(qdir), spacy_component=True, **kwargs)
 
 
-def make_nlp(spacy_model: str | None = None, split_hyphens: bool = True, abbreviations: bool = True):
+def make_nlp(spacy_model: str | None = None, split_hyphens: bool = True, abbreviations: bool = True,
+             sentencizer: str = "rule"):
     """Tokeniser + sentences (+ abbreviations): scispaCy parts on a blank English pipeline."""
     import re
     import warnings
@@ -126,7 +128,14 @@ def make_nlp(spacy_model: str | None = None, split_hyphens: bool = True, abbrevi
         infix = nlp.tokenizer.infix_finditer.__self__.pattern
         nlp.tokenizer.infix_finditer = re.compile(infix + r"|(?<=[A-Za-z0-9])-(?=[A-Za-z])").finditer
     if not (nlp.has_pipe("parser") or nlp.has_pipe("senter") or nlp.has_pipe("sentencizer")):
-        nlp.add_pipe("sentencizer")
+        if sentencizer == "pysbd":
+            import scispacy.custom_sentence_segmenter  # noqa: F401  (registers the component)
+
+            nlp.add_pipe("pysbd_sentencizer")
+        elif sentencizer == "rule":
+            nlp.add_pipe("sentencizer")
+        else:
+            raise ValueError(f"link_concepts.sentencizer must be 'rule' or 'pysbd', not {sentencizer!r}")
     if abbreviations:
         import scispacy.abbreviation  # noqa: F401  (registers the factory)
 
@@ -175,7 +184,8 @@ class ConceptLinker:
             similarity_name=settings["similarity"], min_match_length=int(settings["min_match_length"]),
             accepted_semtypes=set(settings["semantic_types"]) if settings["semantic_types"] else None,
         )
-        nlp = make_nlp(settings["spacy_model"], bool(settings["split_hyphens"]), bool(settings["abbreviations"]))
+        nlp = make_nlp(settings["spacy_model"], bool(settings["split_hyphens"]), bool(settings["abbreviations"]),
+                       settings["sentencizer"])
         acronyms = {}
         acronym_file = quickumls_dir(index_dir) / "acronyms.json"
         if settings["acronyms"] and acronym_file.is_file():
@@ -208,7 +218,7 @@ class ConceptLinker:
     def _resolve_long_form(self, long_form: str) -> dict | None:
         """Best concept for an abbreviation's long form, matched as one whole string."""
         if long_form not in self._long_form_cache:
-            forms = [long_form] + (variants(long_form) if self.settings["variants"] else [])
+            forms = [long_form] + (list(variants(long_form)) if self.settings["variants"] else [])
             groups = self.matcher._get_all_matches([(0, len(long_form), f) for f in forms])
             cands = [c for group in groups for c in group if self._keep(c)]
             cands.sort(key=lambda c: (-c["similarity"], -c["preferred"], c["cui"]))

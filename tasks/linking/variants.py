@@ -7,6 +7,7 @@ Variants keep the n-gram's span, so mentions still point at the text as written.
 from __future__ import annotations
 
 import re
+from functools import lru_cache
 
 # British -> American spellings common in clinical text.
 _SPELLING = [
@@ -25,13 +26,22 @@ _SUFFIX = [
 _POSSESSIVE = re.compile(r"['’]s\b")
 
 
-def variants(ngram: str) -> list[str]:
-    """Distinct lowercase variants of ngram, the ngram itself excluded."""
+_SPELLING_HINT = re.compile(r"ae|oe|our|isation")
+_SUFFIX_ENDS = ("tensive", "emic", "otic", "s")
+
+
+@lru_cache(maxsize=65536)
+def variants(ngram: str) -> tuple[str, ...]:
+    """Distinct lowercase variants of ngram, the ngram itself excluded (cached: n-grams repeat)."""
     base = ngram.lower()
     spelled = base
-    for pattern, repl in _SPELLING:
-        spelled = pattern.sub(repl, spelled)
-    spelled = _POSSESSIVE.sub("", spelled)
+    if _SPELLING_HINT.search(base):  # cheap test first: most n-grams have no British spelling
+        for pattern, repl in _SPELLING:
+            spelled = pattern.sub(repl, spelled)
+    if "'" in spelled or "’" in spelled:
+        spelled = _POSSESSIVE.sub("", spelled)
+    if spelled == base and not base.endswith(_SUFFIX_ENDS):
+        return ()
     out = []
     for form in (spelled,):
         if form != base:
@@ -42,4 +52,4 @@ def variants(ngram: str) -> list[str]:
             if new_last != last:
                 out.append(f"{head} {new_last}".strip())
                 break
-    return list(dict.fromkeys(v for v in out if v and v != base))
+    return tuple(dict.fromkeys(v for v in out if v and v != base))
