@@ -130,8 +130,9 @@ def resize_long_side(image: Image.Image, max_side: int) -> Image.Image:
         return image
     scale = max_side / long_side
     size = (max(1, round(width * scale)), max(1, round(height * scale)))
-    # Box-reduce first, then bicubic: close to Lanczos at two thirds of the cost.
-    return image.resize(size, Image.Resampling.BICUBIC, reducing_gap=2.0)
+    # Box-reduce by an integer factor first, then an antialiased bilinear filter: for
+    # shrinking, close to Lanczos at a third of its cost.
+    return image.resize(size, Image.Resampling.BILINEAR, reducing_gap=2.0)
 
 
 def encode_jpeg(image: Image.Image, quality: int) -> bytes:

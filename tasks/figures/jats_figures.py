@@ -139,9 +139,7 @@ def _inside(node, stop, names: set[str]) -> bool:
 def figures_from_root(root) -> list[JatsFigure]:
     """Every `<fig>` in document order, `<fig-group>` members included, sub-articles included."""
     figures = []
-    for node in root.iter():
-        if local(node.tag) != "fig":
-            continue
+    for node in root.iter("{*}fig"):
         if _inside(node, None, {"supplementary-material"}):
             continue
         group = node.getparent()
