@@ -77,22 +77,24 @@ class FindingMatcher:
         candidates: list[FindingMention] = []
         contexts: dict[str, list[int]] = {}
         vetoes: dict[str, list[int]] = {}
+        excludes: dict[str, list[tuple[int, int]]] = {}
         for d in self.defs.values():
-            matches = list(d.pattern.finditer(text))
-            if not matches:
-                continue
+            # Context, vetoes and exclusions are kept for every finding: the linker's
+            # mentions of it obey the same rules as the lexicon's.
             if d.context is not None:
                 contexts[d.key] = [m.start() for m in d.context.finditer(text)]
-                if not contexts[d.key]:
-                    continue
             if d.exclude_context is not None:
                 vetoes[d.key] = [m.start() for m in d.exclude_context.finditer(text)]
             excluded = [m.span() for m in d.exclude.finditer(text)] if d.exclude is not None else []
-            for m in matches:
+            if excluded:
+                excludes[d.key] = excluded
+            if d.context is not None and not contexts[d.key]:
+                continue
+            for m in d.pattern.finditer(text):
                 if any(s <= m.start() and m.end() <= e for s, e in excluded):
                     continue
                 candidates.append(FindingMention(d.key, m.start(), m.end(), m.group(0), d.cui))
-        return FindingScan(text, candidates, contexts, vetoes)
+        return FindingScan(text, candidates, contexts, vetoes, excludes)
 
 
 @dataclass
@@ -101,6 +103,18 @@ class FindingScan:
     candidates: list[FindingMention]
     contexts: dict[str, list[int]]
     vetoes: dict[str, list[int]] = field(default_factory=dict)
+    excludes: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+
+    def allows(self, key: str, start: int, end: int, sentence_start: int, sentence_end: int) -> bool:
+        """Whether a mention of `key` at [start, end) (from elsewhere, e.g. the linker)
+        passes the finding's exclude, context and veto rules."""
+        if any(s <= start and end <= e for s, e in self.excludes.get(key, ())):
+            return False
+        ctx = self.contexts.get(key)
+        if ctx is not None and not any(sentence_start <= c < sentence_end for c in ctx):
+            return False
+        veto = self.vetoes.get(key)
+        return not (veto and any(sentence_start <= c < sentence_end for c in veto))
 
     def mentions(self, start: int, end: int, sentence_start: int, sentence_end: int,
                  shift: int | None = None) -> list[FindingMention]:
