@@ -120,3 +120,43 @@ def test_verify_detects_a_tampered_output(reproduced):
         assert "MISMATCH [ingest] out data/ingest/rejected.parquet" in result.stdout
     finally:
         target.write_bytes(original)
+
+
+def test_both_models_learn_the_sample(reproduced):
+    metrics = json.loads((reproduced / "data" / "evaluate" / "metrics.json").read_text())
+    for model in ("conceptclip", "fvlm"):
+        macro = metrics[model]["zero_shot_macro_auc"]
+        assert macro["value"] >= 0.85, (model, macro)
+        low, high = macro["ci95"]
+        assert low <= macro["value"] <= high
+    retrieval = metrics["conceptclip"]["retrieval"]
+    assert set(retrieval) >= {"image_to_text_R@1", "text_to_image_R@10"}
+    evaluate = reproduced / "data" / "evaluate"
+    for card in ("conceptclip.md", "fvlm.md"):
+        text = (evaluate / "model_cards" / card).read_text()
+        assert "## Held-out metrics" in text and "## Lineage" in text and "Exclusions and why" in text
+    assert list((evaluate / "galleries" / "conceptclip").glob("*.png"))
+    assert list((evaluate / "galleries" / "fvlm").glob("*.png"))
+    roc = (evaluate / "plots" / "roc_conceptclip.csv").read_text().splitlines()
+    assert roc[0] == "fpr,tpr" and len(roc) > 3
+
+
+def test_dvc_metrics_and_plots_render(reproduced):
+    shown = run([sys.executable, "-m", "dvc", "metrics", "show", "--json"], cwd=reproduced).stdout
+    assert "zero_shot_macro_auc" in shown
+    plots = run([sys.executable, "-m", "dvc", "plots", "show", "--json"], cwd=reproduced).stdout
+    assert "roc_conceptclip.csv" in plots
+
+
+def test_lineage_of_the_conceptclip_checkpoint(reproduced):
+    checkpoint = "data/train_conceptclip/model.safetensors"
+    result = lineage(reproduced, checkpoint, "--json", "--verify", "--samples")
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    report = json.loads(result.stdout)
+    chain = [s["stage"] for s in report["stages"]]
+    assert chain[-1] == "train_conceptclip"
+    assert {"sample", "ingest", "figures", "umls_index", "link_concepts"} <= set(chain)
+    assert all(o.get("md5") for s in report["stages"] for o in s["outs"])
+    assert report["verify"]["ok"] is True
+    pmcids = {row.get("pmcid") for row in report["samples"]}
+    assert len(pmcids) >= 20 and all(str(p).startswith("PMC") for p in pmcids)
