@@ -75,8 +75,9 @@ def pdf_pass(pdfs: list[tuple[str, bytes]], cfg: dict) -> tuple[int, int]:
     for _, data in pdfs:
         doc = pymupdf.open(stream=data, filetype="pdf")
         found = pdf_figures.extract(doc, dpi=int(cfg["dpi"]), render=False, max_pages=int(cfg["max_pdf_pages"]))
+        cache: dict = {}
         for figure in found.figures:
-            image, _ = pdf_figures.render_figure(doc, figure, int(cfg["dpi"]))
+            image, _ = pdf_figures.render_figure(doc, figure, int(cfg["dpi"]), cache=cache)
             images.normalise_image(image, int(cfg["max_side"]), int(cfg["jpeg_quality"]))
             panels.split_caption(figure.caption)
         pages += found.pages

@@ -125,6 +125,7 @@ def process_article(pmcid: str, members: dict[str, bytes], meta: dict, settings:
         settings.pdf_mode == "auto" or not usable_jats)
     pdf_found: list[pdf_figures.PdfFigure] = []
     doc = None
+    render_cache: dict = {}
     if run_pdf:
         doc = _open_pdf(result, pmcid, pdf_name, members[pdf_name], settings)
         if doc is not None:
@@ -169,7 +170,7 @@ def process_article(pmcid: str, members: dict[str, bytes], meta: dict, settings:
                 continue
             fields.update(source="jats", **_image_fields(encoded, graphic, data))
         elif linked and settings.pdf_fallback_unresolved and doc is not None:
-            encoded = _render(result, item, pdf_name, doc, linked[0], settings)
+            encoded = _render(result, item, pdf_name, doc, linked[0], settings, render_cache)
             if encoded is None:
                 continue
             fields.update(source="pdf", **_image_fields(encoded, pdf_name, None))
@@ -193,7 +194,7 @@ def process_article(pmcid: str, members: dict[str, bytes], meta: dict, settings:
             if not pdf.caption:
                 _reject(result, item, pdf_name, "empty_caption", "the PDF caption has no text after its label")
                 continue
-            encoded = _render(result, item, pdf_name, doc, pdf, settings)
+            encoded = _render(result, item, pdf_name, doc, pdf, settings, render_cache)
             if encoded is None:
                 continue
             key = figure_key(pmcid, figure_id, keys)
@@ -235,9 +236,10 @@ def _open_pdf(result: ArticleResult, pmcid: str, name: str, data: bytes, setting
         return None
 
 
-def _render(result: ArticleResult, item: str, pdf_name: str, doc, pdf: pdf_figures.PdfFigure, settings: Settings):
+def _render(result: ArticleResult, item: str, pdf_name: str, doc, pdf: pdf_figures.PdfFigure, settings: Settings,
+            cache: dict | None = None):
     try:
-        image, _ = pdf_figures.render_figure(doc, pdf, settings.dpi, settings.max_pixels)
+        image, _ = pdf_figures.render_figure(doc, pdf, settings.dpi, settings.max_pixels, cache)
     except Exception as error:  # noqa: BLE001
         _reject(result, item, pdf_name, "render_failed", f"{type(error).__name__}: {error}")
         return None

@@ -77,9 +77,15 @@ def _clean(text: str) -> str:
     return re.sub(r"\s+", " ", text).strip()
 
 
-def page_lines(page: pymupdf.Page) -> list[Line]:
+# Cheap test on a page's plain text before building its line structures.
+_ANY_CAPTION = re.compile(r"(?m)^\s*(?:Supplementa(?:ry|l)\s+)?(?:Figure|FIGURE|Figs?|FIG)\.?\s*S?\d")
+
+
+def page_lines(page: pymupdf.Page, textpage=None) -> list[Line]:
     lines: list[Line] = []
-    data = page.get_text("dict", flags=_TEXT_FLAGS)
+    if textpage is None:
+        textpage = page.get_textpage(flags=_TEXT_FLAGS)
+    data = textpage.extractDICT()
     for block_no, block in enumerate(data.get("blocks", [])):
         if block.get("type", 0) != 0:
             continue
@@ -351,7 +357,10 @@ def extract(doc: pymupdf.Document, dpi: int = 150, render: bool = True, max_page
     decorations: set[int] | None = None
     for pno in (range(result.pages) if pages is None else [p for p in pages if 0 <= p < doc.page_count]):
         page = doc[pno]
-        lines = page_lines(page)
+        textpage = page.get_textpage(flags=_TEXT_FLAGS)
+        if not _ANY_CAPTION.search(textpage.extractText()):
+            continue
+        lines = page_lines(page, textpage)
         captions = find_captions(lines)
         if not captions:
             continue
@@ -392,13 +401,26 @@ def extract(doc: pymupdf.Document, dpi: int = 150, render: bool = True, max_page
     return result
 
 
-def render_figure(doc: pymupdf.Document, figure: PdfFigure, dpi: int, max_pixels: int = 16_000_000):
-    """Render a found figure's region (PIL RGB image, dpi actually used)."""
-    return render_region(doc[figure.page - 1], pymupdf.Rect(figure.bbox), dpi, max_pixels)
+def render_figure(doc: pymupdf.Document, figure: PdfFigure, dpi: int, max_pixels: int = 16_000_000,
+                  cache: dict | None = None):
+    """Render a found figure's region (PIL RGB image, dpi actually used).
+
+    cache: a dict kept for one document; figures on the same page then share the
+    page's display list instead of interpreting the page again.
+    """
+    page = doc[figure.page - 1]
+    source = page
+    if cache is not None:
+        if figure.page not in cache:
+            cache.clear()  # one page's display list at a time
+            cache[figure.page] = page.get_displaylist()
+        source = cache[figure.page]
+    return render_region(source, pymupdf.Rect(figure.bbox), dpi, max_pixels)
 
 
-def render_region(page: pymupdf.Page, region: pymupdf.Rect, dpi: int, max_pixels: int):
-    """The region as a PIL RGB image; the dpi is lowered if the render would exceed max_pixels."""
+def render_region(page, region: pymupdf.Rect, dpi: int, max_pixels: int):
+    """The region of a page or display list as a PIL RGB image; the dpi is lowered if
+    the render would exceed max_pixels."""
     from PIL import Image
 
     scale = dpi / 72.0
