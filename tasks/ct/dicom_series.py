@@ -172,7 +172,11 @@ def scan_file(path: str, opener=None, missing_uid: str = "folder", root: str | N
         if missing_uid != "folder":
             return FileProblem(path, "missing_series_uid", "no SeriesInstanceUID")
         folder = os.path.dirname(os.path.relpath(path, root) if root else path).replace(os.sep, "/")
-        series_uid = f"folder:{folder}#{_text(ds.get('SeriesNumber'))}"
+        if folder in ("", "."):  # files directly in the input folder: name them after it
+            folder = os.path.basename(os.path.abspath(root or os.path.dirname(path)))
+        number = _text(ds.get("SeriesNumber"))
+        # like a NIfTI input's stem, the folder name is what provided masks are named after
+        series_uid = f"{folder}#{number}" if number else folder
         ids["SeriesInstanceUID"] = series_uid
         ids["StudyInstanceUID"] = ids["StudyInstanceUID"] or f"folder:{folder}"
         ids["PatientID"] = ids["PatientID"] or f"folder:{folder}"
