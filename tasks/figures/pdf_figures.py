@@ -194,10 +194,6 @@ def _x_overlap(a: pymupdf.Rect, b: pymupdf.Rect) -> float:
     return max(0.0, min(a.x1, b.x1) - max(a.x0, b.x0))
 
 
-def _y_overlap(a: pymupdf.Rect, b: pymupdf.Rect) -> float:
-    return max(0.0, min(a.y1, b.y1) - max(a.y0, b.y0))
-
-
 def decoration_xrefs(doc: pymupdf.Document) -> set[int]:
     """Images on most pages (logos, banners): page furniture, not figures."""
     if doc.page_count < 3:
