@@ -115,6 +115,7 @@ def assert_all_grads(model):
 def test_conceptclip_gradient_flow_and_outputs(tokenizer):
     torch.manual_seed(0)
     cfg = small_cfg("conceptclip_tiny")
+    cfg["image"].update(image_size=64, patch_size=8)
     cfg["text"]["vocab_size"] = tokenizer.vocab_size
     model = build_model(cfg)
     batch = conceptclip_batch(tokenizer)
