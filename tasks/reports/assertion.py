@@ -20,8 +20,7 @@ DEFAULT_TRIGGERS = {
     "pseudo": [
         r"no (?:significant |interval )?change", r"not only", r"no longer (?:than|larger)",
         r"not (?:be )?(?:evaluated|assessed)(?: optimally)?", r"no contrast", r"non-?contrast",
-        r"can ?not be (?:excluded|ruled out|distinguished|differentiated)",
-        r"could not be (?:excluded|ruled out|distinguished|differentiated)",
+        r"can ?not be (?:distinguished|differentiated)", r"could not be (?:distinguished|differentiated)",
         r"cannot be characteri[sz]ed",
     ],
     "negation_pre": [
