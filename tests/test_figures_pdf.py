@@ -49,6 +49,12 @@ def _two_column_pdf() -> bytes:
     page.insert_textbox(pymupdf.Rect(50, 560, 545, 580), "FIGURE 3 | A wide figure under its caption.", fontsize=8)
     page.insert_image(pymupdf.Rect(50, 585, 545, 760), stream=_png(600, 210, 2))
     page.insert_textbox(pymupdf.Rect(50, 770, 545, 800), "Figure 4 is cited here but has no image.", fontsize=9)
+    # Page 2: a caption set beside its figure, body text above and below.
+    page = doc.new_page(width=595, height=842)
+    page.insert_textbox(pymupdf.Rect(50, 50, 545, 120), BODY * 4, fontsize=9)
+    page.insert_image(pymupdf.Rect(50, 140, 250, 290), stream=_png(300, 225, 3))
+    page.insert_textbox(pymupdf.Rect(270, 140, 545, 200), "Figure 5. A side caption for the image.", fontsize=8)
+    page.insert_textbox(pymupdf.Rect(50, 310, 545, 400), BODY * 4, fontsize=9)
     data = doc.tobytes()
     doc.close()
     return data
@@ -79,7 +85,8 @@ def test_made_up_two_column_page():
     doc = pymupdf.open(stream=_two_column_pdf(), filetype="pdf")
     result = extract(doc, dpi=100, render=True)
     found = {f.label: f for f in result.figures}
-    assert sorted(found) == ["FIGURE 3", "Fig. 2", "Figure 1"]  # cited "Fig. 2 shows", "Figure 4 is" are not captions
+    # Cited "Fig. 2 shows", "Figure 4 is" are not captions.
+    assert sorted(found) == ["FIGURE 3", "Fig. 2", "Figure 1", "Figure 5"]
     assert _near(found["Figure 1"].bbox, (50, 160, 287, 330))
     assert found["Figure 1"].caption == "Left column image. (A) Upper part. (B) Lower part."
     assert found["Figure 1"].placement == "above"
@@ -91,7 +98,9 @@ def test_made_up_two_column_page():
     image = found["Figure 1"].image
     # The image keeps its aspect ratio inside the 237 x 170 pt box: 237 x 166 pt, rendered at 100 dpi.
     assert abs(image.width - round(237 * 100 / 72)) <= 2 and abs(image.height - round(166 * 100 / 72)) <= 2
-    assert all(f.page == 1 for f in result.figures)
+    assert [f.page for f in result.figures] == [1, 1, 1, 2]
+    side = found["Figure 5"]
+    assert side.placement == "beside" and _near(side.bbox, (50, 140, 250, 290))
 
 
 def _package(shared_data: Path) -> dict[str, bytes]:

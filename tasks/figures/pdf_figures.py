@@ -375,7 +375,9 @@ def extract(doc: pymupdf.Document, dpi: int = 150, render: bool = True, max_page
                 if hit:
                     region, chosen = hit
                     free[chosen] = False
-                    found[index] = (region, where)
+                    # A region level with its caption sits beside it, whichever zone reached it.
+                    level = min(region.y1, caption.rect.y1) - max(region.y0, caption.rect.y0)
+                    found[index] = (region, "beside" if level > 0.5 * caption.rect.height else where)
         for index, caption in enumerate(captions):
             if index not in found:
                 result.captions_without_region.append((pno + 1, caption.label))
