@@ -13,7 +13,7 @@ export DVC_NO_ANALYTICS=1 DO_NOT_TRACK=1 PREFECT_SERVER_ANALYTICS_ENABLED=false
 case "${1:-}" in
   run)
     shift
-    dvc repro "$@"
+    python -m flows.with_prefect dvc repro "$@"
     dvc status
     ;;
   test)
