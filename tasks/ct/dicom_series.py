@@ -407,7 +407,7 @@ def plan_geometry(series: Series, policy: Policy) -> Geometry:
 
 # -- 4. decoding ----------------------------------------------------------------
 
-def _frame_pixels(frame: FileHeader, opener=None, cache: dict | None = None) -> np.ndarray:
+def _frame_pixels(frame: FileHeader, opener=None) -> np.ndarray:
     """Stored values of one frame, shape (rows, columns)."""
     from pydicom.pixels import pixel_array
 
