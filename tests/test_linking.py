@@ -91,6 +91,10 @@ def test_linker_filters(sample_index):
     stopped = ConceptLinker.from_index(sample_index, {"stop_concepts": ["C0038002"], "acronyms": False})
     assert "C0038002" not in {m.cui for m in stopped.link(text)}
     assert "CT" not in {m.text for m in stopped.link(text)}
+    cand = {"cui": "C0038002", "similarity": 0.85, "ngram": "compression", "term": "decompression",
+            "semtypes": {"T047"}}
+    assert not only_diso._keep(cand)  # differs at the start: a different word
+    assert only_diso._keep(dict(cand, ngram="decompressions"))
     with pytest.raises(ValueError):
         ConceptLinker.from_index(sample_index, {"overlap": "widest"})
 

@@ -43,6 +43,8 @@ DEFAULTS: dict = {
     "semantic_groups": None,     # groups kept, e.g. [DISO, ANAT] (null: all)
     "min_similarity": 0.8,       # after matching
     "stop_concepts": [],         # CUIs never reported
+    "same_start": 3,             # one-word inexact matches must share this many first letters
+                                 # ("compression" is not "Decompression"); 0: off
     "variants": True,            # also try spelling/inflection variants (tasks/linking/variants.py)
     "negation": True,
     "context_max_scope": 8,      # tokens a trigger reaches
@@ -207,6 +209,10 @@ class ConceptLinker:
         cui = cand["cui"]
         if cui in self._stop or cand["similarity"] < self.settings["min_similarity"]:
             return False
+        k = self.settings["same_start"]
+        if k and cand["similarity"] < 1.0 and " " not in cand["ngram"] and " " not in cand["term"]:
+            if cand["ngram"][:k].lower() != cand["term"][:k].lower():
+                return False
         if self._types is not None and not (set(cand["semtypes"]) & self._types):
             return False
         if self._groups is not None:
