@@ -14,10 +14,27 @@ BODY_SIZE = 9.5
 CAPTION_SIZE = 8.5
 
 
+_scratch: dict = {}
+
+
+def _scratch_page() -> pymupdf.Page:
+    """A throw-away page for measuring text; renewed so measurements never pile up."""
+    if _scratch.get("uses", 0) % 100 == 0:
+        _scratch["doc"] = pymupdf.open()
+        _scratch["page"] = _scratch["doc"].new_page(width=PAGE_W, height=10 * PAGE_H)
+    _scratch["uses"] = _scratch.get("uses", 0) + 1
+    return _scratch["page"]
+
+
 def _text_height(text: str, width: float, size: float, font: str = "helv") -> float:
+    """Height that insert_textbox really needs: word wrapping makes estimates fall short."""
     length = pymupdf.get_text_length(text, fontname=font, fontsize=size)
-    lines = math.ceil(length / (width * 0.92)) + 1
-    return lines * size * 1.25
+    height = (math.ceil(length / width) + 1) * size * 1.25
+    while True:
+        spare = _scratch_page().insert_textbox(pymupdf.Rect(0, 0, width, height), text, fontsize=size, fontname=font)
+        if spare >= 0:
+            return height - spare + 2
+        height += -spare + size
 
 
 class _Layout:

@@ -135,9 +135,30 @@ def radiograph(rng: np.random.Generator, size: int, findings: set[str]) -> np.nd
 RENDERERS = {"ct_chest": ct_chest, "ct_abdomen": ct_abdomen, "radiograph": radiograph}
 
 
+def _jitter(rng: np.random.Generator, image: Image.Image) -> Image.Image:
+    """Patient and acquisition variation: position, size, rotation, window and contrast."""
+    size = image.width
+    angle = float(rng.uniform(-7, 7))
+    scale = float(rng.uniform(0.88, 1.1))
+    dx, dy = (float(v) for v in rng.uniform(-0.06, 0.06, size=2) * size)
+    image = image.rotate(angle, resample=Image.BILINEAR, translate=(dx, dy), fillcolor=int(image.getpixel((0, 0))))
+    if scale != 1.0:
+        side = int(round(size * scale))
+        resized = image.resize((side, side), Image.BILINEAR)
+        canvas = Image.new("L", (size, size), int(image.getpixel((0, 0))))
+        offset = (size - side) // 2
+        canvas.paste(resized, (offset, offset)) if side <= size else canvas.paste(
+            resized.crop((-offset, -offset, -offset + size, -offset + size)), (0, 0))
+        image = canvas
+    gamma = float(rng.uniform(0.8, 1.25))
+    lut = [int(round(255 * (v / 255) ** gamma)) for v in range(256)]
+    return image.point(lut)
+
+
 def render_panel(rng: np.random.Generator, kind: str, size: int, findings: set[str]) -> Image.Image:
     pixels = RENDERERS[kind](rng, size, findings).astype(np.uint8)
-    return Image.fromarray(pixels, mode="L").filter(ImageFilter.GaussianBlur(0.6)).convert("RGB")
+    image = _jitter(rng, Image.fromarray(pixels, mode="L"))
+    return image.filter(ImageFilter.GaussianBlur(0.6)).convert("RGB")
 
 
 def compose_panels(panels: list[Image.Image], letters: list[str] | None) -> Image.Image:
