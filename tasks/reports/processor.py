@@ -128,14 +128,17 @@ class ReportProcessor:
             segments_per_report.append(segments)
         flat = [seg.text for segs in segments_per_report for seg in segs]
         split = split_sentences(flat, self.use_scispacy_tokenizer)
-        linked = iter(self._link_segments(flat, split))
-        sentences = iter(split)
+        # Each lexicon runs once over a whole segment; clauses take theirs by offset.
+        all_scans = [self._scan(text) for text in flat]
+        linked = iter(self._link_segments(all_scans, split))
+        sentences, scans = iter(split), iter(all_scans)
         for report, result, segments in zip(reports, results, segments_per_report):
             per_segment = [next(sentences) for _ in segments]
+            seg_scans = [next(scans) for _ in segments]
             links = [next(linked) for _ in segments]
             if result.rejection:
                 continue
-            self._process_one(result, segments, per_segment, links)
+            self._process_one(result, segments, per_segment, links, seg_scans)
             if not result.clauses:
                 result.rejection = ("no_findings", "no findings or impression sentence in the report")
             elif not any(c["section"] in self.label_sections for c in result.clauses):
@@ -144,7 +147,12 @@ class ReportProcessor:
                 result.clauses, result.anatomy_texts, result.labels = [], [], {}
         return results
 
-    def _link_segments(self, texts, split) -> list[list]:
+    def _scan(self, text: str) -> tuple:
+        low = ascii_lower(text)
+        return (self.anatomy_lexicon.scan(low), self.matcher.scan(low),
+                self.assertion.triggers_in(low), self.assertion.scan_normal(low))
+
+    def _link_segments(self, all_scans, split) -> list[list]:
         """Linker mentions per segment, offsets into the segment.
 
         Sentences are linked one by one through a cache, since reports repeat their
@@ -155,8 +163,8 @@ class ReportProcessor:
         if self.linker is None:
             return [[] for _ in split]
         if self.linker_scope == "unresolved":
-            split = [[s for s in sentences if not self.anatomy_lexicon.pick(
-                self.anatomy_lexicon.scan(ascii_lower(s.text)), 0, len(s.text))] for sentences in split]
+            split = [[s for s in sentences if not self.anatomy_lexicon.pick(scans[0], s.start, s.start + len(s.text))]
+                     for sentences, scans in zip(split, all_scans)]
         todo = list(dict.fromkeys(s.text for sentences in split for s in sentences
                                   if s.text not in self._link_cache))
         for text, mentions in zip(todo, self.linker.link_many(todo)):
@@ -173,17 +181,13 @@ class ReportProcessor:
         return out
 
     # -- one report ----------------------------------------------------------------
-    def _process_one(self, result: ReportResult, segments, per_segment, links) -> None:
+    def _process_one(self, result: ReportResult, segments, per_segment, links, seg_scans) -> None:
         sentence_index = 0
         entries: dict[str, AnatomyText] = {}
         fallback: dict[str, AnatomyText] = {}
         counted: list[tuple[str, list[str]]] = []
-        for segment, sentences, linked in zip(segments, per_segment, links):
+        for segment, sentences, linked, scans in zip(segments, per_segment, links, seg_scans):
             previous: list[str] = []
-            # Each lexicon runs once over the whole segment; clauses take theirs by offset.
-            low = ascii_lower(segment.text)
-            scans = (self.anatomy_lexicon.scan(low), self.matcher.scan(low),
-                     self.assertion.triggers_in(low), self.assertion.scan_normal(low))
             for sentence in sentences:
                 clauses = split_clauses(sentence.text)
                 clause_rows = []
