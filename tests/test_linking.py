@@ -203,3 +203,23 @@ def test_linker_recovers_sample_caption_findings(sample_linker):
     assert fp == 0
     assert tp / (tp + fn) >= 0.85  # misses: "solid nodule" is not a vocabulary term of "Lung nodule"
     assert negated_mentions > 50
+
+
+def test_umls_index_flow_from_mesh_tree(repo_root, tmp_path):
+    from flows._stage import run_stage
+    from flows.umls_index import umls_index_flow
+    from tasks.linking.linker import ConceptLinker
+    from tests.conftest import stage_params
+
+    tree = tmp_path / "tree.txt"
+    tree.write_text("Tree Number\tDesc Ui\tTerm\n"
+                    "C08.381.520.702\tD011030\tPneumothorax\n"
+                    "C05.550.114.154\tD001172\tArthritis, Rheumatoid\n"
+                    "not a descriptor line\n", encoding="utf-8")
+    params = stage_params(repo_root, **{"umls_index.mesh_tree": tree, "umls_index.output_dir": tmp_path / "idx"})
+    summary = run_stage(umls_index_flow, params)
+    assert summary["items_out"] == 2 and summary["rejected_by_reason"] == {"malformed_mesh_line": 1}
+    linker = ConceptLinker.from_index(tmp_path / "idx", {})
+    found = [(m.text, m.cui, m.semantic_group, m.negated) for m in linker.link(
+        "Rheumatoid arthritis; no pneumothorax.")]
+    assert found == [("Rheumatoid arthritis", "D001172", "DISO", False), ("pneumothorax", "D011030", "DISO", True)]
