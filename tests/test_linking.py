@@ -80,6 +80,8 @@ def test_linker_on_sample_vocabulary(sample_linker):
     # link_many gives the same as link, text by text.
     assert sample_linker.link_many([text, "Enlarged heart."]) == [mentions, sample_linker.link("Enlarged heart.")]
     assert [m.cui for m in sample_linker.link("Enlarged heart.")] == ["C0018800"]
+    # A short form defined as something the vocabulary lacks is not linked to what it spells elsewhere.
+    assert sample_linker.link("Cardiac troponin (CT) rose; CT peaked at day 2.") == []
 
 
 def test_linker_filters(sample_index):

@@ -228,6 +228,8 @@ class ConceptLinker:
             groups = self.matcher._get_all_matches([(0, len(long_form), f) for f in forms])
             cands = [c for group in groups for c in group if self._keep(c)]
             cands.sort(key=lambda c: (-c["similarity"], -c["preferred"], c["cui"]))
+            if len(self._long_form_cache) > 100_000:  # long-lived workers: keep memory flat
+                self._long_form_cache.clear()
             self._long_form_cache[long_form] = cands[0] if cands else None
         return self._long_form_cache[long_form]
 
@@ -261,7 +263,8 @@ class ConceptLinker:
                             groups.append((1, cands))
             for group in self.matcher._get_all_matches(self._ngrams(sent)):
                 kept = [c for c in group if self._keep(c)]
-                if kept:
+                # A defined short form means its long form: never another concept.
+                if kept and (kept[0]["start"], kept[0]["end"]) not in abbrev:
                     groups.append((0, kept))
             chosen = self._select(groups)
             if not chosen:
