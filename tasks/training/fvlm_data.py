@@ -42,7 +42,8 @@ def _resolve(path: str, base: Path) -> Path:
 
 def load_records(studies: Path, anatomy: Path, texts: Path, labels_dir: Path, anatomies: list[str],
                  heldout_fraction: float, salt: str, finding_field: str = "finding_keys",
-                 drop_fov_cut: bool = True, min_voxels: int = 1) -> tuple[list[StudyRecord], list[dict]]:
+                 drop_fov_cut: bool = True, min_voxels: int = 1,
+                 keep_fov_cut: tuple[str, ...] = ()) -> tuple[list[StudyRecord], list[dict]]:
     study_rows = _read(studies, ["patient_id", "study_id", "series_id", "volume"])
     anat_rows = _read(anatomy, ["series_id", "anatomy", "label_ids", "voxels", "touches_fov_edge"])
     text_rows = _read(texts, ["study_id", "anatomy", "description", "is_normal", "finding_cuis",
@@ -82,7 +83,8 @@ def load_records(studies: Path, anatomy: Path, texts: Path, labels_dir: Path, an
         for r in by_series.get(row["series_id"], []):
             if r["anatomy"] in wanted and (r.get("voxels") or 0) >= min_voxels:
                 anat[r["anatomy"]] = [int(i) for i in (r.get("label_ids") or [])]
-                usable[r["anatomy"]] = not (drop_fov_cut and bool(r.get("touches_fov_edge")))
+                cut = bool(r.get("touches_fov_edge")) and r["anatomy"] not in keep_fov_cut
+                usable[r["anatomy"]] = not (drop_fov_cut and cut)
         if not anat:
             reject("no_anatomy", "no segmented anatomy of the configured list"); continue
         seen.add(sid)

@@ -54,7 +54,8 @@ def prepare(params: dict) -> Prepared:
     records, rejected = data.load_records(
         _path(cfg["studies"]), _path(cfg["anatomy"]), _path(cfg["anatomy_texts"]), _path(cfg["labels_dir"]),
         anatomies, frac, salt, finding_field=cfg.get("finding_field", "finding_keys"),
-        drop_fov_cut=bool(cfg.get("drop_fov_cut", True)), min_voxels=int(cfg.get("min_voxels", 1)))
+        drop_fov_cut=bool(cfg.get("drop_fov_cut", True)), min_voxels=int(cfg.get("min_voxels", 1)),
+        keep_fov_cut=tuple(cfg.get("keep_fov_cut") or ()))
     train_recs, held_recs = data.split_records(records)
     tcfg = cfg.get("tokenizer") or {}
     if tcfg.get("hf_folder"):
