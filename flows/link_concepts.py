@@ -16,28 +16,44 @@ from prefect import flow, task
 from flows._stage import gather, plan_shards, run_stage_cli
 from tasks.common.params import section
 from tasks.common.summary import StageSummary
-from tasks.common.tables import concat_parts, write_rejected, write_rows
+from tasks.common.tables import concat_parts, write_rejected, write_rows, write_table
 from tasks.linking import captions
 
 STAGE = "link_concepts"
 FIGURE_COLUMNS = ("key", "pmcid", "figure_id", "caption", "subcaptions")
 
 
-def read_figures(path: str | Path) -> list[dict]:
+def figure_columns(path: str | Path) -> list[str]:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"link_concepts.figures: {path} not found (run the figures stage first)")
-    schema = pq.read_schema(path)
-    if "key" not in schema.names or "caption" not in schema.names:
+    names = pq.read_schema(path).names
+    if "key" not in names or "caption" not in names:
         raise ValueError(f"{path} lacks the columns key and caption")
-    columns = [c for c in FIGURE_COLUMNS if c in schema.names]
-    return pq.read_table(path, columns=columns).to_pylist()
+    return [c for c in FIGURE_COLUMNS if c in names]
+
+
+def read_figure_rows(path: str | Path, start: int, stop: int) -> list[dict]:
+    """Rows [start, stop) of figures.parquet, reading only the row groups that hold them,
+    so a task's memory is its shard, not the corpus."""
+    columns = figure_columns(path)
+    parquet = pq.ParquetFile(path)
+    rows, offset = [], 0
+    for group in range(parquet.num_row_groups):
+        n = parquet.metadata.row_group(group).num_rows
+        if offset < stop and start < offset + n:
+            table = parquet.read_row_group(group, columns=columns)
+            lo, hi = max(start - offset, 0), min(stop - offset, n)
+            rows += table.slice(lo, hi - lo).to_pylist()
+        offset += n
+    return rows
 
 
 @task(name="link-concepts-shard")
-def link_shard(p: dict, shard_no: int, rows: list[dict], parts_dir: str) -> dict:
+def link_shard(p: dict, shard_no: int, start: int, stop: int, parts_dir: str) -> dict:
     from tasks.linking.linker import get_linker
 
+    rows = read_figure_rows(p["figures"], start, stop)
     linker = get_linker(p["index_dir"], p)  # cached per worker process
     result = captions.link_figures(rows, linker, source=str(p["figures"]),
                                    max_chars=int(p.get("max_chars", 20000)),
@@ -60,14 +76,16 @@ def link_concepts_flow(params: dict) -> dict:
     p = section(params, STAGE)
     out_dir = Path(p["output_dir"])
     summary = StageSummary(STAGE, unit="figures")
-    rows = read_figures(p["figures"])
-    summary.items_in = len(rows)
+    figure_columns(p["figures"])  # fail early on a missing or wrong table
+    n_rows = pq.ParquetFile(p["figures"]).metadata.num_rows
+    summary.items_in = n_rows
     parts_dir = out_dir / "_parts"
     if parts_dir.exists():
         shutil.rmtree(parts_dir)
     parts_dir.mkdir(parents=True)
-    shards = plan_shards(rows, int(p.get("figures_per_task", 2000)))
-    futures = [link_shard.submit(p, i, shard, str(parts_dir)) for i, shard in enumerate(shards)]
+    # Shards are row ranges: each task reads its own rows.
+    shards = plan_shards(range(n_rows), int(p.get("figures_per_task", 2000)))
+    futures = [link_shard.submit(p, i, shard[0], shard[-1] + 1, str(parts_dir)) for i, shard in enumerate(shards)]
     results = gather(futures, summary)
     rejected = [r for result in results for r in result["rejected"]]
     n_mentions = concat_parts([r["mentions_part"] for r in results], captions.MENTIONS_SCHEMA,
@@ -75,21 +93,18 @@ def link_concepts_flow(params: dict) -> dict:
     n_figures = concat_parts([r["concepts_part"] for r in results], captions.CAPTION_CONCEPTS_SCHEMA,
                              out_dir / "caption_concepts.parquet", sort_by=("key",))
     shutil.rmtree(parts_dir)
-    mention_rows = pq.read_table(out_dir / "mentions.parquet",
-                                 columns=["key", "cui", "preferred_name", "semantic_group", "negated",
-                                          "uncertain"]).to_pylist()
-    concept_rows = pq.read_table(out_dir / "caption_concepts.parquet", columns=["cuis"]).to_pylist()
-    frequency = captions.concept_frequency(mention_rows, concept_rows)
-    write_rows(frequency, captions.FREQUENCY_SCHEMA, out_dir / "concept_frequency.parquet", sort_by=("cui",))
+    frequency = captions.concept_frequency_table(out_dir / "mentions.parquet", out_dir / "caption_concepts.parquet")
+    write_table(frequency, out_dir / "concept_frequency.parquet")
+    figure_cuis = pq.read_table(out_dir / "caption_concepts.parquet", columns=["cuis"])["cuis"].to_pylist()
     write_rejected(rejected, out_dir / "rejected.parquet")
     summary.add_rejections(r["reason"] for r in rejected)
     summary.items_out = n_figures
     summary.extra.update({
-        "mentions": n_mentions, "concepts": len(frequency),
+        "mentions": n_mentions, "concepts": frequency.num_rows,
         "negated_mentions": sum(r["negated"] for r in results),
         "uncertain_mentions": sum(r["uncertain"] for r in results),
         "abbreviation_mentions": sum(r["abbreviation_mentions"] for r in results),
-        "figures_without_concepts": sum(1 for r in concept_rows if not r["cuis"]),
+        "figures_without_concepts": sum(1 for cuis in figure_cuis if not cuis),
     })
     summary.write(out_dir)
     print(summary.report())

@@ -92,20 +92,24 @@ def link_figures(rows: Iterable[dict], linker, source: str, max_chars: int = 200
     return {"mentions": mentions, "concepts": concepts, "rejected": rejected}
 
 
-def concept_frequency(mention_rows: Iterable[dict], concept_rows: Iterable[dict]) -> list[dict]:
-    stats: dict[str, dict] = {}
-    figures: dict[str, set] = defaultdict(set)
-    for m in mention_rows:
-        entry = stats.setdefault(m["cui"], {"cui": m["cui"], "preferred_name": m["preferred_name"],
-                                            "semantic_group": m["semantic_group"], "mentions": 0,
-                                            "negated_mentions": 0, "uncertain_mentions": 0})
-        entry["mentions"] += 1
-        entry["negated_mentions"] += int(bool(m["negated"]))
-        entry["uncertain_mentions"] += int(bool(m["uncertain"]))
-        figures[m["cui"]].add(m["key"])
-    affirmed: dict[str, int] = defaultdict(int)
-    for row in concept_rows:
-        for cui in row["cuis"]:
-            affirmed[cui] += 1
-    return [dict(entry, figures=len(figures[cui]), affirmed_figures=affirmed.get(cui, 0))
-            for cui, entry in sorted(stats.items())]
+def concept_frequency_table(mentions_path, concepts_path) -> pa.Table:
+    """The frequency table from the merged outputs, aggregated in Arrow (no Python rows)."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    m = pq.read_table(mentions_path, columns=["key", "cui", "preferred_name", "semantic_group", "negated",
+                                              "uncertain"])
+    agg = m.group_by("cui").aggregate([
+        ("key", "count"), ("key", "count_distinct"), ("negated", "sum"), ("uncertain", "sum"),
+        ("preferred_name", "min"), ("semantic_group", "min")])
+    counts = pc.value_counts(pc.list_flatten(pq.read_table(concepts_path, columns=["cuis"])["cuis"]))
+    affirmed = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
+    cuis = agg["cui"].to_pylist()
+    table = pa.table({
+        "cui": agg["cui"], "preferred_name": agg["preferred_name_min"], "semantic_group": agg["semantic_group_min"],
+        "mentions": pc.cast(agg["key_count"], pa.int64()), "figures": pc.cast(agg["key_count_distinct"], pa.int64()),
+        "affirmed_figures": pa.array([affirmed.get(c, 0) for c in cuis], pa.int64()),
+        "negated_mentions": pc.cast(pc.fill_null(agg["negated_sum"], 0), pa.int64()),
+        "uncertain_mentions": pc.cast(pc.fill_null(agg["uncertain_sum"], 0), pa.int64()),
+    })
+    return table.select(FREQUENCY_SCHEMA.names).cast(FREQUENCY_SCHEMA).sort_by([("cui", "ascending")])
