@@ -45,6 +45,12 @@ def test_sections_headers_markers_and_organ_headers(lexicon):
     assert [s.section for s in segs] == ["findings", "impression", "impression"]
     # "As far as can be observed:" is not a header; the text stays whole.
     assert len(splitter.split("As far as can be observed: the heart is normal.")) == 1
+    # a preamble header with no findings header after it holds one line or sentence
+    segs = splitter.split("Comparison: CT of 2019. Trachea is open. Lungs are clear. Heart is normal.")
+    assert [(s.section, s.text) for s in segs] == [
+        ("comparison", "CT of 2019."), ("findings", "Trachea is open. Lungs are clear. Heart is normal.")]
+    segs = splitter.split("TECHNIQUE: Axial CT.\nLungs clear.\nIMPRESSION: Normal.")
+    assert [s.section for s in segs] == ["technique", "findings", "impression"]
     # separate findings and impression columns
     segs = splitter.split("Lungs clear.", "Normal.")
     assert [s.section for s in segs] == ["findings", "impression"]

@@ -22,6 +22,10 @@ DEFAULT_SECTION_NAMES = {
 }
 
 
+PREAMBLE_SECTIONS = ("history", "technique", "comparison")
+_SENTENCE_END = re.compile(r"[.!?](?=\s+[A-Z])")
+
+
 @dataclass(frozen=True)
 class Segment:
     """A stretch of report text from one section (one impression item is one segment)."""
@@ -85,8 +89,9 @@ class SectionSplitter:
             if header_anatomy is not None and current == "impression":
                 section = "impression"
             current, anatomy, start = section, header_anatomy, match.end()
-            saw_header = saw_header or header_anatomy is None
+            saw_header = saw_header or section in ("findings", "impression") and header_anatomy is None
         spans.append((current, anatomy, start, len(text)))
+        spans = self._end_preambles(text, spans, default)
 
         segments: list[Segment] = []
         for section, anatomy, s, e in spans:
@@ -103,6 +108,31 @@ class SectionSplitter:
                 lead = len(chunk) - len(chunk.lstrip(" \t\n\r\"•"))
                 segments.append(Segment(name, anatomy, base + ps + lead, stripped))
         return segments
+
+    @staticmethod
+    def _end_preambles(text: str, spans, default: str):
+        """Without a findings header, a history/technique/comparison section holds
+        one line, or in a one-line report one sentence when several follow; the text
+        after it is `default` ("Comparison: CT of 2019. Trachea is open. ..." is
+        mostly findings)."""
+        if any(sec == default and a is None and e > s for sec, a, s, e in spans[1:]):
+            return spans
+        out = []
+        for section, anatomy, s, e in spans:
+            if section in PREAMBLE_SECTIONS:
+                body = text[s:e]
+                stripped = body.lstrip()
+                lead = len(body) - len(stripped)
+                cut = stripped.find("\n")
+                if cut < 0:
+                    ends = list(_SENTENCE_END.finditer(stripped))
+                    cut = ends[0].end() if len(ends) >= 3 else -1
+                if 0 <= cut < len(stripped.rstrip()):
+                    out.append((section, anatomy, s, s + lead + cut))
+                    out.append((default, None, s + lead + cut, e))
+                    continue
+            out.append((section, anatomy, s, e))
+        return out
 
     def _cut_at_markers(self, text: str, s: int, e: int) -> list[tuple[int, int]]:
         cuts = [m.start() for m in self._marker_re.finditer(text, s, e)]
