@@ -41,8 +41,8 @@ class AnatomyPooling(nn.Module):
 
 class FVLM(nn.Module):
     """Batch keys: volumes [B,1,D,H,W]; masks [B,A,D,H,W] bool; usable [B,A] bool (anatomy
-    segmented and not cut by the field of view); text_ids/text_mask [M,L] with text_index [M]
-    (= b*A + a); normal [B,A]; findings [B,A,F] multi-hot."""
+    segmented and not cut by the field of view); text_ids/text_mask [U,L] distinct texts, text_rows [M]
+    (optional) picking each pair's text, text_index [M] (= b*A + a); normal [B,A]; findings [B,A,F]."""
 
     def __init__(self, cfg: dict):
         super().__init__()
@@ -81,6 +81,8 @@ class FVLM(nn.Module):
         img, present = self.encode_volume(batch["volumes"], batch["masks"])
         b, a, e = img.shape
         txt_rows = self.encode_text(batch["text_ids"], batch["text_mask"])
+        if "text_rows" in batch:  # distinct texts encoded once, then spread to their pairs
+            txt_rows = txt_rows[batch["text_rows"]]
         txt = img.new_zeros(b * a, e).index_copy(0, batch["text_index"], txt_rows.to(img.dtype)).view(b, a, e)
         has_text = torch.zeros(b * a, dtype=torch.bool, device=img.device)
         has_text[batch["text_index"]] = True

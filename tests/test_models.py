@@ -83,6 +83,24 @@ def test_hf_folder_tokenizer_offsets():
     assert last - first >= 1 and enc["offsets"][0][first][0] == s
 
 
+def test_frozen_text_tower_caches_and_matches():
+    from models.text_encoder import TextEncoder, TextEncoderConfig
+
+    torch.manual_seed(0)
+    cfg = dict(vocab_size=50, width=16, depth=1, heads=2, context_length=8)
+    live = TextEncoder(TextEncoderConfig(**cfg))
+    frozen = TextEncoder(TextEncoderConfig(**cfg, freeze=True))
+    frozen.load_state_dict(live.state_dict())
+    live.eval()
+    ids = torch.tensor([[2, 5, 6, 3, 0, 0], [2, 7, 3, 0, 0, 0], [2, 5, 6, 3, 0, 0]])
+    mask = (ids > 0).long()
+    p1, t1 = live(ids, mask)
+    p2, t2 = frozen(ids, mask)
+    assert len(frozen._cache) == 2  # the repeated text is encoded once
+    assert torch.allclose(p1, p2, atol=1e-5) and torch.allclose(t1 * mask[..., None], t2, atol=1e-5)
+    assert not any(p.requires_grad for p in frozen.parameters())
+
+
 def test_span_means_matches_loop():
     tokens = torch.randn(2, 7, 5)
     rows, starts, ends = torch.tensor([0, 1, 1]), torch.tensor([1, 0, 3]), torch.tensor([4, 2, 4])

@@ -150,5 +150,7 @@ def test_ct_records_masks_and_batches(ct_inputs):
     batch = fd.collate([ds.get(i, 0) for i in range(3)])
     # study 1's liver is unusable: no text row for it
     assert batch["text_index"].tolist() == [0, 1, 3, 6, 7]
+    # "Normal lung." and "Normal liver." repeat: three distinct texts for five pairs
+    assert batch["text_ids"].shape[0] == 3 and batch["text_rows"].tolist() == [0, 1, 2, 0, 1]
     assert batch["findings"][1, 0, 0] and not batch["findings"][0, 0, 0]
     assert batch["normal"][:, 0].tolist() == [True, False, True]

@@ -44,7 +44,9 @@ def build_tokenizer(cfg: dict, texts: list[str], context_length: int):
 
     tcfg = cfg.get("tokenizer") or {}
     if tcfg.get("hf_folder"):
-        return TextTokenizer.load(_path(tcfg["hf_folder"]), context_length)
+        from models.text_encoder import resolve_hf_folder
+
+        return TextTokenizer.load(_path(resolve_hf_folder(tcfg["hf_folder"])), context_length)
     return TextTokenizer.train(texts, int(tcfg.get("vocab_size", 4000)), context_length,
                                int(tcfg.get("min_frequency", 1)))
 
@@ -59,7 +61,14 @@ def prepare(params: dict) -> Prepared:
     train_recs, held_recs = data.split_records(records)
     tcfg = cfg.get("tokenizer") or {}
     if tcfg.get("hf_folder"):
-        model_cfg["text"]["hf_folder"] = str(_path(tcfg["hf_folder"]))
+        from models.text_encoder import resolve_hf_folder
+
+        spec = str(tcfg["hf_folder"])  # python:<module> stays portable in config.json
+        model_cfg["text"]["hf_folder"] = spec if spec.startswith("python:") else str(_path(resolve_hf_folder(spec)))
+    if "freeze" in tcfg:
+        model_cfg["text"]["freeze"] = bool(tcfg["freeze"])
+    if tcfg.get("pool"):
+        model_cfg["text"]["pool"] = tcfg["pool"]
     ctx = int(model_cfg["text"]["context_length"])
     tokenizer = build_tokenizer(cfg, [r.caption for r in train_recs], ctx)
     model_cfg["text"]["vocab_size"] = tokenizer.vocab_size

@@ -182,10 +182,16 @@ class StudyDataset:
 
 def collate(samples: list[dict]) -> dict:
     A = samples[0]["masks"].shape[0]
-    ids, masks, index = [], [], []
+    ids, masks, index, rows, unique = [], [], [], [], {}
     for b, s in enumerate(samples):
         for a, tid, tmask in s["texts"]:
-            ids.append(tid); masks.append(tmask); index.append(b * A + a)
+            # many descriptions are the same sentence ("X shows no significant abnormality."):
+            # each distinct one is encoded once per batch
+            k = tuple(tid[tmask.bool()].tolist())
+            if k not in unique:
+                unique[k] = len(ids)
+                ids.append(tid); masks.append(tmask)
+            rows.append(unique[k]); index.append(b * A + a)
     if ids:
         text_ids, text_mask = torch.stack(ids), torch.stack(masks)
         width = max(2, int(text_mask.sum(1).max()))
@@ -198,7 +204,8 @@ def collate(samples: list[dict]) -> dict:
         "usable": torch.stack([s["usable"] for s in samples]),
         "normal": torch.stack([s["normal"] for s in samples]),
         "findings": torch.stack([s["findings"] for s in samples]),
-        "text_ids": text_ids, "text_mask": text_mask, "text_index": torch.tensor(index, dtype=torch.long),
+        "text_ids": text_ids, "text_mask": text_mask, "text_rows": torch.tensor(rows, dtype=torch.long),
+        "text_index": torch.tensor(index, dtype=torch.long),
     }
 
 

@@ -59,7 +59,14 @@ def prepare(params: dict) -> Prepared:
     train_recs, held_recs = data.split_records(records)
     tcfg = cfg.get("tokenizer") or {}
     if tcfg.get("hf_folder"):
-        model_cfg["text"]["hf_folder"] = str(_path(tcfg["hf_folder"]))
+        from models.text_encoder import resolve_hf_folder
+
+        spec = str(tcfg["hf_folder"])  # python:<module> stays portable in config.json
+        model_cfg["text"]["hf_folder"] = spec if spec.startswith("python:") else str(_path(resolve_hf_folder(spec)))
+    if "freeze" in tcfg:
+        model_cfg["text"]["freeze"] = bool(tcfg["freeze"])
+    if tcfg.get("pool"):
+        model_cfg["text"]["pool"] = tcfg["pool"]
     ctx = int(model_cfg["text"]["context_length"])
     texts = [t["description"] for r in train_recs for t in r.texts.values()]
     tokenizer = build_tokenizer(cfg, texts, ctx)
