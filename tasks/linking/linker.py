@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import os
 import threading
+from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -175,6 +176,7 @@ class ConceptLinker:
         self._groups = set(settings["semantic_groups"]) if settings["semantic_groups"] else None
         self._stop = set(settings["stop_concepts"] or ())
         self._long_form_cache: dict[str, dict | None] = {}
+        self._start_stop = set(matcher._stopwords) | set(matcher.negations)  # negation is ConText's job
 
     @classmethod
     def from_index(cls, index_dir: str | Path, params: dict | None = None) -> "ConceptLinker":
@@ -242,9 +244,19 @@ class ConceptLinker:
                 long_form = short._.long_form
                 if long_form is not None:
                     abbrev[(short.start_char, short.end_char)] = long_form.text
+        # QuickUMLS once over the whole doc (cheaper than per sentence), n-grams that
+        # cross a sentence boundary dropped before lookup, candidates bucketed by sentence.
+        starts = [sent.start_char for sent in sents]
+        ends = [sent.end_char for sent in sents]
+        ngram_groups: dict[int, list] = {}
+        for group in self.matcher._get_all_matches(self._ngrams(doc, starts, ends)):
+            kept = [c for c in group if self._keep(c)]
+            # A defined short form means its long form: never another concept.
+            if kept and (kept[0]["start"], kept[0]["end"]) not in abbrev:
+                ngram_groups.setdefault(bisect_right(starts, kept[0]["start"]) - 1, []).append((0, kept))
         mentions: list[Mention] = []
         for s_index, sent in enumerate(sents):
-            groups = []  # (priority, candidates); abbreviations and acronyms beat n-gram matches
+            groups = ngram_groups.get(s_index, [])  # (priority, candidates): abbreviations, acronyms first
             for (start, end), long_form in abbrev.items():
                 if sent.start_char <= start < sent.end_char:
                     best = self._resolve_long_form(long_form)
@@ -261,11 +273,6 @@ class ConceptLinker:
                         cands = [c for c in cands if self._keep(c)]
                         if cands:
                             groups.append((1, cands))
-            for group in self.matcher._get_all_matches(self._ngrams(sent)):
-                kept = [c for c in group if self._keep(c)]
-                # A defined short form means its long form: never another concept.
-                if kept and (kept[0]["start"], kept[0]["end"]) not in abbrev:
-                    groups.append((0, kept))
             chosen = self._select(groups)
             if not chosen:
                 continue
@@ -288,11 +295,14 @@ class ConceptLinker:
                 ))
         return mentions
 
-    def _ngrams(self, sent):
-        """QuickUMLS's n-grams, minus those opening with a stopword: without a POS tagger
-        QuickUMLS lets "with X" compete with "X" and the longer one wins on length."""
-        stop = self.matcher._stopwords | self.matcher.negations  # negation is ConText's job
-        for start, end, ngram in self.matcher._make_ngrams(sent):
+    def _ngrams(self, doc, starts: list[int], ends: list[int]):
+        """QuickUMLS's n-grams within sentences, minus those opening with a stopword: without a
+        POS tagger QuickUMLS lets "with X" compete with "X" and the longer one wins on length."""
+        stop = self._start_stop
+        single = len(starts) == 1
+        for start, end, ngram in self.matcher._make_ngrams(doc):
+            if not single and end > ends[bisect_right(starts, start) - 1]:
+                continue
             first = ngram.split(" ", 1)[0].lower()
             if first not in stop:
                 yield start, end, ngram
