@@ -35,8 +35,16 @@ def _keep(frame: pd.DataFrame, columns: list[str]) -> pd.DataFrame:
 
 
 def _training_samples(lineage: Lineage, stage: str) -> pd.DataFrame | None:
-    path = _out(lineage, stage, "samples.parquet")
-    return _read_parquet(lineage, path) if path else None
+    """The training stage's split table (which samples it used, train or held out)."""
+    path = _out(lineage, stage, "split.parquet")
+    table = _read_parquet(lineage, path) if path else None
+    if table is None:
+        return None
+    if "key" in table.columns:
+        return table[["key", "split"]].rename(columns={"key": "sample_id"})
+    if "series_id" in table.columns:
+        return table[["series_id", "split"]].rename(columns={"series_id": "sample_id"})
+    return None
 
 
 def sample_table(lineage: Lineage, artifact: str) -> pd.DataFrame:
