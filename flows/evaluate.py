@@ -52,7 +52,7 @@ def evaluate_conceptclip(params: dict, out_dir: str) -> dict:
     train_dir = Path(section["output_dir"])
     ev = conceptclip_eval.evaluate(train_dir, section, ev_params.get("concepts_table"), ev_params)
     names = [name for _, name in ev.concepts]
-    plots.write_micro_roc_csv(ev.labels, ev.scores, out / "plots" / "roc_conceptclip.csv")
+    plots.write_micro_roc_csv(ev.labels, ev.scores, out / "roc" / "roc_conceptclip.csv")
     plots.roc_png(ev.labels, ev.scores, names, "ConceptCLIP zero-shot (held-out figures)",
                   out / "plots" / "roc_conceptclip.png")
     for i, item in enumerate(conceptclip_eval.patch_maps(ev, int(ev_params["gallery"]["n_figures"]))):
@@ -100,7 +100,7 @@ def evaluate_fvlm(params: dict, out_dir: str) -> dict:
     label_map = (params.get("split_reports") or {}).get("labels")
     ev = fvlm_eval.evaluate(train_dir, section, ev_params, ev_params.get("report_labels"), label_map)
     names = [f"{f} @ {a}" for a, f in ev.pairs]
-    plots.write_micro_roc_csv(ev.labels, ev.scores, out / "plots" / "roc_fvlm.csv")
+    plots.write_micro_roc_csv(ev.labels, ev.scores, out / "roc" / "roc_fvlm.csv")
     plots.roc_png(ev.labels, ev.scores, names, "fVLM zero-shot (held-out studies)", out / "plots" / "roc_fvlm.png")
     anatomies = ev.dataset.anatomies
     for i, record in enumerate(ev.records[: int(ev_params["gallery"]["n_studies"])]):
@@ -134,7 +134,7 @@ def evaluate_fvlm(params: dict, out_dir: str) -> dict:
 @flow(name="evaluate")
 def evaluate_flow(params: dict) -> dict:
     out = Path(params[STAGE]["output_dir"])
-    for stale in ("plots", "galleries", "model_cards"):
+    for stale in ("plots", "roc", "galleries", "model_cards"):
         shutil.rmtree(out / stale, ignore_errors=True)
     summary = StageSummary(STAGE, unit="models")
     models = list(params[STAGE]["models"])

@@ -137,7 +137,7 @@ def test_both_models_learn_the_sample(reproduced):
         assert "## Held-out metrics" in text and "## Lineage" in text and "Exclusions and why" in text
     assert list((evaluate / "galleries" / "conceptclip").glob("*.png"))
     assert list((evaluate / "galleries" / "fvlm").glob("*.png"))
-    roc = (evaluate / "plots" / "roc_conceptclip.csv").read_text().splitlines()
+    roc = (evaluate / "roc" / "roc_conceptclip.csv").read_text().splitlines()
     assert roc[0] == "fpr,tpr" and len(roc) > 3
 
 
