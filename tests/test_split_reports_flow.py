@@ -3,7 +3,6 @@ agreement with the phantoms' ground truth, determinism, and the concept linker j
 from __future__ import annotations
 
 import hashlib
-from pathlib import Path
 
 import pyarrow.parquet as pq
 import pytest
