@@ -34,8 +34,8 @@ def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_data():
         y = rng.integers(0, 2, (n, 3))
         return y, y * 0.6 + rng.random((n, 3))
 
-    small = macro_auc_with_ci(*make(40), n_boot=300, seed=0)
-    large = macro_auc_with_ci(*make(2000), n_boot=300, seed=0)
+    small = macro_auc_with_ci(*make(40), n_boot=150, seed=0)
+    large = macro_auc_with_ci(*make(800), n_boot=150, seed=0)
     for result in (small, large):
         low, high = result["ci95"]
         assert low <= result["value"] <= high
