@@ -43,7 +43,7 @@ ANATOMY: dict[str, Concept] = {c.key: c for c in [
 
 FINDINGS: dict[str, Finding] = {f.key: f for f in [
     Finding("nodule", "C0034079", "Lung nodule", "T033",
-            ("pulmonary nodule", "solitary pulmonary nodule"), None, "lung", ("ct_chest", "radiograph")),
+            ("pulmonary nodule", "solitary pulmonary nodule", "solid nodule", "nodule"), None, "lung", ("ct_chest", "radiograph")),
     Finding("pleural_effusion", "C0032227", "Pleural effusion", "T046",
             ("pleural fluid", "effusion"), None, "pleura", ("ct_chest", "radiograph")),
     Finding("cardiomegaly", "C0018800", "Cardiomegaly", "T046",
