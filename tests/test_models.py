@@ -139,7 +139,7 @@ def test_conceptclip_gradient_flow_and_outputs(tokenizer):
     batch = conceptclip_batch(tokenizer)
     out = model(batch)
     assert set(out) >= {"loss", "it_loss", "pc_loss"}
-    assert torch.isclose(out["loss"], out["it_loss"] + 0.5 * out["pc_loss"])
+    assert torch.isclose(out["loss"], out["it_loss"] + model.pc_weight * out["pc_loss"])
     out["loss"].backward()
     assert_all_grads(model)
     model.eval()

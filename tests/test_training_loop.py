@@ -74,3 +74,16 @@ def test_split_is_by_source_and_stable():
     assert sides == [split_of(i, 0.2, "s") for i in ids]
     assert sides != [split_of(i, 0.2, "other") for i in ids]
     assert set(sides) == {TRAIN, HELDOUT}
+
+
+def test_preset_resolution_and_section_overrides(repo_root):
+    from tasks.common.params import load_params
+    from tasks.training.common import resolve
+
+    params = load_params(repo_root / "params.yaml", ["train_conceptclip.lr=0.0003",
+                                                     "train_conceptclip.model={pc_align_weight: 0.25}"])
+    cfg, model_cfg = resolve(params, "train_conceptclip", repo_root)
+    assert cfg["lr"] == 0.0003 and cfg["max_steps"] == params["train_conceptclip"]["presets"]["tiny"]["max_steps"]
+    assert model_cfg["pc_align_weight"] == 0.25 and "image" in model_cfg
+    base, base_model = resolve(load_params(repo_root / "params.yaml", ["train_fvlm.preset=base"]), "train_fvlm", repo_root)
+    assert base_model["ct"]["width"] == 768 and base["batch_size"] == params["train_fvlm"]["presets"]["base"]["batch_size"]

@@ -30,8 +30,9 @@ def resolve(params: dict, stage: str, repo: Path) -> tuple[dict, dict]:
     name = sec.get("preset", "tiny")
     if name not in presets:
         raise ParamsError(f"{stage}.preset {name!r} is not one of {sorted(presets)}")
-    resolved = deep_merge(sec, presets[name])
-    resolved.pop("presets", None)
+    # a key set in the section itself wins over the preset: `-S train_conceptclip.lr=3e-4`
+    own = {k: v for k, v in sec.items() if k != "presets"}
+    resolved = deep_merge(presets[name], own)
     cfg_path = repo / resolved["model_config"]
     model_cfg = deep_merge(json.loads(cfg_path.read_text()), resolved.get("model") or {})
     return resolved, model_cfg

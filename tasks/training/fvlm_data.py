@@ -166,6 +166,7 @@ class StudyDataset:
 
     def get(self, i: int, epoch: int) -> dict:
         vol = self.volumes[i].float()
+        masks = self.masks[i]
         a = self.augment
         if epoch >= 0 and a.get("enabled", True) and a:
             g = torch.Generator().manual_seed(((self.seed * 1_000_003 + epoch) * 1_000_033 + i) % (2**63 - 1))
@@ -174,9 +175,14 @@ class StudyDataset:
             vol = vol * scale + shift
             if a.get("noise", 0.0):
                 vol = vol + a["noise"] * torch.randn(vol.shape, generator=g)
+            shift = int(a.get("max_shift", 0))
+            if shift:  # the same small translation for volume and masks keeps them aligned
+                d = [int(v) for v in torch.randint(-shift, shift + 1, (3,), generator=g)]
+                vol = torch.roll(vol, shifts=d, dims=(1, 2, 3))
+                masks = torch.roll(masks, shifts=d, dims=(1, 2, 3))
         rows = [(a_, self.text_ids[k], self.text_mask[k]) for a_ in range(len(self.anatomies))
                 if self.usable[i, a_] and (k := self.text_of.get((i, a_))) is not None]
-        return {"volume": vol, "masks": self.masks[i], "usable": self.usable[i], "normal": self.normal[i],
+        return {"volume": vol, "masks": masks, "usable": self.usable[i], "normal": self.normal[i],
                 "findings": self.findings[i], "texts": rows}
 
 
