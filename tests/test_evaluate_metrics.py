@@ -49,3 +49,14 @@ def test_bootstrap_returns_none_when_statistic_is_always_undefined():
 def test_roc_points_start_and_end_at_corners():
     pts = roc_points(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.4, 0.6]))
     assert pts[0] == {"fpr": 0.0, "tpr": 0.0} and pts[-1] == {"fpr": 1.0, "tpr": 1.0}
+
+
+def test_vectorised_column_aucs_match_sklearn_with_ties():
+    from tasks.evaluate.metrics import column_aucs
+
+    rng = np.random.default_rng(3)
+    labels = rng.integers(0, 2, (60, 5))
+    scores = np.round(rng.random((60, 5)), 1)  # many ties
+    expected = [roc_auc_score(labels[:, j], scores[:, j]) for j in range(5)]
+    assert np.allclose(column_aucs(labels, scores), expected)
+    assert np.isnan(column_aucs(np.ones((4, 1)), np.arange(4.0)[:, None]))[0]

@@ -36,6 +36,22 @@ def concept_names(concepts_table: str | Path | None) -> dict[str, str]:
     return {r["cui"]: r[name_key] for r in rows} if name_key else {}
 
 
+def surface_forms(mentions: str | Path | None, train_keys: set[str]) -> dict[str, str]:
+    """Each concept's most frequent affirmed wording in the training captions.
+
+    Prompts use the words the model has read ("CT"), not only UMLS preferred names
+    ("X-Ray Computed Tomography"), which may never occur in captions.
+    """
+    if not mentions or not Path(mentions).is_file():
+        return {}
+    counts: dict[str, dict[str, int]] = {}
+    for m in pq.read_table(mentions, columns=["key", "cui", "text", "negated"]).to_pylist():
+        if m["key"] in train_keys and not m["negated"] and m["text"]:
+            forms = counts.setdefault(m["cui"], {})
+            forms[m["text"].lower()] = forms.get(m["text"].lower(), 0) + 1
+    return {cui: sorted(forms.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for cui, forms in counts.items()}
+
+
 def _batches(n: int, size: int):
     for start in range(0, n, size):
         yield list(range(start, min(n, start + size)))
@@ -68,6 +84,8 @@ def evaluate(train_dir: str | Path, train_section: dict, concepts_table: str | P
     min_pos = int(params["min_positives"])
     concepts = [(cui, names.get(cui, cui)) for cui, c in sorted(counts.items()) if min_pos <= c < len(held)]
     templates = list(params["prompt_templates"])
+    wording = surface_forms(train_section.get("mentions"), {r.key for r in records if r.split != HELDOUT}) \
+        if params.get("prompt_wording", "surface") == "surface" else {}
     zs = train_section.get("zero_shot") or {}
     patch_weight, top_k = float(zs.get("patch_weight", 0.0)), int(zs.get("top_k", 3))
 
@@ -82,7 +100,7 @@ def evaluate(train_dir: str | Path, train_section: dict, concepts_table: str | P
     annotation = np.zeros(labels.shape)
     ids = mask = torch.zeros(0, 2, dtype=torch.long)
     if concepts:
-        ids, mask = prompts_for(concepts, templates, tokenizer)
+        ids, mask = prompts_for([(cui, wording.get(cui, name)) for cui, name in concepts], templates, tokenizer)
         per_template = len(templates)
         zs_parts, pc_parts = [], []
         for b in _batches(len(held), 64):

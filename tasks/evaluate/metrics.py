@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import numpy as np
+from scipy.stats import rankdata
 from sklearn.metrics import roc_auc_score, roc_curve
 
 
@@ -22,10 +23,26 @@ def per_label_auc(labels: np.ndarray, scores: np.ndarray, names: list[str]) -> d
     return out
 
 
+def column_aucs(labels: np.ndarray, scores: np.ndarray) -> np.ndarray:
+    """AUC of every column at once (Mann-Whitney on tie-averaged ranks); NaN without both classes.
+
+    Bootstrapping calls this thousands of times, so it avoids a per-label sklearn call.
+    """
+    labels = np.asarray(labels).astype(bool)
+    ranks = rankdata(np.asarray(scores, dtype=float), axis=0)
+    n_pos = labels.sum(axis=0)
+    n_neg = labels.shape[0] - n_pos
+    rank_sum = np.where(labels, ranks, 0.0).sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        auc = (rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg)
+    return np.where((n_pos > 0) & (n_neg > 0), auc, np.nan)
+
+
 def macro_auc(labels: np.ndarray, scores: np.ndarray) -> float | None:
-    values = [auc_or_none(labels[:, j], scores[:, j]) for j in range(labels.shape[1])]
-    values = [v for v in values if v is not None]
-    return float(np.mean(values)) if values else None
+    if labels.size == 0:
+        return None
+    values = column_aucs(labels, scores)
+    return float(np.nanmean(values)) if np.isfinite(values).any() else None
 
 
 def recall_at_k(similarity: np.ndarray, ks=(1, 5, 10)) -> dict[str, float]:

@@ -33,16 +33,19 @@ _NEGATED = [
     "No {name} was identified.",
 ]
 
+# Every phrase names the organs the image shows, so anatomy concepts agree with the pixels.
 _MODALITY_PHRASES = {
-    "ct_chest": ["Axial contrast-enhanced computed tomography (CT) of the chest",
-                 "Axial chest CT image", "Non-contrast CT of the thorax"],
-    "ct_abdomen": ["Axial contrast-enhanced CT of the abdomen", "Axial abdominal computed tomography image"],
-    "radiograph": ["Frontal chest radiograph", "Posteroanterior chest X-ray"],
+    "ct_chest": ["Axial contrast-enhanced computed tomography (CT) of the chest through the lungs and heart",
+                 "Axial chest CT image at the level of the heart and both lungs",
+                 "Non-contrast CT of the thorax showing the lungs and the heart"],
+    "ct_abdomen": ["Axial contrast-enhanced CT of the abdomen through the liver, spleen and kidneys",
+                   "Axial abdominal computed tomography image of the liver, spleen and kidneys"],
+    "radiograph": ["Frontal chest radiograph of the lungs and heart", "Posteroanterior chest X-ray of the lungs and heart"],
 }
 
 _NORMAL = {
-    "ct_chest": "shows normal lungs and heart",
-    "ct_abdomen": "shows a normal liver, spleen and kidneys",
+    "ct_chest": "shows no abnormality",
+    "ct_abdomen": "shows no abnormality",
     "radiograph": "shows clear lungs and a normal cardiac silhouette",
 }
 

@@ -41,7 +41,7 @@ def ct_chest(rng: np.random.Generator, size: int, findings: set[str]) -> np.ndar
     for side in (-1, 1):
         cx = s * (0.5 + side * 0.2)
         lungs.append(_ellipse(img, s * 0.47, cx, s * 0.27, s * 0.15, lung_value))
-    heart_r = s * (0.17 if "cardiomegaly" in findings else 0.105)
+    heart_r = s * (0.19 if "cardiomegaly" in findings else 0.1)
     _ellipse(img, s * 0.55, s * 0.47, heart_r * 0.9, heart_r, 135)
     _disk(img, s * 0.33, s * 0.55, s * 0.04, 140)  # aorta
     if "arterial_calcification" in findings:
@@ -53,17 +53,17 @@ def ct_chest(rng: np.random.Generator, size: int, findings: set[str]) -> np.ndar
     if "pleural_effusion" in findings:
         # dependent fluid: posterior crescent inside the lung's outline
         yy = np.arange(s)[:, None]
-        crescent = lungs[lung_side] & (yy > s * 0.58)
+        crescent = lungs[lung_side] & (yy > s * 0.52)
         img[crescent] = 95
     if "nodule" in findings:
         cy = s * rng.uniform(0.35, 0.5)
         cx = lung_cx + s * rng.uniform(-0.05, 0.05)
-        _disk(img, cy, cx, s * rng.uniform(0.025, 0.04), 150)
+        _disk(img, cy, cx, s * rng.uniform(0.04, 0.055), 160)
     if "ground_glass_opacity" in findings:
         cy = s * rng.uniform(0.35, 0.5)
         patch = np.zeros_like(img)
         _ellipse(patch, cy, lung_cx, s * 0.08, s * 0.07, 1.0, soft=6)
-        img = img + patch * lungs[lung_side] * 40
+        img = img + patch * lungs[lung_side] * 55
     if "consolidation" in findings:
         cy = s * rng.uniform(0.4, 0.55)
         _ellipse(img, cy, lung_cx, s * 0.07, s * 0.08, 115, mask=lungs[lung_side])
@@ -90,11 +90,11 @@ def ct_abdomen(rng: np.random.Generator, size: int, findings: set[str]) -> np.nd
     _disk(img, s * 0.42, s * 0.55, s * 0.07, 60)  # stomach with fluid
     _disk(img, s * 0.8, s * 0.5, s * 0.06, 230)
     if "liver_mass" in findings:
-        _disk(img, s * rng.uniform(0.38, 0.5), s * rng.uniform(0.27, 0.37), s * rng.uniform(0.04, 0.06), 70)
+        _disk(img, s * rng.uniform(0.38, 0.5), s * rng.uniform(0.27, 0.37), s * rng.uniform(0.06, 0.08), 65)
     if "renal_cyst" in findings:
         side = int(rng.integers(0, 2))
         cx = s * (0.35 if side == 0 else 0.65)
-        _disk(img, s * 0.64, cx + s * 0.01, s * 0.03, 85)
+        _disk(img, s * 0.64, cx + s * 0.01, s * 0.045, 60)
     img += _noise(rng, img.shape, 4.0)
     return np.clip(img, 0, 255)
 
@@ -107,7 +107,7 @@ def radiograph(rng: np.random.Generator, size: int, findings: set[str]) -> np.nd
     lungs = []
     for side in (-1, 1):
         lungs.append(_ellipse(img, s * 0.5, s * (0.5 + side * 0.19), s * 0.3, s * 0.14, 55))
-    heart_rx = s * (0.2 if "cardiomegaly" in findings else 0.12)
+    heart_rx = s * (0.22 if "cardiomegaly" in findings else 0.11)
     _ellipse(img, s * 0.66, s * 0.52, s * 0.14, heart_rx, 165)
     img[:, int(s * 0.48): int(s * 0.52)] = np.maximum(img[:, int(s * 0.48): int(s * 0.52)], 170)  # spine
     for k in range(6):  # ribs
@@ -119,14 +119,14 @@ def radiograph(rng: np.random.Generator, size: int, findings: set[str]) -> np.nd
     side = int(rng.integers(0, 2))
     if "pleural_effusion" in findings:
         yy = np.arange(s)[:, None]
-        img[lungs[side] & (yy > s * 0.66)] = 160
+        img[lungs[side] & (yy > s * 0.6)] = 160
     if "nodule" in findings:
         cx = s * (0.5 + (1 if side else -1) * 0.19) + rng.uniform(-0.04, 0.04) * s
-        _disk(img, s * rng.uniform(0.35, 0.55), cx, s * 0.03, 175)
+        _disk(img, s * rng.uniform(0.35, 0.55), cx, s * 0.045, 185)
     if "pneumothorax" in findings:
         apex = lungs[side].copy()
         yy = np.arange(s)[:, None]
-        apex &= yy < s * 0.4
+        apex &= yy < s * 0.45
         img[apex] = 5
     img += _noise(rng, img.shape, 3.0)
     return np.clip(img, 0, 255)
