@@ -104,11 +104,14 @@ def main(argv=None):
         loss = ours(batch, pc_align=pc)["loss"]
         loss.backward(); opt_ours.step(); opt_ours.zero_grad(set_to_none=True)
 
-    t = {"open_clip": [], "ours_it": [], "ours_it_pc": []}
-    for _ in range(args.rounds):
-        t["open_clip"] += timed_steps(step_ref, args.steps)
-        t["ours_it"] += timed_steps(lambda: step_ours(False), args.steps)
-        t["ours_it_pc"] += timed_steps(lambda: step_ours(True), args.steps)
+    # one step of each in turn, so load from other processes hits all three alike
+    variants = {"open_clip": step_ref, "ours_it": lambda: step_ours(False), "ours_it_pc": lambda: step_ours(True)}
+    for step in variants.values():
+        timed_steps(step, 0, warmup=2)
+    t = {k: [] for k in variants}
+    for _ in range(args.rounds * args.steps):
+        for name, step in variants.items():
+            t[name] += timed_steps(step, 1, warmup=0)
     med = {k: statistics.median(v) for k, v in t.items()}
     sps = {k: r["batch"] / v for k, v in med.items()}
 
