@@ -47,7 +47,11 @@ def evaluate_conceptclip(params: dict, out_dir: str) -> dict:
     from tasks.evaluate import conceptclip_eval
 
     torch.manual_seed(0)
-    ev_params, section = params[STAGE], params["train_conceptclip"]
+    from flows._runtime import REPO_ROOT
+    from tasks.training.common import resolve
+
+    ev_params = params[STAGE]
+    section, _ = resolve(params, "train_conceptclip", REPO_ROOT)
     out = Path(out_dir)
     train_dir = Path(section["output_dir"])
     ev = conceptclip_eval.evaluate(train_dir, section, ev_params.get("concepts_table"), ev_params)
@@ -94,7 +98,11 @@ def evaluate_fvlm(params: dict, out_dir: str) -> dict:
     from tasks.evaluate import fvlm_eval
 
     torch.manual_seed(0)
-    ev_params, section = params[STAGE], params["train_fvlm"]
+    from flows._runtime import REPO_ROOT
+    from tasks.training.common import resolve
+
+    ev_params = params[STAGE]
+    section, _ = resolve(params, "train_fvlm", REPO_ROOT)  # preset applied, as training saw it
     out = Path(out_dir)
     train_dir = Path(section["output_dir"])
     label_map = (params.get("split_reports") or {}).get("labels")

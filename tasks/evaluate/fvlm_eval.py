@@ -44,10 +44,13 @@ def evaluate(train_dir: str | Path, section: dict, params: dict, report_labels: 
     model, tokenizer, config = load_trained(train_dir)
     anatomies = list(config["model"]["anatomies"])
     frac, salt = split_params(section)
+    # The same record selection as training (field-of-view policy included), so held-out is held-out.
     records, _ = data.load_records(Path(section["studies"]), Path(section["anatomy"]), Path(section["anatomy_texts"]),
                                    Path(section["labels_dir"]), anatomies, frac, salt,
                                    finding_field=section.get("finding_field", "finding_keys"),
-                                   drop_fov_cut=bool(section.get("drop_fov_cut", True)))
+                                   drop_fov_cut=bool(section.get("drop_fov_cut", True)),
+                                   min_voxels=int(section.get("min_voxels", 1)),
+                                   keep_fov_cut=tuple(section.get("keep_fov_cut") or ()))
     held = [r for r in records if r.split == HELDOUT]
     if len(held) < 2:
         raise ValueError(f"only {len(held)} held-out studies: nothing to evaluate")
