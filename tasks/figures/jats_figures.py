@@ -7,6 +7,8 @@ from dataclasses import dataclass, field
 
 from lxml import etree
 
+from tasks.common.safe_xml import parse_untrusted_xml
+
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 IMAGE_EXTS = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".gif")
 # Tie-break between equally large candidates: lossless/full-size formats before thumbnails.
@@ -38,23 +40,8 @@ class JatsFigure:
     candidates: list[str] = field(default_factory=list)
 
 
-def _parser() -> etree.XMLParser:
-    # No entity expansion, DTD loading or network: untrusted XML.
-    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
-                           huge_tree=False, remove_comments=True, remove_pis=True, recover=False)
-
-
 def parse_xml(data: bytes, max_bytes: int = 32 << 20) -> etree._Element:
-    if len(data) > max_bytes:
-        raise XmlRejected("xml_too_large", f"the XML is {len(data)} bytes (cap {max_bytes})")
-    try:
-        root = etree.fromstring(data, _parser())
-    except etree.XMLSyntaxError as exc:
-        raise XmlRejected("malformed_xml", f"XML syntax error: {exc}") from exc
-    dtd = root.getroottree().docinfo.internalDTD
-    if dtd is not None and any(True for _ in dtd.iterentities()):
-        raise XmlRejected("xml_entities_forbidden", "the XML declares entities in an internal DTD")
-    return root
+    return parse_untrusted_xml(data, max_bytes, XmlRejected)
 
 
 def local(tag) -> str:

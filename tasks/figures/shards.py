@@ -8,6 +8,8 @@ import tarfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from tasks.common.archives import tar_info
+
 SHARD_PATTERN = "figures-{:06d}.tar"
 _UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
 
@@ -34,16 +36,6 @@ def json_bytes(record: dict) -> bytes:
     return (json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def _info(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
-
-
 def write_shard(path: str | Path, samples: Iterable[tuple[str, bytes, dict]]) -> list[str]:
     """samples: (key, jpeg bytes, metadata). Members sorted by key, .jpg before .json."""
     path = Path(path)
@@ -55,8 +47,8 @@ def write_shard(path: str | Path, samples: Iterable[tuple[str, bytes, dict]]) ->
             if keys and keys[-1] == key:
                 raise ValueError(f"duplicate key {key!r} in shard {path.name}")
             meta_bytes = json_bytes(meta)
-            tar.addfile(_info(f"{key}.jpg", len(jpeg)), io.BytesIO(jpeg))
-            tar.addfile(_info(f"{key}.json", len(meta_bytes)), io.BytesIO(meta_bytes))
+            tar.addfile(tar_info(f"{key}.jpg", len(jpeg)), io.BytesIO(jpeg))
+            tar.addfile(tar_info(f"{key}.json", len(meta_bytes)), io.BytesIO(meta_bytes))
             keys.append(key)
     tmp.replace(path)
     return keys

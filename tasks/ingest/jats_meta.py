@@ -5,6 +5,7 @@ import re
 
 from lxml import etree
 
+from tasks.common.safe_xml import parse_untrusted_xml
 from tasks.ingest.safe_tar import PackageRejected
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
@@ -12,28 +13,8 @@ ALI_LICENSE_REF = "{http://www.niso.org/schemas/ali/1.0/}license_ref"
 _SPACE = re.compile(r"\s+")
 
 
-def _parser() -> etree.XMLParser:
-    return etree.XMLParser(
-        resolve_entities=False, no_network=True, load_dtd=False, dtd_validation=False,
-        huge_tree=False, remove_comments=True, remove_pis=True,
-    )
-
-
 def parse_xml(data: bytes, max_bytes: int) -> etree._Element:
-    if len(data) > max_bytes:
-        raise PackageRejected("xml_too_large", f"the .nxml is {len(data)} bytes (cap {max_bytes})")
-    prolog = data[: data.find(b"]>") + 2] if b"<!DOCTYPE" in data[:4096] and b"[" in data[:4096] else b""
-    if b"<!ENTITY" in prolog:
-        # Internal entity declarations are the vector of expansion bombs; PMC never uses them.
-        raise PackageRejected("xml_entities_forbidden", "the .nxml declares entities in an internal DTD")
-    try:
-        root = etree.fromstring(data, _parser())
-    except etree.XMLSyntaxError as exc:
-        raise PackageRejected("malformed_xml", f"XML syntax error: {exc}") from exc
-    dtd = root.getroottree().docinfo.internalDTD
-    if dtd is not None and any(True for _ in dtd.iterentities()):
-        raise PackageRejected("xml_entities_forbidden", "the .nxml declares entities in an internal DTD")
-    return root
+    return parse_untrusted_xml(data, max_bytes, PackageRejected)
 
 
 def clean_text(node) -> str:

@@ -12,21 +12,13 @@ import tarfile
 from pathlib import Path
 from typing import BinaryIO, Iterable
 
+from tasks.common.archives import tar_info
+
 SHARD_PATTERN = "articles-{:06d}.tar"
 
 
 def shard_name(index: int) -> str:
     return SHARD_PATTERN.format(index)
-
-
-def _info(name: str, size: int) -> tarfile.TarInfo:
-    info = tarfile.TarInfo(name)
-    info.size = size
-    info.mtime = 0
-    info.mode = 0o644
-    info.uid = info.gid = 0
-    info.uname = info.gname = "root"
-    return info
 
 
 class StagingWriter:
@@ -41,7 +33,7 @@ class StagingWriter:
         placed = []
         for rel in sorted(members):
             data = members[rel]
-            info = _info(f"{pmcid}/{rel}", len(data))
+            info = tar_info(f"{pmcid}/{rel}", len(data))
             self._tar.addfile(info, io.BytesIO(data))
             # Data follows the header block(s); the file offset is now past the padded data.
             end = self._tar.offset
@@ -72,7 +64,7 @@ def assemble_shard(path: str | Path, articles: Iterable[tuple[str, list[tuple[st
             for staging, members in articles:
                 handle = handles.get(staging) or handles.setdefault(staging, open(staging, "rb"))
                 for name, offset, size in members:
-                    tar.addfile(_info(name, size), io.BytesIO(_read_at(handle, offset, size)))
+                    tar.addfile(tar_info(name, size), io.BytesIO(_read_at(handle, offset, size)))
     finally:
         for handle in handles.values():
             handle.close()
