@@ -41,12 +41,8 @@ class StageSummary:
             return
         self._last_progress = now
         elapsed = max(now - self.started, 1e-9)
-        print(
-            f"[{self.stage}] {done}/{total} shards  {self.items_out} {self.unit} out, "
-            f"{self.rejected} rejected  ({elapsed:.1f}s)",
-            file=sys.stderr,
-            flush=True,
-        )
+        # Counts are known only when shards are merged; progress is in shards.
+        print(f"[{self.stage}] {done}/{total} shards done ({elapsed:.1f}s)", file=sys.stderr, flush=True)
 
     def seconds(self) -> float:
         return time.monotonic() - self.started
