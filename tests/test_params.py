@@ -28,3 +28,12 @@ def test_repository_params_load(repo_root):
     params = load_params(repo_root / "params.yaml", ["ingest.output_dir=/tmp/x"])
     assert params["ingest"]["output_dir"] == "/tmp/x"
     assert params["sample"]["seed"] == load_params(repo_root / "params.yaml")["sample"]["seed"]
+
+
+def test_dvc_pipeline_files_are_not_git_ignored(repo_root):
+    """DVC refuses to write a git-ignored dvc.lock ('is git-ignored'), so `dvc repro` would fail."""
+    import subprocess
+
+    for name in ("dvc.yaml", "dvc.lock", "params.yaml"):
+        ignored = subprocess.run(["git", "check-ignore", "-q", name], cwd=repo_root).returncode == 0
+        assert not ignored, f"{name} is git-ignored"
