@@ -77,8 +77,8 @@ def gather(futures: Iterable, summary=None) -> list:
     return results
 
 
-def run_stage_cli(flow: Callable, argv: Sequence[str] | None = None) -> Any:
-    stage = getattr(flow, "name", None) or flow.__name__
+def cli_params(stage: str, argv: Sequence[str] | None = None) -> dict:
+    """Params from `--params F` and `-S k=v` overrides; a bad override exits with status 2."""
     args = build_arg_parser(stage).parse_args(argv)
     try:
         params = load_params(args.params, args.overrides)
@@ -86,8 +86,21 @@ def run_stage_cli(flow: Callable, argv: Sequence[str] | None = None) -> Any:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     params.setdefault("_meta", {})["params_file"] = str(Path(args.params))
+    return params
+
+
+def run_stage_cli(flow: Callable, argv: Sequence[str] | None = None) -> Any:
+    params = cli_params(getattr(flow, "name", None) or flow.__name__, argv)
     ensure_prefect_api()
     return run_stage(flow, params)
+
+
+def run_in_process_cli(flow: Callable, argv: Sequence[str] | None = None) -> Any:
+    """The same command line for a flow whose work runs in this process (training: a Dask
+    worker would pin torch to one thread)."""
+    params = cli_params(getattr(flow, "name", None) or flow.__name__, argv)
+    ensure_prefect_api()
+    return flow(params=params)
 
 
 def run_stage(flow: Callable, params: dict) -> Any:

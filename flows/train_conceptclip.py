@@ -2,51 +2,16 @@
 
     python -m flows.train_conceptclip [--params params.yaml] [-S train_conceptclip.preset=base]
 
-One Prefect task prepares the data, one runs the training loop in this process (or
-under torchrun when train_conceptclip.nproc_per_node > 1), one writes the outputs.
+Tasks: prepare_figures, train_conceptclip_loop (here, or under torchrun when
+train_conceptclip.nproc_per_node > 1), write_conceptclip_outputs.
 """
 from __future__ import annotations
 
-from prefect import flow, task
-from prefect.cache_policies import NO_CACHE
+from flows._stage import run_in_process_cli
+from flows._training import training_flow
+from tasks.training import conceptclip_stage
 
-from tasks.common.summary import StageSummary
-from tasks.training import conceptclip_stage as stage
-from tasks.training.common import launch_torchrun, run_training_cli
-
-STAGE = stage.STAGE
-
-
-@task(name="prepare_figures", cache_policy=NO_CACHE)
-def prepare_task(params: dict):
-    return stage.prepare(params)
-
-
-@task(name="train_conceptclip_loop", cache_policy=NO_CACHE)
-def train_task(prep):
-    return stage.train(prep)
-
-
-@task(name="write_conceptclip_outputs", cache_policy=NO_CACHE)
-def write_task(prep, result, params: dict, summary: StageSummary) -> dict:
-    return stage.write_outputs(prep, result, params, summary)
-
-
-@flow(name=STAGE)
-def train_conceptclip_flow(params: dict) -> dict:
-    summary = StageSummary(STAGE, unit="figures")
-    nproc = int((params.get(STAGE) or {}).get("nproc_per_node") or 1)
-    if nproc > 1:
-        launch_torchrun(STAGE, params, nproc)
-        return {}
-    prep = prepare_task(params)
-    print(f"[{STAGE}] {prep.counts}", flush=True)
-    result = train_task(prep)
-    metrics = write_task(prep, result, params, summary)
-    print(summary.report(), flush=True)
-    print(f"[{STAGE}] metrics {metrics}", flush=True)
-    return metrics
-
+train_conceptclip_flow = training_flow(conceptclip_stage, unit="figures", prepare_name="prepare_figures")
 
 if __name__ == "__main__":
-    run_training_cli(train_conceptclip_flow)
+    run_in_process_cli(train_conceptclip_flow)

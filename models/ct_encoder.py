@@ -11,7 +11,8 @@ from torch import nn
 class CTEncoderConfig:
     volume_size: tuple = (32, 64, 64)  # D, H, W after resampling
     patch_size: tuple = (8, 16, 16)
-    in_chans: int = 1
+    in_chans: int = 1  # one per HU window the data stage stacks
+    stem_channels: tuple = ()  # stride-2 3x3x3 convs before the patch embedding (empty: plain ViT)
     width: int = 768
     depth: int = 12
     heads: int = 12
@@ -22,7 +23,7 @@ class CTEncoderConfig:
     def from_dict(cls, data: dict) -> "CTEncoderConfig":
         names = {f.name for f in fields(cls)}
         kw = {k: v for k, v in data.items() if k in names}
-        for key in ("volume_size", "patch_size"):
+        for key in ("volume_size", "patch_size", "stem_channels"):
             if key in kw:
                 kw[key] = tuple(int(v) for v in kw[key])
         return cls(**kw)
@@ -44,7 +45,19 @@ class CTEncoder(nn.Module):
         self.grid = cfg.grid
         if any(v % p for v, p in zip(cfg.volume_size, cfg.patch_size)):
             raise ValueError(f"volume_size {cfg.volume_size} not divisible by patch_size {cfg.patch_size}")
-        self.patch_embed = nn.Conv3d(cfg.in_chans, cfg.width, kernel_size=cfg.patch_size, stride=cfg.patch_size)
+        # A convolutional stem sees a small lesion wherever it sits inside a patch, which one
+        # linear patch projection learns poorly from little data ("early convolutions help
+        # transformers see better"); each conv halves the grid, so tokens cover the same voxels.
+        factor = 2 ** len(cfg.stem_channels)
+        if any(p % factor for p in cfg.patch_size):
+            raise ValueError(f"patch_size {cfg.patch_size} not divisible by the stem's stride {factor}")
+        layers, chans = [], cfg.in_chans
+        for out in cfg.stem_channels:
+            layers += [nn.Conv3d(chans, out, 3, stride=2, padding=1, bias=False), nn.GroupNorm(1, out), nn.GELU()]
+            chans = out
+        self.stem = nn.Sequential(*layers)
+        kernel = tuple(p // factor for p in cfg.patch_size)
+        self.patch_embed = nn.Conv3d(chans, cfg.width, kernel_size=kernel, stride=kernel)
         n = self.grid[0] * self.grid[1] * self.grid[2]
         self.pos_embed = nn.Parameter(torch.randn(1, n, cfg.width) * 0.02)
         dpr = torch.linspace(0, cfg.drop_path, cfg.depth).tolist()
@@ -54,7 +67,7 @@ class CTEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.width)
 
     def forward(self, volumes: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(volumes)  # [B, W, gd, gh, gw]
+        x = self.patch_embed(self.stem(volumes))  # [B, W, gd, gh, gw]
         b, w = x.shape[:2]
         x = x.flatten(2).transpose(1, 2) + self.pos_embed
         for block in self.blocks:

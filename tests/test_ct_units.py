@@ -244,12 +244,15 @@ def test_sample_ct_specs_are_varied_and_balanced():
     params = {"sample": {"seed": 20261125, "ct": {}}}
     specs = [s for s in study_specs(params) if s["expected"] == "ok"]
     assert specs == [s for s in study_specs(params) if s["expected"] == "ok"]  # deterministic
-    assert len(specs) == 48 and len({s["PatientID"] for s in specs}) == 30
+    assert len(specs) == 120 and len({s["PatientID"] for s in specs}) == 80
     for anatomy in FINDINGS_BY_ANATOMY:
         normal = sum(not any(f["anatomy"] == anatomy for f in s["findings"]) for s in specs) / len(specs)
         assert 0.2 <= normal <= 0.6, (anatomy, normal)
     drawn = {f["finding"] for s in specs for f in s["findings"]}
     assert len(drawn) >= 10 and all(FINDINGS[k].anatomy for k in drawn)
+    for anatomy, keys in FINDINGS_BY_ANATOMY.items():  # dealt from decks: shares stay even
+        counts = [sum(f["finding"] == k for s in specs for f in s["findings"]) for k in keys]
+        assert max(counts) - min(counts) <= 2, (anatomy, counts)
     formats = {s["format"] for s in specs}
     assert {"dicom", "dicom-j2k", "dicom-enhanced", "dicom-tilt", "nifti"} <= formats
 

@@ -199,3 +199,15 @@ def test_ct_encoder_grid_and_mask_pooling():
     assert out.shape == (2, 2, 2, 2, 16)
     with pytest.raises(ValueError):
         CTEncoder(CTEncoderConfig(volume_size=(9, 16, 16), patch_size=(4, 8, 8), width=16, depth=1, heads=2))
+
+
+def test_ct_encoder_conv_stem_keeps_the_token_grid():
+    from models.ct_encoder import CTEncoder, CTEncoderConfig
+
+    cfg = dict(volume_size=(8, 16, 16), patch_size=(4, 8, 8), width=16, depth=1, heads=2)
+    plain = CTEncoder(CTEncoderConfig(**cfg))
+    stem = CTEncoder(CTEncoderConfig(**cfg, in_chans=3, stem_channels=(4, 8)))
+    assert len(plain.stem) == 0 and stem.patch_embed.kernel_size == (1, 2, 2)
+    assert stem(torch.randn(2, 3, 8, 16, 16)).shape == plain(torch.randn(2, 1, 8, 16, 16)).shape == (2, 2, 2, 2, 16)
+    with pytest.raises(ValueError, match="stem"):
+        CTEncoder(CTEncoderConfig(**cfg, stem_channels=(4, 8, 8)))  # depth patch 4 is not divisible by 8

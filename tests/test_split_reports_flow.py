@@ -63,21 +63,22 @@ def _check_against_truth(anatomy_rows, truth):
 
 def test_sample_flow(repo_root, sample_reports, tmp_path):
     params, reports_csv, counts = sample_reports
-    assert counts["reports"] == 48 and counts["broken_reports"] == 4
+    n = int(params["sample"]["ct"]["n_studies"])
+    assert counts["reports"] == n and counts["broken_reports"] == 4
     out = tmp_path / "out"
     params, summary = _run(repo_root, reports_csv, out, **{"split_reports.linker": "false"})
-    assert summary["items_in"] == 52 and summary["items_out"] == 48 and summary["linker"] == "none"
+    assert summary["items_in"] == n + 4 and summary["items_out"] == n and summary["linker"] == "none"
     assert summary["rejected_by_reason"] == {"duplicate_study": 1, "empty_report": 1, "no_findings": 1,
                                              "undecodable_text": 1}
     anatomy = pq.read_table(out / "anatomy_texts.parquet").to_pylist()
     _check_against_truth(anatomy, _truth(params))
     # every study has one row per segment anatomy; unmentioned ones are defaulted templates
     anatomies = list(params["segment"]["anatomies"])
-    assert len(anatomy) == 48 * len(anatomies)
+    assert len(anatomy) == n * len(anatomies)
     prostate = [r for r in anatomy if r["anatomy"] == "prostate"]
     assert all(r["defaulted"] and r["description"] == "Prostate shows no significant abnormality." for r in prostate)
     labels = pq.read_table(out / "report_labels.parquet").to_pylist()
-    assert len(labels) == 48 and all(r["study_id"].startswith("st-") for r in labels)
+    assert len(labels) == n and all(r["study_id"].startswith("st-") for r in labels)
     sentences = pq.read_table(out / "sentences.parquet")
     assert {"findings", "impression", "technique"} <= set(sentences.column("section").to_pylist())
     # no raw identifier in any output

@@ -154,3 +154,18 @@ def test_ct_records_masks_and_batches(ct_inputs):
     assert batch["text_ids"].shape[0] == 3 and batch["text_rows"].tolist() == [0, 1, 2, 0, 1]
     assert batch["findings"][1, 0, 0] and not batch["findings"][0, 0, 0]
     assert batch["normal"][:, 0].tolist() == [True, False, True]
+
+
+def test_ct_hu_windows_are_input_channels(ct_inputs):
+    recs, _ = fd.load_records(ct_inputs / "studies.parquet", ct_inputs / "anatomy.parquet",
+                              ct_inputs / "texts.parquet", ct_inputs / "labels", ["lung"], 0.0, "s")
+    windows = fd.hu_windows_of({"hu_windows": [[-1000, 1000], [-160, 240]]})
+    vol, _ = fd.preprocess(recs[0], ["lung"], (8, 12, 16), windows)  # the native grid: no blending
+    assert vol.shape == (2, 8, 12, 16)
+    # air (-1000 HU) is the bottom of both windows; 40 HU tissue sits mid-wide and mid soft-tissue
+    assert vol[:, 0, 0, 0].tolist() == [-1.0, -1.0]
+    tissue = vol[:, 2, 3, 3]
+    assert abs(float(tissue[0]) - 0.04) < 1e-4 and abs(float(tissue[1]) - 0.0) < 1e-4
+    assert fd.hu_windows_of({}) == [(-1000.0, 1000.0)]
+    with pytest.raises(ValueError):
+        fd.hu_windows_of({"hu_windows": [[240, -160]]})

@@ -10,8 +10,8 @@ import torch
 
 from tasks.evaluate.metrics import bootstrap_ci, macro_auc, macro_auc_with_ci, per_label_auc, recall_at_k
 from tasks.training import conceptclip_data as data
-from tasks.training.conceptclip_stage import load_trained
-from tasks.training.splits import HELDOUT, split_params
+from tasks.training.conceptclip_stage import load_records, load_trained
+from tasks.training.splits import HELDOUT
 
 
 @dataclass
@@ -66,10 +66,7 @@ def prompts_for(concepts: list[tuple[str, str]], templates: list[str], tokenizer
 def evaluate(train_dir: str | Path, train_section: dict, concepts_table: str | Path | None, params: dict,
              seed: int = 0) -> ConceptEval:
     model, tokenizer, config = load_trained(train_dir)
-    frac, salt = split_params(train_section)
-    index = data.index_shards(train_section["shards_dir"])
-    records, _ = data.load_records(train_section["figures"], train_section.get("caption_concepts"),
-                                   train_section.get("mentions"), index, frac, salt)
+    records, _, index = load_records(train_section)
     held = [r for r in records if r.split == HELDOUT]
     if len(held) < 2:
         raise ValueError(f"only {len(held)} held-out figures: nothing to evaluate")

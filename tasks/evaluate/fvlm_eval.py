@@ -10,8 +10,8 @@ import torch
 
 from tasks.evaluate.metrics import macro_auc_with_ci, per_label_auc
 from tasks.training import fvlm_data as data
-from tasks.training.fvlm_stage import load_trained
-from tasks.training.splits import HELDOUT, split_params
+from tasks.training.fvlm_stage import load_records, load_trained
+from tasks.training.splits import HELDOUT
 
 
 @dataclass
@@ -43,19 +43,12 @@ def evaluate(train_dir: str | Path, section: dict, params: dict, report_labels: 
              label_map: dict | None) -> FvlmEval:
     model, tokenizer, config = load_trained(train_dir)
     anatomies = list(config["model"]["anatomies"])
-    frac, salt = split_params(section)
-    # The same record selection as training (field-of-view policy included), so held-out is held-out.
-    records, _ = data.load_records(Path(section["studies"]), Path(section["anatomy"]), Path(section["anatomy_texts"]),
-                                   Path(section["labels_dir"]), anatomies, frac, salt,
-                                   finding_field=section.get("finding_field", "finding_keys"),
-                                   drop_fov_cut=bool(section.get("drop_fov_cut", True)),
-                                   min_voxels=int(section.get("min_voxels", 1)),
-                                   keep_fov_cut=tuple(section.get("keep_fov_cut") or ()))
+    records, _ = load_records(section, anatomies)
     held = [r for r in records if r.split == HELDOUT]
     if len(held) < 2:
         raise ValueError(f"only {len(held)} held-out studies: nothing to evaluate")
     size = tuple(int(v) for v in config["model"]["ct"]["volume_size"])
-    hu = tuple(section.get("hu_window", (-1000.0, 1000.0)))
+    hu = data.hu_windows_of(config["preprocess"])  # as trained, whatever params say now
     all_findings = sorted({f for r in records for t in r.texts.values() for f in t["findings"]})
     dataset = data.StudyDataset(held, anatomies, {f: i for i, f in enumerate(all_findings)}, tokenizer, size, hu, None)
     names = finding_names(section["anatomy_texts"])

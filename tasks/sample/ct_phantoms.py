@@ -83,8 +83,8 @@ CSV_COLUMNS = ["case", "PatientID", "PatientName", "StudyInstanceUID", "SeriesIn
 
 
 def _cfg(params: dict) -> dict:
-    defaults = {"n_patients": 30, "n_studies": 48, "shape": [64, 64, 48], "spacing_mm": [6.0, 6.0, 8.0],
-                "normal_fraction": 0.4, "normal_study_fraction": 0.1, "nifti_fraction": 0.25,
+    defaults = {"n_patients": 80, "n_studies": 120, "shape": [64, 64, 48], "spacing_mm": [6.0, 6.0, 8.0],
+                "normal_fraction": 0.4, "normal_study_fraction": 0.1, "nifti_fraction": 0.5,
                 "jpeg2000_fraction": 0.25, "enhanced_studies": 2, "tilted_studies": 1,
                 "studies_per_task": 8, "broken_inputs": True}
     return defaults | dict((params.get("sample") or {}).get("ct") or {})
@@ -117,17 +117,21 @@ def study_specs(params: dict) -> list[dict]:
     p_abnormal = (1 - cfg["normal_fraction"]) / max(1e-6, 1 - cfg["normal_study_fraction"])
     specs = []
     formats = _formats(cfg, n_studies, rng)
+    # Findings are dealt from shuffled decks, not drawn independently: every finding of an
+    # anatomy gets its share of studies, so a small sample still has positives on both sides
+    # of a patient-level split.
+    decks = {anatomy: _Deck(keys, rng) for anatomy, keys in FINDINGS_BY_ANATOMY.items()}
     for s in range(n_studies):
         p = patient_of[s]
         case = f"case{s:03d}"
         normal_study = rng.random() < cfg["normal_study_fraction"]
         findings = []
-        for anatomy, keys in FINDINGS_BY_ANATOMY.items():
+        for anatomy in FINDINGS_BY_ANATOMY:
             if normal_study or rng.random() >= p_abnormal:
                 continue
             count = 2 if anatomy == "lung" and rng.random() < 0.35 else 1
-            for key in rng.choice(keys, size=min(count, len(keys)), replace=False):
-                findings.append(_draw_finding(str(key), anatomy, rng))
+            for key in decks[anatomy].deal(count):
+                findings.append(_draw_finding(key, anatomy, rng))
         fmt, orientation = formats[s]
         spec = {
             "case": case, "index": s, "patient": p, **{k: patients[p][k] for k in ("PatientID", "PatientName",
@@ -161,6 +165,25 @@ def study_specs(params: dict) -> list[dict]:
     return specs
 
 
+class _Deck:
+    """Cycles through shuffled copies of a list of keys; `deal(n)` gives n distinct keys."""
+
+    def __init__(self, keys: list[str], rng):
+        self.keys, self.rng, self.cards = list(keys), rng, []
+
+    def deal(self, n: int) -> list[str]:
+        out: list[str] = []
+        while len(out) < min(n, len(self.keys)):
+            if not self.cards:
+                self.cards = [str(k) for k in self.rng.permutation(self.keys)]
+            card = self.cards.pop()
+            if card in out:  # a reshuffle can repeat the last card: put it back for later
+                self.cards.insert(0, card)
+                continue
+            out.append(card)
+        return out
+
+
 def _formats(cfg: dict, n: int, rng) -> list[tuple[str, str]]:
     out = []
     n_nifti = int(round(n * cfg["nifti_fraction"]))
@@ -191,15 +214,15 @@ def _draw_finding(key: str, anatomy: str, rng) -> dict:
          "segment_anatomy": SEGMENT_ANATOMY[anatomy], "side": None, "size_mm": None, "location": None,
          "u": float(rng.uniform(0, 1)), "v": float(rng.uniform(0, 1)), "w": float(rng.uniform(0, 1))}
     if key == "nodule":
-        f.update(side=side, size_mm=int(rng.integers(8, 22)))
+        f.update(side=side, size_mm=int(rng.integers(14, 30)))
     elif key in ("ground_glass_opacity", "consolidation", "atelectasis", "pleural_effusion"):
         f.update(side=side)
     elif key == "emphysema":
         f.update(side="bilateral", location="upper lobes")
     elif key == "liver_mass":
-        f.update(size_mm=int(rng.integers(18, 40)))
+        f.update(size_mm=int(rng.integers(30, 60)))
     elif key == "renal_cyst":
-        f.update(side=side, size_mm=int(rng.integers(12, 26)))
+        f.update(side=side, size_mm=int(rng.integers(24, 40)))
     elif key == "arterial_calcification":
         f.update(location=str(rng.choice(["aortic arch", "descending aorta"])))
     return f
@@ -289,7 +312,7 @@ def build_phantom(spec: dict, cfg: dict) -> Phantom:
     hr = np.array([0.27, 0.22, 0.20]) * heart_scale
     heart = _ellipsoid(U, V, W, (-0.08, 0.2, 0.30), hr)
     if "pericardial_effusion" in findings:
-        shell = _ellipsoid(U, V, W, (-0.08, 0.2, 0.30), hr + 0.07) & ~heart
+        shell = _ellipsoid(U, V, W, (-0.08, 0.2, 0.30), hr + 0.09) & ~heart
         put(shell & body, "heart", 8.0)  # fluid rim, inside the heart's label as the crop must hold it
     put(heart, "heart", blood)
     aorta = (_tube(U, V, W, (0.06, 0.16), 0.065, 0.38, 0.72) | _tube(U, V, W, (-0.12, -0.28), 0.058, -0.95, 0.74))
@@ -437,14 +460,15 @@ def _draw_findings(findings: dict, lab, hu, grid, sp, rng, body) -> list[dict]:
             liver = _erode(lab == TS["liver"], 2)
             c = _pick_voxel(liver if liver.any() else lab == TS["liver"], f)
             ball = _sphere(shape, c, (f["size_mm"] / 2) / sp) & (lab == TS["liver"])
-            hu[ball] -= 45.0
+            hu[ball] -= 70.0  # hypodense: a metastasis-like lesion against enhancing liver
             segment = "right lobe" if U[c] > 0.3 else "left lobe"
             f["location"] = f"{segment} of the liver"
         elif key == "renal_cyst":
             kid = TS["kidney_right"] if f["side"] == "right" else TS["kidney_left"]
             region = _erode(lab == kid, 1)
             c = _pick_voxel(region if region.any() else lab == kid, f)
-            ball = _sphere(shape, c, np.maximum((f["size_mm"] / 2) / sp, 1.0)) & (lab == kid)
+            # exophytic: a cyst bulges out of the kidney into the fat around it
+            ball = _sphere(shape, c, np.maximum((f["size_mm"] / 2) / sp, 1.0)) & ((lab == kid) | (lab == 0)) & body
             lab[ball] = TS["kidney_cyst_right"] if f["side"] == "right" else TS["kidney_cyst_left"]
             hu[ball] = 6.0
             f["location"] = f"{f['side']} kidney"

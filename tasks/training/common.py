@@ -1,5 +1,5 @@
-"""Params resolution (presets), fingerprints, the CLI runner and the DDP launcher shared by
-the two training stages."""
+"""Params resolution (presets), fingerprints and the DDP launcher shared by the two
+training stages."""
 from __future__ import annotations
 
 import copy
@@ -10,7 +10,6 @@ import subprocess
 import sys
 import tempfile
 from pathlib import Path
-from typing import Callable
 
 from tasks.common.hashing import sha256_file
 from tasks.common.params import ParamsError, section
@@ -76,22 +75,3 @@ def launch_torchrun(stage: str, params: dict, nproc: int) -> int:
         return subprocess.run(cmd, check=True).returncode
     finally:
         os.unlink(spec)
-
-
-def run_training_cli(flow: Callable, argv=None):
-    """`python -m flows.<stage> [--params F] [-S k=v]`: the training loop runs in this
-    process (no Dask cluster: a Dask worker would pin torch to one thread)."""
-    from flows._runtime import ensure_prefect_api
-    from flows._stage import build_arg_parser
-    from tasks.common.params import load_params
-
-    stage = getattr(flow, "name", None) or flow.__name__
-    args = build_arg_parser(stage).parse_args(argv)
-    try:
-        params = load_params(args.params, args.overrides)
-    except ParamsError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from exc
-    params.setdefault("_meta", {})["params_file"] = str(Path(args.params))
-    ensure_prefect_api()
-    return flow(params=params)

@@ -1,19 +1,17 @@
 """The train_conceptclip stage as plain functions: prepare data, train, write outputs."""
 from __future__ import annotations
 
-import json
-import shutil
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from tasks.common.summary import StageSummary
-from tasks.common.tables import write_rejected, write_rows
+from tasks.common.tables import write_rows
 from tasks.training import conceptclip_data as data
 from tasks.training.common import fingerprint, resolve
 from tasks.training.loop import LoopConfig, LoopResult, train_loop
+from tasks.training.outputs import load_trained  # noqa: F401  (the stage's reader)
 from tasks.training.splits import split_params
 
 STAGE = "train_conceptclip"
@@ -51,13 +49,20 @@ def build_tokenizer(cfg: dict, texts: list[str], context_length: int):
                                int(tcfg.get("min_frequency", 1)))
 
 
-def prepare(params: dict) -> Prepared:
-    cfg, model_cfg = resolve(params, STAGE, REPO)
+def load_records(cfg: dict) -> tuple[list, list[dict], dict]:
+    """(records with their split, rejected rows, shard index) as training selects them;
+    evaluation calls this too, so held-out means the same figures."""
     frac, salt = split_params(cfg)
     index = data.index_shards(_path(cfg["shards_dir"]))
     records, rejected = data.load_records(
         _path(cfg["figures"]), _path(cfg["caption_concepts"]), _path(cfg["mentions"]), index, frac, salt,
         exclude_uncertain=bool(cfg.get("exclude_uncertain", True)))
+    return records, rejected, index
+
+
+def prepare(params: dict) -> Prepared:
+    cfg, model_cfg = resolve(params, STAGE, REPO)
+    records, rejected, index = load_records(cfg)
     train_recs, held_recs = data.split_records(records)
     tcfg = cfg.get("tokenizer") or {}
     if tcfg.get("hf_folder"):
@@ -103,12 +108,9 @@ def train(prep: Prepared, kill_at_step: int | None = None, log=print) -> LoopRes
 
 
 def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: StageSummary | None = None) -> dict:
-    from tasks.training.lineage import build_lineage
-    from tasks.training.outputs import curve_metrics, save_weights, write_curve, write_json
+    from tasks.training.outputs import curve_metrics, write_curve, write_json, write_model, write_run_record
 
     out = _path(prep.cfg["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(result.model, out / "model.safetensors")
     frac, salt = split_params(prep.cfg)
     config = {
         "model": prep.model_cfg, "concept_ids": prep.concept_ids,
@@ -117,11 +119,7 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
         "split": {"by": "pmcid", "heldout_fraction": frac, "salt": salt},
         "zero_shot": prep.cfg.get("zero_shot") or {}, "preset": prep.cfg.get("preset"),
     }
-    write_json(config, out / "config.json")
-    tok_dir = out / "tokenizer"
-    if tok_dir.exists():
-        shutil.rmtree(tok_dir)
-    prep.tokenizer.save(tok_dir)
+    write_model(out, result.model, config, prep.tokenizer)
     write_curve(result.curve, out / "curve.csv")
     metrics = curve_metrics(result.curve)
     metrics.update({"train_figures": prep.counts["train_figures"], "heldout_figures": prep.counts["heldout_figures"],
@@ -133,28 +131,7 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
                               ("n_concepts", pa.int32())])
     write_rows([{"key": r.key, "pmcid": r.pmcid, "split": r.split, "n_concepts": len(r.cuis)} for r in prep.records],
                split_schema, out / "split.parquet", sort_by=("key",))
-    write_rejected([dict(r, stage=STAGE) for r in prep.rejected], out / "rejected.parquet")
     inputs = [prep.cfg["figures"], prep.cfg["shards_dir"], prep.cfg["caption_concepts"], prep.cfg["mentions"]]
-    write_json(build_lineage(REPO, STAGE, inputs, {STAGE: params.get(STAGE)}, prep.counts), out / "lineage.json")
-    summary = summary or StageSummary(STAGE, unit="figures")
-    summary.items_in = prep.counts["figures_in"]
-    summary.items_out = len(prep.records)
-    summary.add_rejections(Counter(r["reason"] for r in prep.rejected).elements())
-    summary.merge_counts({k: v for k, v in prep.counts.items() if k != "figures_in"})
-    summary.merge_counts({"steps": result.steps, "resumed_from_step": result.resumed_from})
-    summary.write(out)
-    (out / "timing.json").write_text(json.dumps(dict(summary.timing(), train_seconds=round(result.seconds, 2)), indent=2) + "\n")
+    write_run_record(out, REPO, STAGE, params, inputs, prep.counts, "figures_in", len(prep.records), prep.rejected, result,
+                     summary or StageSummary(STAGE, unit="figures"))
     return metrics
-
-
-def load_trained(output_dir: str | Path):
-    """(model in eval mode, tokenizer, config) from a train_conceptclip output folder."""
-    from models import build_model
-    from models.text_encoder import TextTokenizer
-    from tasks.training.outputs import load_weights
-
-    out = Path(output_dir)
-    config = json.loads((out / "config.json").read_text())
-    model = load_weights(build_model(config["model"]), out / "model.safetensors").eval()
-    tok = TextTokenizer.load(out / "tokenizer", int(config["model"]["text"]["context_length"]))
-    return model, tok, config

@@ -101,12 +101,24 @@ def _load_nifti(path: Path):
                             else __import__("numpy").asarray(img.dataobj))
 
 
-def preprocess(record: StudyRecord, anatomies: list[str], size: tuple[int, int, int],
-               hu_window: tuple[float, float]) -> tuple[torch.Tensor, torch.Tensor]:
-    """(volume [1, D, H, W] in [-1, 1], masks [A, D, H, W] bool) on the model grid.
+def hu_windows_of(section: dict) -> list[tuple[float, float]]:
+    """The HU windows a model reads, one input channel each (params or a saved config)."""
+    windows = section.get("hu_windows") or [(-1000.0, 1000.0)]
+    out = [(float(lo), float(hi)) for lo, hi in windows]
+    if any(hi <= lo for lo, hi in out):
+        raise ValueError(f"hu_windows must be [low, high] pairs with low < high, got {windows}")
+    return out
 
-    NIfTI arrays are (x, y, z); the model's (D, H, W) is (z, y, x). A mask voxel is set
-    when any source voxel under it belongs to the anatomy, so small organs survive.
+
+def preprocess(record: StudyRecord, anatomies: list[str], size: tuple[int, int, int],
+               hu_windows: list[tuple[float, float]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """(volume [C, D, H, W] in [-1, 1], one channel per HU window; masks [A, D, H, W] bool)
+    on the model grid.
+
+    Several windows (lung, soft tissue, wide) keep both a -45 HU liver lesion and lung
+    texture visible, as radiologists read them. NIfTI arrays are (x, y, z); the model's
+    (D, H, W) is (z, y, x). A mask voxel is set when any source voxel under it belongs to
+    the anatomy, so small organs survive.
     """
     vol = _load_nifti(record.volume).float()
     lab = _load_nifti(record.labels).long()
@@ -114,9 +126,8 @@ def preprocess(record: StudyRecord, anatomies: list[str], size: tuple[int, int, 
         raise ValueError(f"volume {tuple(vol.shape)} and labels {tuple(lab.shape)} differ")
     vol = vol.permute(2, 1, 0).contiguous()
     lab = lab.permute(2, 1, 0).contiguous()
-    lo, hi = hu_window
-    vol = (vol.clamp(lo, hi) - lo) / (hi - lo) * 2 - 1
-    vol = F.interpolate(vol[None, None], size=size, mode="trilinear", align_corners=False)[0]
+    vol = torch.stack([(vol.clamp(lo, hi) - lo) / (hi - lo) * 2 - 1 for lo, hi in hu_windows])
+    vol = F.interpolate(vol[None], size=size, mode="trilinear", align_corners=False)[0]
     masks = torch.zeros((len(anatomies), *size), dtype=torch.bool)
     for a, name in enumerate(anatomies):
         ids = record.anatomy_labels.get(name)
@@ -131,14 +142,14 @@ class StudyDataset:
     """get(i, epoch) -> sample dict; epoch < 0: no augmentation."""
 
     def __init__(self, records: list[StudyRecord], anatomies: list[str], findings: dict[str, int], tokenizer,
-                 size: tuple[int, int, int], hu_window=(-1000.0, 1000.0), augment: dict | None = None,
+                 size: tuple[int, int, int], hu_windows=((-1000.0, 1000.0),), augment: dict | None = None,
                  seed: int = 0):
         self.records, self.anatomies, self.size = records, list(anatomies), tuple(size)
         self.augment, self.seed = dict(augment or {}), int(seed)
         a_index = {a: i for i, a in enumerate(self.anatomies)}
         self.volumes, self.masks = [], []
         for r in records:
-            v, m = preprocess(r, self.anatomies, self.size, tuple(hu_window))
+            v, m = preprocess(r, self.anatomies, self.size, [tuple(w) for w in hu_windows])
             self.volumes.append(v.to(torch.float16))  # halves memory; inputs need no more
             self.masks.append(m)
         n, A = len(records), len(self.anatomies)

@@ -1,20 +1,18 @@
 """The train_fvlm stage as plain functions: prepare data, train, write outputs."""
 from __future__ import annotations
 
-import json
-import shutil
-from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
 from tasks.common.summary import StageSummary
-from tasks.common.tables import write_rejected, write_rows
+from tasks.common.tables import write_rows
 from tasks.training import fvlm_data as data
 from tasks.training.common import fingerprint, resolve
 from tasks.training.conceptclip_stage import build_tokenizer
 from tasks.training.loop import LoopConfig, LoopResult, train_loop
+from tasks.training.outputs import load_trained  # noqa: F401  (the stage's reader)
 from tasks.training.splits import split_params
 
 STAGE = "train_fvlm"
@@ -47,15 +45,21 @@ def anatomy_list(params: dict, cfg: dict) -> list[str]:
     return list(names)
 
 
-def prepare(params: dict) -> Prepared:
-    cfg, model_cfg = resolve(params, STAGE, REPO)
+def load_records(cfg: dict, anatomies: list[str]) -> tuple[list, list[dict]]:
+    """Every study with its split, as training selects them (field-of-view policy included);
+    evaluation calls this too, so held-out means the same studies."""
     frac, salt = split_params(cfg)
-    anatomies = anatomy_list(params, cfg)
-    records, rejected = data.load_records(
+    return data.load_records(
         _path(cfg["studies"]), _path(cfg["anatomy"]), _path(cfg["anatomy_texts"]), _path(cfg["labels_dir"]),
         anatomies, frac, salt, finding_field=cfg.get("finding_field", "finding_keys"),
         drop_fov_cut=bool(cfg.get("drop_fov_cut", True)), min_voxels=int(cfg.get("min_voxels", 1)),
         keep_fov_cut=tuple(cfg.get("keep_fov_cut") or ()))
+
+
+def prepare(params: dict) -> Prepared:
+    cfg, model_cfg = resolve(params, STAGE, REPO)
+    anatomies = anatomy_list(params, cfg)
+    records, rejected = load_records(cfg, anatomies)
     train_recs, held_recs = data.split_records(records)
     tcfg = cfg.get("tokenizer") or {}
     if tcfg.get("hf_folder"):
@@ -78,7 +82,8 @@ def prepare(params: dict) -> Prepared:
     findings = {f: i for i, f in enumerate(sorted({f for r in train_recs for t in r.texts.values()
                                                      for f in t["findings"]}))}
     size = tuple(int(v) for v in model_cfg["ct"]["volume_size"])
-    hu = tuple(cfg.get("hu_window", (-1000.0, 1000.0)))
+    hu = data.hu_windows_of(cfg)
+    model_cfg["ct"]["in_chans"] = len(hu)
     seed = int(cfg.get("seed", 0))
     train = data.StudyDataset(train_recs, anatomies, findings, tokenizer, size, hu, cfg.get("augment"), seed)
     held = data.StudyDataset(held_recs, anatomies, findings, tokenizer, size, hu, None, seed)
@@ -109,28 +114,21 @@ def train(prep: Prepared, kill_at_step: int | None = None, log=print) -> LoopRes
 def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: StageSummary | None = None) -> dict:
     import pyarrow as pa
 
-    from tasks.training.lineage import build_lineage
-    from tasks.training.outputs import curve_metrics, save_weights, write_curve, write_json
+    from tasks.training.outputs import curve_metrics, write_curve, write_json, write_model, write_run_record
 
     out = _path(prep.cfg["output_dir"])
-    out.mkdir(parents=True, exist_ok=True)
-    save_weights(result.model, out / "model.safetensors")
     frac, salt = split_params(prep.cfg)
     names = (params.get("split_reports") or {}).get("anatomy_names") or {}
     config = {
         "model": prep.model_cfg, "findings": prep.findings,
         "anatomy_names": {a: names.get(a, a.replace("_", " ").capitalize()) for a in prep.model_cfg["anatomies"]},
         "preprocess": {"volume_size": prep.model_cfg["ct"]["volume_size"], "axes": "zyx",
-                       "hu_window": list(prep.cfg.get("hu_window", (-1000.0, 1000.0))), "mask_pooling": "any"},
+                       "hu_windows": [list(w) for w in data.hu_windows_of(prep.cfg)], "mask_pooling": "any"},
         "split": {"by": "patient_id", "heldout_fraction": frac, "salt": salt},
         "zero_shot": prep.cfg.get("zero_shot") or {}, "preset": prep.cfg.get("preset"),
         "finding_field": prep.cfg.get("finding_field", "finding_keys"),
     }
-    write_json(config, out / "config.json")
-    tok_dir = out / "tokenizer"
-    if tok_dir.exists():
-        shutil.rmtree(tok_dir)
-    prep.tokenizer.save(tok_dir)
+    write_model(out, result.model, config, prep.tokenizer)
     write_curve(result.curve, out / "curve.csv")
     metrics = curve_metrics(result.curve)
     metrics.update({k: prep.counts[k] for k in ("train_studies", "heldout_studies", "train_pairs", "heldout_pairs")})
@@ -140,28 +138,7 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
                         ("split", pa.string())])
     write_rows([{"study_id": r.study_id, "patient_id": r.patient_id, "series_id": r.series_id, "split": r.split}
                 for r in prep.records], schema, out / "split.parquet", sort_by=("study_id",))
-    write_rejected([dict(r, stage=STAGE) for r in prep.rejected], out / "rejected.parquet")
     inputs = [prep.cfg["studies"], prep.cfg["anatomy"], prep.cfg["anatomy_texts"], prep.cfg["labels_dir"]]
-    write_json(build_lineage(REPO, STAGE, inputs, {STAGE: params.get(STAGE)}, prep.counts), out / "lineage.json")
-    summary = summary or StageSummary(STAGE, unit="studies")
-    summary.items_in = prep.counts["studies_in"]
-    summary.items_out = len(prep.records)
-    summary.add_rejections(Counter(r["reason"] for r in prep.rejected).elements())
-    summary.merge_counts({k: v for k, v in prep.counts.items() if k != "studies_in"})
-    summary.merge_counts({"steps": result.steps, "resumed_from_step": result.resumed_from})
-    summary.write(out)
-    (out / "timing.json").write_text(json.dumps(dict(summary.timing(), train_seconds=round(result.seconds, 2)), indent=2) + "\n")
+    write_run_record(out, REPO, STAGE, params, inputs, prep.counts, "studies_in", len(prep.records), prep.rejected, result,
+                     summary or StageSummary(STAGE, unit="studies"))
     return metrics
-
-
-def load_trained(output_dir: str | Path):
-    """(model in eval mode, tokenizer, config) from a train_fvlm output folder."""
-    from models import build_model
-    from models.text_encoder import TextTokenizer
-    from tasks.training.outputs import load_weights
-
-    out = Path(output_dir)
-    config = json.loads((out / "config.json").read_text())
-    model = load_weights(build_model(config["model"]), out / "model.safetensors").eval()
-    tok = TextTokenizer.load(out / "tokenizer", int(config["model"]["text"]["context_length"]))
-    return model, tok, config

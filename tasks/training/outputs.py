@@ -51,3 +51,48 @@ def curve_metrics(curve: list[dict]) -> dict:
                    heldout_loss_min=round(min(held), 6),
                    heldout_loss_ratio=round(held[-1] / held[0], 6) if held[0] else None)
     return out
+
+
+def write_model(out: Path, model: torch.nn.Module, config: dict, tokenizer) -> None:
+    """model.safetensors, config.json (model config plus what inference needs) and tokenizer/."""
+    import shutil
+
+    out.mkdir(parents=True, exist_ok=True)
+    save_weights(model, out / "model.safetensors")
+    write_json(config, out / "config.json")
+    tok_dir = out / "tokenizer"
+    if tok_dir.exists():
+        shutil.rmtree(tok_dir)
+    tokenizer.save(tok_dir)
+
+
+def load_trained(output_dir: str | Path):
+    """(model in eval mode, tokenizer, config) from a training stage's output folder."""
+    from models import build_model
+    from models.text_encoder import TextTokenizer
+
+    out = Path(output_dir)
+    config = json.loads((out / "config.json").read_text())
+    model = load_weights(build_model(config["model"]), out / "model.safetensors").eval()
+    tok = TextTokenizer.load(out / "tokenizer", int(config["model"]["text"]["context_length"]))
+    return model, tok, config
+
+
+def write_run_record(out: Path, repo: Path, stage: str, params: dict, inputs: list, counts: dict, items_in_key: str,
+                     records_out: int, rejected: list[dict], result, summary) -> None:
+    """rejected.parquet, lineage.json, summary.json (DVC metrics) and timing.json of a run."""
+    from collections import Counter
+
+    from tasks.common.tables import write_rejected
+    from tasks.training.lineage import build_lineage
+
+    write_rejected([dict(r, stage=stage) for r in rejected], out / "rejected.parquet")
+    write_json(build_lineage(repo, stage, inputs, {stage: params.get(stage)}, counts), out / "lineage.json")
+    summary.items_in = counts[items_in_key]
+    summary.items_out = records_out
+    summary.add_rejections(Counter(r["reason"] for r in rejected).elements())
+    summary.merge_counts({k: v for k, v in counts.items() if k != items_in_key})
+    summary.merge_counts({"steps": result.steps, "resumed_from_step": result.resumed_from})
+    summary.write(out)
+    timing = dict(summary.timing(), train_seconds=round(result.seconds, 2))
+    (out / "timing.json").write_text(json.dumps(timing, indent=2) + "\n")
