@@ -60,3 +60,15 @@ def test_vectorised_column_aucs_match_sklearn_with_ties():
     expected = [roc_auc_score(labels[:, j], scores[:, j]) for j in range(5)]
     assert np.allclose(column_aucs(labels, scores), expected)
     assert np.isnan(column_aucs(np.ones((4, 1)), np.arange(4.0)[:, None]))[0]
+
+
+def test_study_gallery_takes_multi_window_volumes(tmp_path):
+    import numpy as np
+
+    from tasks.evaluate.plots import study_png
+
+    volume = np.random.default_rng(0).uniform(-1, 1, (3, 8, 12, 12)).astype("float32")  # three HU windows
+    masks = np.zeros((2, 8, 12, 12), bool)
+    masks[0, 2:6, 3:9, 3:9] = True
+    study_png(volume, masks, ["liver", "kidney"], ["liver mass 0.91"], "study", tmp_path / "s.png")
+    assert (tmp_path / "s.png").stat().st_size > 1000

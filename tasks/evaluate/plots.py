@@ -63,7 +63,7 @@ def patch_overlay_png(item: dict, path: Path) -> None:
 def study_png(volume: np.ndarray, masks: np.ndarray, anatomies: list[str], lines: list[str], title: str,
               path: Path) -> None:
     """Middle axial, coronal and sagittal slices with anatomy outlines and the model's top calls."""
-    volume = volume.reshape(volume.shape[-3:])  # drop a channel axis
+    volume = volume.reshape((-1,) + volume.shape[-3:])[0]  # the first HU window's channel
     masks = masks.reshape((-1,) + masks.shape[-3:])
     fig, axes = plt.subplots(1, 3, figsize=(9, 3.6), dpi=100)
     d, h, w = volume.shape
