@@ -173,7 +173,7 @@ def fvlm_batch(tokenizer, b=4, a=3):
 def test_fvlm_gradient_flow_and_zero_shot(tokenizer):
     torch.manual_seed(0)
     cfg = small_cfg("fvlm_tiny", anatomies=["lung", "liver", "heart"])
-    cfg["ct"].update(volume_size=[16, 32, 32], patch_size=[4, 8, 8])
+    cfg["ct"].update(volume_size=[16, 32, 32], patch_size=[4, 8, 8], stem_channels=[8, 16])
     cfg["text"]["vocab_size"] = tokenizer.vocab_size
     model = build_model(cfg)
     batch = fvlm_batch(tokenizer)

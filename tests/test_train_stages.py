@@ -176,7 +176,7 @@ def test_train_fvlm_stage(ct_inputs, repo_root, tmp_path):
                       "train_fvlm.anatomy_texts": ct_inputs / "anatomy_texts.parquet",
                       "train_fvlm.output_dir": out, "train_fvlm.checkpoint_dir": out / "checkpoints",
                       "train_fvlm.anatomies": "[lung, liver, heart]",
-                      "train_fvlm.model": "{ct: {volume_size: [16, 32, 32], patch_size: [4, 8, 8], drop_path: 0.0}}",
+                      "train_fvlm.model": "{ct: {volume_size: [16, 32, 32], patch_size: [4, 8, 8], stem_channels: [8, 16], drop_path: 0.0}}",
                       "train_fvlm.tokenizer": "{vocab_size: 200, hf_folder: null}",  # the frozen MiniLM: unit-tested
                       "train_fvlm.augment": "{intensity_scale: 0.05, noise: 0.02}", "train_fvlm.lr": 0.002,
                       "train_fvlm.presets.tiny.max_steps": 50, "train_fvlm.presets.tiny.batch_size": 8,

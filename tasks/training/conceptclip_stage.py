@@ -4,13 +4,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
 
 from tasks.common.summary import StageSummary
 from tasks.common.tables import write_rows
 from tasks.training import conceptclip_data as data
 from tasks.training.common import fingerprint, resolve
-from tasks.training.loop import LoopConfig, LoopResult, train_loop
+from tasks.training.loop import LoopResult, train_prepared
 from tasks.training.outputs import load_trained  # noqa: F401  (the stage's reader)
 from tasks.training.splits import split_params
 
@@ -97,14 +96,8 @@ def prepare(params: dict) -> Prepared:
 
 
 def train(prep: Prepared, kill_at_step: int | None = None, log=print) -> LoopResult:
-    from models import build_model
-
-    loop = LoopConfig.from_dict(prep.cfg)
-    torch.manual_seed(loop.seed)
-    model = build_model(prep.model_cfg)
     ckpt = _path(prep.cfg["checkpoint_dir"]) if prep.cfg.get("checkpoint_dir") else None
-    return train_loop(model, prep.train, data.collate, loop, ckpt, prep.fingerprint, heldout_set=prep.heldout,
-                      kill_at_step=kill_at_step, log=log)
+    return train_prepared(prep, data.collate, ckpt, kill_at_step, log)
 
 
 def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: StageSummary | None = None) -> dict:

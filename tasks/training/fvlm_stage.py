@@ -11,7 +11,7 @@ from tasks.common.tables import write_rows
 from tasks.training import fvlm_data as data
 from tasks.training.common import fingerprint, resolve
 from tasks.training.conceptclip_stage import build_tokenizer
-from tasks.training.loop import LoopConfig, LoopResult, train_loop
+from tasks.training.loop import LoopResult, train_prepared
 from tasks.training.outputs import load_trained  # noqa: F401  (the stage's reader)
 from tasks.training.splits import split_params
 
@@ -101,14 +101,8 @@ def prepare(params: dict) -> Prepared:
 
 
 def train(prep: Prepared, kill_at_step: int | None = None, log=print) -> LoopResult:
-    from models import build_model
-
-    loop = LoopConfig.from_dict(prep.cfg)
-    torch.manual_seed(loop.seed)
-    model = build_model(prep.model_cfg)
     ckpt = _path(prep.cfg["checkpoint_dir"]) if prep.cfg.get("checkpoint_dir") else None
-    return train_loop(model, prep.train, data.collate, loop, ckpt, prep.fingerprint, heldout_set=prep.heldout,
-                      kill_at_step=kill_at_step, log=log)
+    return train_prepared(prep, data.collate, ckpt, kill_at_step, log)
 
 
 def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: StageSummary | None = None) -> dict:

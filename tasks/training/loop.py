@@ -14,6 +14,7 @@ import os
 import signal
 import time
 from dataclasses import dataclass, field, fields
+from pathlib import Path
 from typing import Any, Callable, Sequence
 
 import torch
@@ -230,3 +231,15 @@ def train_loop(model: nn.Module, train_set, collate: Callable, cfg: LoopConfig, 
     seconds = time.monotonic() - started
     return LoopResult(model=model, curve=curve, steps=cfg.max_steps, resumed_from=start, seconds=seconds,
                       samples_seen=(cfg.max_steps - start) * cfg.batch_size)
+
+
+def train_prepared(prep, collate: Callable, checkpoint_dir: Path | None, kill_at_step: int | None = None,
+                   log=print) -> LoopResult:
+    """Build the model a stage prepared (cfg, model_cfg, train, heldout, fingerprint) and train it."""
+    from models import build_model
+
+    loop = LoopConfig.from_dict(prep.cfg)
+    torch.manual_seed(loop.seed)
+    model = build_model(prep.model_cfg)
+    return train_loop(model, prep.train, collate, loop, checkpoint_dir, prep.fingerprint, heldout_set=prep.heldout,
+                      kill_at_step=kill_at_step, log=log)
