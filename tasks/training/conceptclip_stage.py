@@ -4,7 +4,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-
 from tasks.common.summary import StageSummary
 from tasks.common.tables import write_rows
 from tasks.training import conceptclip_data as data
@@ -12,6 +11,7 @@ from tasks.training.common import fingerprint, resolve
 from tasks.training.loop import LoopResult, train_prepared
 from tasks.training.outputs import load_trained  # noqa: F401  (the stage's reader)
 from tasks.training.splits import split_params
+from tasks.training.text_tower import text_tower
 
 STAGE = "train_conceptclip"
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -36,18 +36,6 @@ def _path(p) -> Path:
     return p if p.is_absolute() else REPO / p
 
 
-def build_tokenizer(cfg: dict, texts: list[str], context_length: int):
-    from models.text_encoder import TextTokenizer
-
-    tcfg = cfg.get("tokenizer") or {}
-    if tcfg.get("hf_folder"):
-        from models.text_encoder import resolve_hf_folder
-
-        return TextTokenizer.load(_path(resolve_hf_folder(tcfg["hf_folder"])), context_length)
-    return TextTokenizer.train(texts, int(tcfg.get("vocab_size", 4000)), context_length,
-                               int(tcfg.get("min_frequency", 1)))
-
-
 def load_records(cfg: dict) -> tuple[list, list[dict], dict]:
     """(records with their split, rejected rows, shard index) as training selects them;
     evaluation calls this too, so held-out means the same figures."""
@@ -63,19 +51,7 @@ def prepare(params: dict) -> Prepared:
     cfg, model_cfg = resolve(params, STAGE, REPO)
     records, rejected, index = load_records(cfg)
     train_recs, held_recs = data.split_records(records)
-    tcfg = cfg.get("tokenizer") or {}
-    if tcfg.get("hf_folder"):
-        from models.text_encoder import resolve_hf_folder
-
-        spec = str(tcfg["hf_folder"])  # python:<module> stays portable in config.json
-        model_cfg["text"]["hf_folder"] = spec if spec.startswith("python:") else str(_path(resolve_hf_folder(spec)))
-    if "freeze" in tcfg:
-        model_cfg["text"]["freeze"] = bool(tcfg["freeze"])
-    if tcfg.get("pool"):
-        model_cfg["text"]["pool"] = tcfg["pool"]
-    ctx = int(model_cfg["text"]["context_length"])
-    tokenizer = build_tokenizer(cfg, [r.caption for r in train_recs], ctx)
-    model_cfg["text"]["vocab_size"] = tokenizer.vocab_size
+    tokenizer = text_tower(cfg, model_cfg, [r.caption for r in train_recs], REPO)
     # concept ids from the training side only: a held-out-only concept has no embedding to learn
     concept_ids = {c: i for i, c in enumerate(sorted({s[2] for r in train_recs for s in r.spans}))}
     image_size = int(model_cfg["image"]["image_size"])

@@ -10,10 +10,10 @@ from tasks.common.summary import StageSummary
 from tasks.common.tables import write_rows
 from tasks.training import fvlm_data as data
 from tasks.training.common import fingerprint, resolve
-from tasks.training.conceptclip_stage import build_tokenizer
 from tasks.training.loop import LoopResult, train_prepared
 from tasks.training.outputs import load_trained  # noqa: F401  (the stage's reader)
 from tasks.training.splits import split_params
+from tasks.training.text_tower import text_tower
 
 STAGE = "train_fvlm"
 REPO = Path(__file__).resolve().parent.parent.parent
@@ -61,20 +61,8 @@ def prepare(params: dict) -> Prepared:
     anatomies = anatomy_list(params, cfg)
     records, rejected = load_records(cfg, anatomies)
     train_recs, held_recs = data.split_records(records)
-    tcfg = cfg.get("tokenizer") or {}
-    if tcfg.get("hf_folder"):
-        from models.text_encoder import resolve_hf_folder
-
-        spec = str(tcfg["hf_folder"])  # python:<module> stays portable in config.json
-        model_cfg["text"]["hf_folder"] = spec if spec.startswith("python:") else str(_path(resolve_hf_folder(spec)))
-    if "freeze" in tcfg:
-        model_cfg["text"]["freeze"] = bool(tcfg["freeze"])
-    if tcfg.get("pool"):
-        model_cfg["text"]["pool"] = tcfg["pool"]
-    ctx = int(model_cfg["text"]["context_length"])
     texts = [t["description"] for r in train_recs for t in r.texts.values()]
-    tokenizer = build_tokenizer(cfg, texts, ctx)
-    model_cfg["text"]["vocab_size"] = tokenizer.vocab_size
+    tokenizer = text_tower(cfg, model_cfg, texts, REPO)
     model_cfg["anatomies"] = anatomies
     for key in ("skip_all_normal", "anatomy_reduction"):
         if key in cfg:
