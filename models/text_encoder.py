@@ -28,6 +28,7 @@ class TextEncoderConfig:
     pool: str = "cls"  # "cls" or "mean"
     hf_folder: str | None = None  # local Hugging Face model folder (weights + tokenizer)
     freeze: bool = False  # locked tower (LiT-style): no gradients, outputs cached per distinct text
+    cache_size: int = 4096  # distinct texts kept by a frozen tower; bounded for corpora of millions
 
     @classmethod
     def from_dict(cls, data: dict) -> "TextEncoderConfig":
@@ -186,6 +187,8 @@ class TextEncoder(nn.Module):
         keys = [tuple(row[m.bool()].tolist()) for row, m in zip(input_ids.cpu(), attention_mask.cpu())]
         todo = sorted({i for i, k in enumerate(keys) if k not in self._cache}, key=lambda i: keys[i])
         if todo:
+            if len(self._cache) + len(todo) > self.cfg.cache_size:
+                self._cache.clear()  # bounded memory; captions rarely repeat across a large corpus
             pooled, tokens = self._encode(input_ids[todo], attention_mask[todo])
             for j, i in enumerate(todo):
                 n = len(keys[i])

@@ -99,6 +99,14 @@ def test_frozen_text_tower_caches_and_matches():
     assert len(frozen._cache) == 2  # the repeated text is encoded once
     assert torch.allclose(p1, p2, atol=1e-5) and torch.allclose(t1 * mask[..., None], t2, atol=1e-5)
     assert not any(p.requires_grad for p in frozen.parameters())
+    # the cache is bounded: past cache_size it starts over, and answers stay the same
+    small = TextEncoder(TextEncoderConfig(**cfg, freeze=True, cache_size=2))
+    small.load_state_dict(live.state_dict())
+    more = torch.tensor([[2, 8, 3, 0, 0, 0], [2, 9, 3, 0, 0, 0]])
+    small(ids, mask)
+    p3, _ = small(more, (more > 0).long())
+    assert len(small._cache) <= 2
+    assert torch.allclose(small(ids, mask)[0], p1, atol=1e-5) and torch.allclose(p3, live(more, (more > 0).long())[0], atol=1e-5)
 
 
 def test_span_means_matches_loop():
