@@ -18,6 +18,8 @@ class CTEncoderConfig:
     heads: int = 12
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
+    # also expose the output of this stem conv (0 = the first, stride 2); None: tokens only
+    fine_level: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> "CTEncoderConfig":
@@ -55,7 +57,10 @@ class CTEncoder(nn.Module):
         for out in cfg.stem_channels:
             layers += [nn.Conv3d(chans, out, 3, stride=2, padding=1, bias=False), nn.GroupNorm(1, out), nn.GELU()]
             chans = out
-        self.stem = nn.Sequential(*layers)
+        self.stem = nn.ModuleList(nn.Sequential(*layers[i:i + 3]) for i in range(0, len(layers), 3))
+        if cfg.fine_level is not None and not 0 <= cfg.fine_level < len(cfg.stem_channels):
+            raise ValueError(f"fine_level {cfg.fine_level} names no stem conv (there are {len(cfg.stem_channels)})")
+        self.fine_channels = cfg.stem_channels[cfg.fine_level] if cfg.fine_level is not None else 0
         kernel = tuple(p // factor for p in cfg.patch_size)
         self.patch_embed = nn.Conv3d(chans, cfg.width, kernel_size=kernel, stride=kernel)
         n = self.grid[0] * self.grid[1] * self.grid[2]
@@ -67,10 +72,19 @@ class CTEncoder(nn.Module):
         self.norm = nn.LayerNorm(cfg.width)
 
     def forward(self, volumes: torch.Tensor) -> torch.Tensor:
-        x = self.patch_embed(self.stem(volumes))  # [B, W, gd, gh, gw]
+        return self.forward_features(volumes)[0]
+
+    def forward_features(self, volumes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(tokens [B, gd, gh, gw, width], stem features at `fine_level` [B, C, d, h, w] or None)."""
+        x, fine = volumes, None
+        for level, conv in enumerate(self.stem):
+            x = conv(x)
+            if level == self.cfg.fine_level:
+                fine = x
+        x = self.patch_embed(x)  # [B, W, gd, gh, gw]
         b, w = x.shape[:2]
         x = x.flatten(2).transpose(1, 2) + self.pos_embed
         for block in self.blocks:
             x = block(x)
         x = self.norm(x)
-        return x.reshape(b, *self.grid, w)
+        return x.reshape(b, *self.grid, w), fine

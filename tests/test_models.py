@@ -219,3 +219,55 @@ def test_ct_encoder_conv_stem_keeps_the_token_grid():
     assert stem(torch.randn(2, 3, 8, 16, 16)).shape == plain(torch.randn(2, 1, 8, 16, 16)).shape == (2, 2, 2, 2, 16)
     with pytest.raises(ValueError, match="stem"):
         CTEncoder(CTEncoderConfig(**cfg, stem_channels=(4, 8, 8)))  # depth patch 4 is not divisible by 8
+
+
+def test_ct_encoder_exposes_fine_stem_features():
+    from models.ct_encoder import CTEncoder, CTEncoderConfig
+
+    cfg = dict(volume_size=(8, 16, 16), patch_size=(4, 8, 8), width=16, depth=1, heads=2, stem_channels=(4, 8))
+    tokens, fine = CTEncoder(CTEncoderConfig(**cfg, fine_level=0)).forward_features(torch.randn(2, 1, 8, 16, 16))
+    assert tokens.shape == (2, 2, 2, 2, 16) and fine.shape == (2, 4, 4, 8, 8)
+    assert CTEncoder(CTEncoderConfig(**cfg)).forward_features(torch.randn(1, 1, 8, 16, 16))[1] is None
+    with pytest.raises(ValueError, match="fine_level"):
+        CTEncoder(CTEncoderConfig(**cfg, fine_level=2))
+
+
+def test_cell_masks_match_pooling_references():
+    import torch.nn.functional as F
+
+    from models.fvlm import cells_any, cells_inside
+
+    torch.manual_seed(0)
+    masks = torch.rand(2, 3, 12, 16, 16) > 0.15
+    masks[:, 1] = False
+    masks[:, 1, 2:9, 3:12, 4:14] = True  # a box: its interior is known
+    voxels = masks.flatten(0, 1).unsqueeze(1).float()
+    eroded = F.max_pool3d(1 - voxels, 3, 2, padding=1).view(2, 3, -1) == 0
+    assert torch.equal(cells_inside(masks, 3, 2), eroded)
+    inside = cells_inside(masks, 3, 2).view(2, 3, 6, 8, 8)[0, 1]
+    # cell i sees voxels 2i-1..2i+1: wholly in 2..8 for i = 2..3 (depth), 3..11 for i = 2..5, 4..13 for i = 3..6
+    assert inside.nonzero().min(0).values.tolist() == [2, 2, 3] and inside.nonzero().max(0).values.tolist() == [3, 5, 6]
+    assert torch.equal(cells_any(masks, (3, 4, 4)),
+                       F.adaptive_max_pool3d(voxels, (3, 4, 4)).view(2, 3, -1) > 0)
+    assert torch.equal(cells_any(masks, (5, 3, 3)),  # not a divisor: the pooling fallback
+                       F.adaptive_max_pool3d(voxels, (5, 3, 3)).view(2, 3, -1) > 0)
+
+
+def test_interior_pooling_reads_only_interior_cells():
+    from models.fvlm import InteriorPooling
+
+    torch.manual_seed(0)
+    pool = InteriorPooling(n_anatomies=2, channels=3, width=8)
+    fine = torch.randn(2, 3, 20, requires_grad=True)
+    inside = torch.zeros(2, 2, 20, dtype=torch.bool)
+    inside[:, 0, 5:9] = True
+    inside[0, 1, 12] = True  # anatomy 1 has no interior cell in study 1
+    out = pool(fine, inside)
+    assert out.shape == (2, 2, 8) and torch.isfinite(out).all()
+    (out[:, 0] * torch.randn(2, 8)).sum().backward()  # (a plain sum of a LayerNorm output has no gradient)
+    assert fine.grad[:, :, 5:9].abs().sum() > 0 and fine.grad[:, :, 9:].abs().sum() == 0
+    changed = fine.detach().clone()
+    changed[:, :, 9:] += 5.0  # outside anatomy 0's interior
+    assert torch.allclose(pool(changed, inside)[:, 0], out[:, 0].detach())
+    changed[0, 1, 6] += 5.0  # a bright interior cell (a lesion) moves the anatomy's feature
+    assert not torch.allclose(pool(changed, inside)[0, 0], out[0, 0].detach())

@@ -134,6 +134,15 @@ def test_report_to_descriptions_and_labels(processor):
     assert liver_only.labels["Lung nodule"] == 0
 
 
+def test_generic_finding_is_subsumed_by_a_specific_one(processor):
+    rows = {r["anatomy"]: r for r in _one(processor, "Simple cyst in the left kidney. The heart is enlarged.").anatomy_texts}
+    assert rows["kidney"]["finding_keys"] == ["renal_cyst"]
+    assert rows["heart"]["finding_keys"] == ["cardiomegaly"]
+    # alone, the generic word is still a finding
+    rows = {r["anatomy"]: r for r in _one(processor, "LIVER: A small cyst.").anatomy_texts}
+    assert rows["liver"]["finding_keys"] == ["cyst"]
+
+
 def test_uncertain_as_present_is_a_param(config, lexicon):
     text = "Possible consolidation in the left lower lobe."
     assert _one(ReportProcessor(config, lexicon), text).labels["Consolidation"] == 1

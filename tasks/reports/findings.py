@@ -25,6 +25,7 @@ class FindingDef:
     exclude: re.Pattern | None = None
     context: re.Pattern | None = None
     relocatable: bool = False  # lies in the clause's named anatomy when there is one
+    generic: bool = False  # a specific finding's overlapping mention subsumes it
     # A sentence that names one of these attributes the mention to another process
     # ("density increase ... in favor of atelectasis").
     exclude_context: re.Pattern | None = None
@@ -56,6 +57,7 @@ def finding_defs(table: Mapping[str, Mapping]) -> list[FindingDef]:
             context=compile_terms(entry.get("context") or []),
             relocatable=bool(entry.get("relocatable", False)),
             exclude_context=compile_terms(entry.get("exclude_context") or []),
+            generic=bool(entry.get("generic", False)),
         ))
     return defs
 
@@ -94,7 +96,8 @@ class FindingMatcher:
                 if any(s <= m.start() and m.end() <= e for s, e in excluded):
                     continue
                 candidates.append(FindingMention(d.key, m.start(), m.end(), m.group(0), d.cui))
-        return FindingScan(text, candidates, contexts, vetoes, excludes)
+        generic = frozenset(k for k, d in self.defs.items() if d.generic)
+        return FindingScan(text, candidates, contexts, vetoes, excludes, generic)
 
 
 @dataclass
@@ -104,6 +107,7 @@ class FindingScan:
     contexts: dict[str, list[int]]
     vetoes: dict[str, list[int]] = field(default_factory=dict)
     excludes: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
+    generic: frozenset = frozenset()
 
     def allows(self, key: str, start: int, end: int, sentence_start: int, sentence_end: int) -> bool:
         """Whether a mention of `key` at [start, end) (from elsewhere, e.g. the linker)
@@ -132,18 +136,21 @@ class FindingScan:
             if veto and any(sentence_start <= c < sentence_end for c in veto):
                 continue
             out.append(FindingMention(m.key, m.start - shift, min(m.end, end) - shift, m.text, m.cui, m.source))
-        return resolve_overlaps(out)
+        return resolve_overlaps(out, self.generic)
 
 
-def resolve_overlaps(mentions: list[FindingMention]) -> list[FindingMention]:
-    """Drop a mention that lies inside a strictly longer mention of another finding."""
+def resolve_overlaps(mentions: list[FindingMention], generic=frozenset()) -> list[FindingMention]:
+    """Drop a mention that lies inside a strictly longer mention of another finding, and a
+    generic finding's mention that overlaps a specific finding's."""
     kept = []
     for m in mentions:
         inside_longer = any(
             o.key != m.key and o.start <= m.start and m.end <= o.end and (o.end - o.start) > (m.end - m.start)
             for o in mentions
         )
-        if not inside_longer:
+        subsumed = m.key in generic and any(
+            o.key not in generic and o.start < m.end and m.start < o.end for o in mentions)
+        if not inside_longer and not subsumed:
             kept.append(m)
     kept.sort(key=lambda m: (m.start, m.end, m.key))
     return kept
