@@ -44,6 +44,19 @@ def test_checkpoint_of_other_params_is_not_resumed(tmp_path):
     assert run_toy(cfg, str(tmp_path), fingerprint="a").resumed_from == 0
 
 
+def test_run_fingerprint_covers_the_training_code(tmp_path):
+    from tasks.training.common import CODE_DIRS, fingerprint
+
+    code = tmp_path / "models"
+    code.mkdir()
+    (code / "net.py").write_text("WIDTH = 64\n")
+    before = fingerprint("train_fvlm", {"lr": 1e-3}, code_dirs=(code,))
+    assert fingerprint("train_fvlm", {"lr": 1e-3}, code_dirs=(code,)) == before
+    (code / "net.py").write_text("WIDTH = 128\n")  # same params and data, other code
+    assert fingerprint("train_fvlm", {"lr": 1e-3}, code_dirs=(code,)) != before
+    assert {d.name for d in CODE_DIRS} == {"models", "training", "common"} and all(d.is_dir() for d in CODE_DIRS)
+
+
 def test_ddp_two_gloo_ranks_match_one_process(tmp_path):
     cfg = dict(LOOP, max_steps=6, eval_every=1, checkpoint_every=100)
     single = run_toy(cfg, None)

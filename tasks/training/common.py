@@ -14,6 +14,11 @@ from pathlib import Path
 from tasks.common.hashing import sha256_file
 from tasks.common.params import ParamsError, section
 
+REPO = Path(__file__).resolve().parent.parent.parent
+# the code a checkpoint was trained by: a resumed run must not pick up weights that other
+# code (same params, same data) wrote
+CODE_DIRS = (REPO / "models", REPO / "tasks" / "training", REPO / "tasks" / "common")
+
 
 def deep_merge(base: dict, over: dict) -> dict:
     out = copy.deepcopy(base)
@@ -37,12 +42,16 @@ def resolve(params: dict, stage: str, repo: Path) -> tuple[dict, dict]:
     return resolved, model_cfg
 
 
-def fingerprint(*parts, files: list[Path] = ()) -> str:
-    """Identity of a run: its settings and the bytes of its input tables."""
+def fingerprint(*parts, files: list[Path] = (), code_dirs: tuple = CODE_DIRS) -> str:
+    """Identity of a run: its settings, the bytes of its input tables and of the training code."""
     h = hashlib.sha256(json.dumps(parts, sort_keys=True, default=str).encode())
     for f in files:
         if Path(f).is_file():
             h.update(sha256_file(f).encode())
+    for folder in code_dirs:
+        for source in sorted(Path(folder).rglob("*.py")):
+            h.update(str(source.relative_to(folder)).encode())
+            h.update(sha256_file(source).encode())
     return h.hexdigest()
 
 
