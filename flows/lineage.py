@@ -22,6 +22,8 @@ from tasks.lineage.samples import sample_table
 def _fmt_counts(counts: dict) -> list[str]:
     lines = []
     for path, c in counts.items():
+        if "items_in" not in c:  # a metrics file that is not a stage summary (training curves' figures)
+            continue
         reasons = ", ".join(f"{k}={v}" for k, v in (c.get("rejected_by_reason") or {}).items()) or "none"
         lines.append(f"    counts ({path}): in={c.get('items_in')} out={c.get('items_out')} "
                      f"rejected={c.get('rejected')} ({reasons})")
