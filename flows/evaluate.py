@@ -121,10 +121,11 @@ def evaluate_fvlm(params: dict, out_dir: str) -> dict:
     if "ct_rate" in m:
         rows.append(("CT-RATE labels macro AUC", m["ct_rate"]["macro_auc"]))
     studies = pq.read_table(section["studies"]).num_rows
+    prompts = ev_params["fvlm_prompts"]  # the ones scored, as the card must say
     card = cards.model_card(
         "fVLM — model card",
         "Research on anatomy-level CT–report alignment: zero-shot detection of findings per anatomy by "
-        "comparing '{finding} in the {anatomy}' against 'no {finding} in the {anatomy}'. Not a medical "
+        f"comparing '{prompts['positive']}' against '{prompts['negative']}'. Not a medical "
         "device; not for diagnosis or patient care.",
         ["On the embedded sample the CT studies are synthetic phantoms with simplified findings.",
          "Anatomy descriptions come from rule-based report splitting; anatomies cut by the field of view are "

@@ -136,6 +136,8 @@ def test_both_models_learn_the_sample(reproduced):
     for card in ("conceptclip.md", "fvlm.md"):
         text = (evaluate / "model_cards" / card).read_text()
         assert "## Held-out metrics" in text and "## Lineage" in text and "Exclusions and why" in text
+    # the card names the prompts the metrics were scored with
+    assert "shows no significant abnormality" in (evaluate / "model_cards" / "fvlm.md").read_text()
     assert list((evaluate / "galleries" / "conceptclip").glob("*.png"))
     assert list((evaluate / "galleries" / "fvlm").glob("*.png"))
     roc = (evaluate / "roc" / "roc_conceptclip.csv").read_text().splitlines()
