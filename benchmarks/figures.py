@@ -24,7 +24,7 @@ import pymupdf  # noqa: E402
 
 from benchmarks._measure import PeakRSS, write_result  # noqa: E402
 from tasks.common.params import load_params  # noqa: E402
-from tasks.figures import images, jats_figures, panels, pdf_figures  # noqa: E402
+from tasks.figures import images, jats_figures, panels, pdf_figures, pdf_links  # noqa: E402
 
 
 def real_articles(data: Path) -> list[dict[str, bytes]]:
@@ -103,9 +103,9 @@ def quality(data: Path) -> dict:
     jats = jats_figures.parse_figures(next(v for k, v in members.items() if k.endswith(".nxml")))
     doc = pymupdf.open(stream=next(v for k, v in members.items() if k.endswith(".pdf")), filetype="pdf")
     found = pdf_figures.extract(doc, render=False).figures
-    links = pdf_figures.link_to_jats(found, [(f.fig_id, jats_figures.label_number(f.label), f.caption) for f in jats])
+    links = pdf_links.link_to_jats(found, [(f.fig_id, jats_figures.label_number(f.label), f.caption) for f in jats])
     by_id = {f.fig_id: f for f in jats}
-    overlaps = {fig_id: round(pdf_figures.token_overlap(by_id[fig_id].caption, found[i].caption), 4)
+    overlaps = {fig_id: round(pdf_links.token_overlap(by_id[fig_id].caption, found[i].caption), 4)
                 for i, (fig_id, _) in sorted(links.items())}
     docbank = {}
     for txt in sorted((data / "pdf" / "docbank").glob("*.txt")):

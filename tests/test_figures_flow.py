@@ -18,7 +18,7 @@ from flows._stage import run_stage
 from flows.figures import figures_flow
 from tasks.common.params import load_params
 from tasks.common.tables import write_table
-from tasks.figures.pdf_figures import token_overlap
+from tasks.figures.pdf_links import token_overlap
 from tests.conftest import stage_params
 
 ARTICLE_SCHEMA = pa.schema([

@@ -11,7 +11,8 @@ import pymupdf
 from PIL import Image
 
 from tasks.figures.jats_figures import label_number, parse_figures
-from tasks.figures.pdf_figures import extract, link_to_jats, token_overlap
+from tasks.figures.pdf_figures import extract
+from tasks.figures.pdf_links import link_to_jats, token_overlap
 
 BODY = ("The quick results of this study are summarised here in plain running text that fills "
         "the column from margin to margin. ")
@@ -61,7 +62,7 @@ def _two_column_pdf() -> bytes:
 
 
 def test_caption_labels_recognised_and_citations_not():
-    from tasks.figures.pdf_figures import Line, find_captions
+    from tasks.figures.pdf_captions import Line, find_captions
 
     def line(text, bold=False):
         return Line(pymupdf.Rect(50, 100, 300, 110), text, 9.0, block=len(text), first_in_block=True, bold_start=bold)

@@ -8,7 +8,7 @@ import hashlib
 import posixpath
 from dataclasses import dataclass, field
 
-from tasks.figures import images, jats_figures, panels, pdf_figures
+from tasks.figures import images, jats_figures, panels, pdf_figures, pdf_links
 from tasks.figures.shards import figure_key
 
 STAGE = "figures"
@@ -144,7 +144,7 @@ def process_article(pmcid: str, members: dict[str, bytes], meta: dict, settings:
                 result.count("pdf_pages", found.pages)
                 result.count("pdf_figures", len(pdf_found))
                 result.count("pdf_captions_without_region", len(found.captions_without_region))
-    links = pdf_figures.link_to_jats(
+    links = pdf_links.link_to_jats(
         pdf_found, [(f.fig_id, jats_figures.label_number(f.label), f.caption) for f in jats]) if jats else {}
     by_fig = {fig_id: (pdf_found[i], overlap) for i, (fig_id, overlap) in links.items()}
     result.count("pdf_linked", len(links))
