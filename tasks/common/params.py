@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import copy
+import re
 from pathlib import Path
 from typing import Any, Iterable, Mapping
 
@@ -24,20 +25,25 @@ def parse_override(text: str) -> tuple[list[str], Any]:
         value = yaml.safe_load(raw) if raw.strip() else ""
     except yaml.YAMLError as exc:
         raise ParamsError(f"override {text!r}: value is not valid YAML ({exc})") from exc
+    if isinstance(value, str) and _YAML12_FLOAT.fullmatch(value.strip()):
+        value = float(value)  # PyYAML (YAML 1.1) reads 3e-4 as text; DVC (YAML 1.2) as a number
     return path, value
 
 
+_YAML12_FLOAT = re.compile(r"[-+]?(\.[0-9]+|[0-9]+(\.[0-9]*)?)([eE][-+]?[0-9]+)")
+
+
 def apply_overrides(params: Mapping[str, Any], overrides: Iterable[str]) -> dict[str, Any]:
-    """Return a copy of params with each override applied; unknown sections are errors."""
+    """Return a copy of params with each override applied. A key or section that does not
+    exist is added, so that the schema names it (with the closest known key)."""
     result = copy.deepcopy(dict(params))
     for text in overrides:
         path, value = parse_override(text)
         node: Any = result
-        for depth, key in enumerate(path[:-1]):
-            if not isinstance(node, dict) or key not in node:
-                where = ".".join(path[: depth + 1])
-                raise ParamsError(f"override {text!r}: no params section {where!r}")
-            node = node[key]
+        for key in path[:-1]:
+            if not isinstance(node, dict):
+                break
+            node = node.setdefault(key, {})
         if not isinstance(node, dict):
             raise ParamsError(f"override {text!r}: {'.'.join(path[:-1])!r} is not a section")
         node[path[-1]] = value
@@ -45,6 +51,14 @@ def apply_overrides(params: Mapping[str, Any], overrides: Iterable[str]) -> dict
 
 
 def load_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ()) -> dict[str, Any]:
+    """params.yaml plus overrides, checked against the schema (tasks/schema): plain values,
+    every key known and typed; a problem raises ParamsError naming the key."""
+    from tasks.schema import as_plain, validate_params
+
+    return as_plain(validate_params(load_raw_params(path, overrides)))
+
+
+def load_raw_params(path: str | Path = "params.yaml", overrides: Iterable[str] = ()) -> dict[str, Any]:
     path = Path(path)
     if not path.is_file():
         raise ParamsError(f"params file {path} not found")

@@ -29,16 +29,12 @@ def deep_merge(base: dict, over: dict) -> dict:
 
 def resolve(params: dict, stage: str, repo: Path) -> tuple[dict, dict]:
     """(stage section with its preset applied, model config) for a training stage."""
-    sec = section(params, stage)
-    presets = sec.get("presets") or {}
-    name = sec.get("preset", "tiny")
-    if name not in presets:
-        raise ParamsError(f"{stage}.preset {name!r} is not one of {sorted(presets)}")
-    # a key set in the section itself wins over the preset: `-S train_conceptclip.lr=3e-4`
-    own = {k: v for k, v in sec.items() if k != "presets"}
-    resolved = deep_merge(presets[name], own)
-    cfg_path = repo / resolved["model_config"]
-    model_cfg = deep_merge(json.loads(cfg_path.read_text()), resolved.get("model") or {})
+    from tasks.schema import resolve_training_preset
+
+    resolved = resolve_training_preset(section(params, stage))
+    cfg_path = Path(resolved["model_config"])
+    cfg_path = cfg_path if cfg_path.is_absolute() else repo / cfg_path
+    model_cfg = deep_merge(json.loads(cfg_path.read_text()), resolved["model"])
     return resolved, model_cfg
 
 

@@ -29,7 +29,7 @@ def text_tower(cfg: dict, model_cfg: dict, texts: list[str], repo: Path):
         else:
             folder = Path(resolve_hf_folder(spec))
             text["hf_folder"] = str(folder if folder.is_absolute() else repo / folder)
-    if "freeze" in tcfg:
+    if tcfg.get("freeze") is not None:
         text["freeze"] = bool(tcfg["freeze"])
     if tcfg.get("pool"):
         text["pool"] = tcfg["pool"]

