@@ -18,10 +18,10 @@ import pyarrow.parquet as pq
 from prefect import flow, task
 
 from flows._stage import gather, plan_shards, run_stage_cli
+from tasks.common.rejection import Rejected
 from tasks.common.summary import StageSummary
 from tasks.common.tables import Rejection, concat_parts, rows_to_table, write_rejected, write_table
 from tasks.ingest.package import Policy, inspect_package
-from tasks.ingest.safe_tar import PackageRejected
 from tasks.ingest.shards import StagingWriter, assemble_shard, shard_name
 from tasks.ingest.sources import PackageSource, is_oa_list, list_folder, read_oa_list
 
@@ -38,7 +38,7 @@ STAGING_SCHEMA = ARTICLES_SCHEMA.append(pa.field("staging", pa.string())) \
     .append(pa.field("member_sizes", pa.list_(pa.int64())))
 
 
-def _reject(source: PackageSource, error: PackageRejected) -> dict:
+def _reject(source: PackageSource, error: Rejected) -> dict:
     return Rejection(item=source.name, source=source.name, reason=error.reason,
                      detail=error.detail, stage=STAGE).as_row()
 
@@ -54,11 +54,11 @@ def inspect_chunk(index: int, sources: list[PackageSource], ingest: dict, stagin
         for source in sources:
             try:
                 row, members = inspect_package(source, policy)
-            except PackageRejected as error:
+            except Rejected as error:
                 rejected.append(_reject(source, error))
                 continue
             except OSError as error:
-                rejected.append(_reject(source, PackageRejected("unreadable_source", str(error))))
+                rejected.append(_reject(source, Rejected("unreadable_source", str(error))))
                 continue
             placed = writer.add(row["pmcid"], members)
             row.update(
@@ -111,7 +111,7 @@ def split_duplicates(valid: list[tuple[str, str, str]], by_name: dict[str, Packa
     rejected = []
     for pmcid, name, part in sorted(valid, key=lambda v: v[1]):
         if pmcid in kept:
-            rejected.append(_reject(by_name[name], PackageRejected(
+            rejected.append(_reject(by_name[name], Rejected(
                 "duplicate_pmcid", f"{pmcid} already ingested from {kept[pmcid][0]}")))
         else:
             kept[pmcid] = (name, part)

@@ -28,7 +28,8 @@ BACKENDS = ("provided", "totalsegmentator")
 
 def segment_series(row: dict, cfg: dict, groups, in_dir: str, out_dir: str, mask_index: dict | None) -> dict:
     """Label map, anatomy rows and overlay of one series; {"rows": [...]} or {"rejected": Rejection}."""
-    from tasks.ct.provided_backend import MaskRejected, load_mask
+    from tasks.common.rejection import Rejected
+    from tasks.ct.provided_backend import load_mask
 
     series_id = row["series_id"]
     img = read_nifti(Path(in_dir) / row["volume"])
@@ -48,7 +49,7 @@ def segment_series(row: dict, cfg: dict, groups, in_dir: str, out_dir: str, mask
             ts_cfg = dict(cfg.get("totalsegmentator") or {})
             roi = resolve_roi_subset(ts_cfg.get("roi_subset", "auto"), groups.class_names())
             labels = segment_image(img, ts_cfg, roi)
-    except MaskRejected as exc:
+    except Rejected as exc:
         return {"rejected": Rejection(series_id, row.get("source") or "", exc.reason, exc.detail, STAGE)}
     write_nifti(labels, img.affine, Path(out_dir) / "labels" / f"{series_id}.nii.gz")
     rows = measure(labels, img.affine, groups)

@@ -10,6 +10,7 @@ import pytest
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
+from tasks.common.rejection import Rejected
 from tasks.common.tables import Rejection
 
 
@@ -45,12 +46,12 @@ def series_of(folder):
 
 
 def plan(folder, **policy):
-    from tasks.ct.dicom_series import Policy, plan_geometry
+    from tasks.ct.dicom_geometry import Policy, plan_geometry
     return plan_geometry(series_of(folder), Policy(**policy))
 
 
 def test_slices_sorted_by_position_not_by_file_name(tmp_path):
-    from tasks.ct.dicom_series import decode_series
+    from tasks.ct.dicom_pixels import decode_series
     folder = write_series(tmp_path / "s", [(0, 0, z) for z in (6, 0, 4, 2)], values=[300, 0, 200, 100])
     geometry = plan(folder)
     volume = decode_series(series_of(folder), geometry)
@@ -68,9 +69,9 @@ def test_affine_from_dicom_geometry(tmp_path):
 
 
 def test_missing_slice_rejected_or_interpolated(tmp_path):
-    from tasks.ct.dicom_series import SeriesRejected, decode_series
+    from tasks.ct.dicom_pixels import decode_series
     folder = write_series(tmp_path / "s", [(0, 0, z) for z in (0, 2, 6, 8)], values=[0, 100, 300, 400])
-    with pytest.raises(SeriesRejected) as err:
+    with pytest.raises(Rejected) as err:
         plan(folder)
     assert err.value.reason == "missing_slices"
     g = plan(folder, uneven_spacing="resample")
@@ -80,13 +81,12 @@ def test_missing_slice_rejected_or_interpolated(tmp_path):
 
 
 def test_uneven_spacing_and_duplicates(tmp_path):
-    from tasks.ct.dicom_series import SeriesRejected
     uneven = write_series(tmp_path / "u", [(0, 0, z) for z in (0, 2, 4.6, 6, 8)])
-    with pytest.raises(SeriesRejected) as err:
+    with pytest.raises(Rejected) as err:
         plan(uneven)
     assert err.value.reason == "uneven_spacing"
     dup = write_series(tmp_path / "d", [(0, 0, z) for z in (0, 2, 2, 4)])
-    with pytest.raises(SeriesRejected) as err:
+    with pytest.raises(Rejected) as err:
         plan(dup)
     assert err.value.reason == "duplicate_positions"
     g = plan(dup, duplicate_positions="drop")
@@ -94,9 +94,9 @@ def test_uneven_spacing_and_duplicates(tmp_path):
 
 
 def test_gantry_tilt_reject_policy_and_resample(tmp_path):
-    from tasks.ct.dicom_series import SeriesRejected, decode_series
+    from tasks.ct.dicom_pixels import decode_series
     folder = write_series(tmp_path / "t", [(0, 0.5 * k, 2.0 * k) for k in range(4)])
-    with pytest.raises(SeriesRejected) as err:
+    with pytest.raises(Rejected) as err:
         plan(folder, gantry_tilt="reject")
     assert err.value.reason == "gantry_tilt"
     g = plan(folder)
@@ -105,16 +105,15 @@ def test_gantry_tilt_reject_policy_and_resample(tmp_path):
 
 
 def test_inconsistent_orientation_and_not_ct(tmp_path):
-    from tasks.ct.dicom_series import SeriesRejected
     folder = write_series(tmp_path / "o", [(0, 0, 0), (0, 0, 2)])
     ds = pydicom.dcmread(folder / "f001.dcm")
     ds.ImageOrientationPatient = ["1", "0", "0", "0", "0.9", "0.43589"]
     ds.save_as(folder / "f001.dcm")
-    with pytest.raises(SeriesRejected) as err:
+    with pytest.raises(Rejected) as err:
         plan(folder)
     assert err.value.reason == "inconsistent_orientation"
     mr = write_series(tmp_path / "m", [(0, 0, 0), (0, 0, 2)], modality="MR")
-    with pytest.raises(SeriesRejected) as err:
+    with pytest.raises(Rejected) as err:
         plan(mr)
     assert err.value.reason == "not_ct"
 
@@ -212,7 +211,7 @@ def test_measure_bbox_volume_and_fov_edges():
 
 
 def test_provided_mask_geometry_checked(tmp_path):
-    from tasks.ct.provided_backend import MaskRejected, load_mask
+    from tasks.ct.provided_backend import load_mask
     mask = np.zeros((6, 6, 4), np.uint8)
     mask[1:3, 1:3, 1:3] = 5
     affine = np.diag([2.0, 2.0, 3.0, 1.0])
@@ -220,10 +219,10 @@ def test_provided_mask_geometry_checked(tmp_path):
     assert load_mask(str(tmp_path / "m.nii.gz"), (6, 6, 4), affine, {5}).sum() == 8 * 5
     shifted = affine.copy()
     shifted[0, 3] = 0.5
-    with pytest.raises(MaskRejected) as err:
+    with pytest.raises(Rejected) as err:
         load_mask(str(tmp_path / "m.nii.gz"), (6, 6, 4), shifted, {5})
     assert err.value.reason == "mask_geometry_mismatch"
-    with pytest.raises(MaskRejected) as err:
+    with pytest.raises(Rejected) as err:
         load_mask(str(tmp_path / "m.nii.gz"), (6, 6, 4), affine, {1})
     assert err.value.reason == "unknown_label_ids"
 
@@ -261,7 +260,7 @@ def test_jpeg_lossless_series_decodes_like_uncompressed(tmp_path):
     """JPEG Lossless (process 14) slices, transcoded with GDCM from pydicom's CT_small."""
     import gdcm
     from pydicom.data import get_testdata_file
-    from tasks.ct.dicom_series import decode_series
+    from tasks.ct.dicom_pixels import decode_series
 
     src = get_testdata_file("CT_small.dcm")
     plain, jpeg = tmp_path / "plain", tmp_path / "jpeg"

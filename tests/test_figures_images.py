@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tasks.common.rejection import Rejected
 from tasks.figures import images
-from tasks.figures.images import ImageRejected, hamming, near_duplicates, normalise, phash
+from tasks.figures.images import hamming, near_duplicates, normalise, phash
 
 CAP = 50_000_000
 
@@ -64,14 +65,14 @@ def test_multipage_tiff_first_page_and_exif_orientation():
 
 def test_bombs_and_garbage_rejected_with_reasons():
     big = _bytes(Image.new("L", (4000, 3000)), "PNG")  # 12 MP, compresses to little
-    with pytest.raises(ImageRejected) as error:
+    with pytest.raises(Rejected) as error:
         normalise(big, 10_000_000, 1024, 90)
     assert error.value.reason == "image_too_large"
-    with pytest.raises(ImageRejected) as error:
+    with pytest.raises(Rejected) as error:
         normalise(b"not an image at all", CAP, 1024, 90)
     assert error.value.reason == "undecodable_image"
     truncated = _bytes(_gradient(), "PNG")[:400]
-    with pytest.raises(ImageRejected) as error:
+    with pytest.raises(Rejected) as error:
         normalise(truncated, CAP, 1024, 90)
     assert error.value.reason == "undecodable_image"
 

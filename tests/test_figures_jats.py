@@ -10,8 +10,9 @@ import pytest
 from lxml import etree
 from PIL import Image
 
+from tasks.common.rejection import Rejected
 from tasks.figures import jats_figures
-from tasks.figures.jats_figures import XmlRejected, choose_graphic, graphic_candidates, parse_figures
+from tasks.figures.jats_figures import choose_graphic, graphic_candidates, parse_figures
 
 XML = b"""<?xml version="1.0"?>
 <article xmlns:xlink="http://www.w3.org/1999/xlink" xmlns:mml="http://www.w3.org/1998/Math/MathML">
@@ -58,13 +59,13 @@ def test_stray_html_in_caption_text_removed():
 
 def test_entities_and_malformed_xml_rejected():
     bomb = b'<?xml version="1.0"?><!DOCTYPE a [<!ENTITY x "xxxxxxxx">]><article>&x;</article>'
-    with pytest.raises(XmlRejected) as error:
+    with pytest.raises(Rejected) as error:
         parse_figures(bomb)
     assert error.value.reason == "xml_entities_forbidden"
-    with pytest.raises(XmlRejected) as error:
+    with pytest.raises(Rejected) as error:
         parse_figures(b"<article><fig></article>")
     assert error.value.reason == "malformed_xml"
-    with pytest.raises(XmlRejected) as error:
+    with pytest.raises(Rejected) as error:
         parse_figures(b"<article/>", max_bytes=5)
     assert error.value.reason == "xml_too_large"
 

@@ -5,7 +5,8 @@ import tarfile
 
 import pytest
 
-from tasks.ingest.safe_tar import Limits, PackageRejected, read_members, strip_top_folder
+from tasks.common.rejection import Rejected
+from tasks.ingest.safe_tar import Limits, read_members, strip_top_folder
 
 LIMITS = Limits(max_member_bytes=1000, max_package_bytes=1500, max_members=10)
 
@@ -31,7 +32,7 @@ def make_tar(entries, compress=True) -> bytes:
 
 
 def reason_of(data: bytes) -> str:
-    with pytest.raises(PackageRejected) as caught:
+    with pytest.raises(Rejected) as caught:
         read_members(data, LIMITS)
     return caught.value.reason
 

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from lxml import etree
 
+from tasks.common.rejection import Rejected
+
 
 def _parser() -> etree.XMLParser:
     return etree.XMLParser(
@@ -11,21 +13,21 @@ def _parser() -> etree.XMLParser:
     )
 
 
-def parse_untrusted_xml(data: bytes, max_bytes: int, error: type[Exception]) -> etree._Element:
-    """Root element, or `error(reason, detail)` with reason xml_too_large, malformed_xml or
+def parse_untrusted_xml(data: bytes, max_bytes: int) -> etree._Element:
+    """Root element, or `Rejected` with reason xml_too_large, malformed_xml or
     xml_entities_forbidden."""
     if len(data) > max_bytes:
-        raise error("xml_too_large", f"the XML is {len(data)} bytes (cap {max_bytes})")
+        raise Rejected("xml_too_large", f"the XML is {len(data)} bytes (cap {max_bytes})")
     head = data[:4096]
     prolog = data[: data.find(b"]>") + 2] if b"<!DOCTYPE" in head and b"[" in head else b""
     if b"<!ENTITY" in prolog:
         # Internal entity declarations are the vector of expansion bombs; JATS never needs them.
-        raise error("xml_entities_forbidden", "the XML declares entities in an internal DTD")
+        raise Rejected("xml_entities_forbidden", "the XML declares entities in an internal DTD")
     try:
         root = etree.fromstring(data, _parser())
     except etree.XMLSyntaxError as exc:
-        raise error("malformed_xml", f"XML syntax error: {exc}") from exc
+        raise Rejected("malformed_xml", f"XML syntax error: {exc}") from exc
     dtd = root.getroottree().docinfo.internalDTD
     if dtd is not None and any(True for _ in dtd.iterentities()):
-        raise error("xml_entities_forbidden", "the XML declares entities in an internal DTD")
+        raise Rejected("xml_entities_forbidden", "the XML declares entities in an internal DTD")
     return root

@@ -32,10 +32,12 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.common.hashing import sha256_file
+from tasks.common.rejection import Rejected
 from tasks.common.tables import Rejection
 from tasks.ct.deid import pseudonyms, source_label
-from tasks.ct.dicom_series import (ENHANCED_CT_IMAGE_STORAGE, FileProblem, Policy, Series, SeriesRejected,
-                                   decode_series, plan_geometry)
+from tasks.ct.dicom_geometry import Policy, plan_geometry
+from tasks.ct.dicom_pixels import decode_series
+from tasks.ct.dicom_series import ENHANCED_CT_IMAGE_STORAGE, FileProblem, Series
 from tasks.ct.hu import clip_padding, hu_stats, plausibility_problem
 from tasks.ct.nifti_io import orientation_code, spacing, to_canonical, write_nifti
 
@@ -167,8 +169,8 @@ def convert_dicom_series(series: Series, cfg: dict, key: str, out_dir: str | Pat
     try:
         geometry = plan_geometry(series, Policy.from_params(cfg))
         volume = decode_series(series, geometry, opener)
-    except SeriesRejected as exc:
-        return Rejection(ids["series_id"], src, exc.reason, exc.detail, STAGE)
+    except Rejected as exc:
+        return exc.as_rejection(ids["series_id"], src, STAGE)
     notes = list(geometry.notes)
     stats, problem = _finish(volume, geometry.canonical_affine, cfg, notes)
     if problem:

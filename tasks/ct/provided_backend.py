@@ -13,15 +13,9 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from tasks.common.rejection import Rejected
 from tasks.ct.deid import pseudonym
 from tasks.ct.nifti_io import same_grid, to_canonical
-
-
-class MaskRejected(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 def _stem(name: str) -> str:
@@ -41,25 +35,25 @@ def index_masks(masks_dir: str | Path, key: str) -> dict[str, str]:
 
 
 def load_mask(path: str, shape, affine, valid_ids, tol_mm: float = 1e-3) -> np.ndarray:
-    """The mask as uint8 on the volume's RAS+ grid, or MaskRejected."""
+    """The mask as uint8 on the volume's RAS+ grid, or Rejected."""
     try:
         img = nib.load(path)
         data = np.asanyarray(img.dataobj)
     except Exception as exc:
-        raise MaskRejected("unreadable_mask", f"mask cannot be read ({type(exc).__name__})") from exc
+        raise Rejected("unreadable_mask", f"mask cannot be read ({type(exc).__name__})") from exc
     if data.ndim == 4 and data.shape[3] == 1:
         data = data[..., 0]
     if data.ndim != 3:
-        raise MaskRejected("mask_not_3d", f"mask of shape {data.shape}")
+        raise Rejected("mask_not_3d", f"mask of shape {data.shape}")
     if np.issubdtype(data.dtype, np.floating):
         if not np.array_equal(data, np.rint(data)):
-            raise MaskRejected("mask_not_integer", "mask holds non-integer values")
+            raise Rejected("mask_not_integer", "mask holds non-integer values")
     labels = np.unique(data)
     unknown = sorted(int(v) for v in labels if v != 0 and int(v) not in valid_ids)
     if unknown:
-        raise MaskRejected("unknown_label_ids", f"label ids not in TotalSegmentator's class map: {unknown[:10]}")
+        raise Rejected("unknown_label_ids", f"label ids not in TotalSegmentator's class map: {unknown[:10]}")
     data, canon_affine = to_canonical(data.astype(np.uint8), img.affine)
     problem = same_grid(data.shape, canon_affine, shape, affine, tol_mm)
     if problem:
-        raise MaskRejected("mask_geometry_mismatch", f"mask and volume grids differ: {problem}")
+        raise Rejected("mask_geometry_mismatch", f"mask and volume grids differ: {problem}")
     return np.ascontiguousarray(data)

@@ -8,6 +8,7 @@ import hashlib
 import posixpath
 from dataclasses import dataclass, field
 
+from tasks.common.rejection import Rejected
 from tasks.figures import images, jats_figures, panels, pdf_figures, pdf_links
 from tasks.figures.shards import figure_key
 
@@ -80,7 +81,7 @@ def _encode(result: ArticleResult, item: str, source_name: str, data: bytes, set
         return None
     try:
         return images.normalise(data, settings.max_pixels, settings.max_side, settings.jpeg_quality)
-    except images.ImageRejected as error:
+    except Rejected as error:
         _reject(result, item, source_name, error.reason, error.detail)
         return None
 
@@ -106,7 +107,7 @@ def process_article(pmcid: str, members: dict[str, bytes], meta: dict, settings:
     if nxml_name:
         try:
             jats = jats_figures.parse_figures(members[nxml_name], settings.max_xml_bytes)
-        except jats_figures.XmlRejected as error:
+        except Rejected as error:
             _reject(result, pmcid, nxml_name, error.reason, error.detail)
     result.count("jats_figures", len(jats))
 

@@ -10,15 +10,10 @@ from dataclasses import dataclass
 import numpy as np
 from PIL import Image, ImageOps
 
+from tasks.common.rejection import Rejected
+
 # Our own cap is checked before decoding; Pillow's global check is kept as a backstop.
 Image.MAX_IMAGE_PIXELS = None
-
-
-class ImageRejected(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
 
 
 @dataclass
@@ -95,12 +90,12 @@ def decode(data: bytes, max_pixels: int, target_side: int | None = None
     try:
         image = Image.open(io.BytesIO(data))
     except Exception as exc:  # noqa: BLE001
-        raise ImageRejected("undecodable_image", f"not an image Pillow can identify ({type(exc).__name__})") from exc
+        raise Rejected("undecodable_image", f"not an image Pillow can identify ({type(exc).__name__})") from exc
     width, height = image.size
     if width <= 0 or height <= 0:
-        raise ImageRejected("undecodable_image", f"image declares size {width}x{height}")
+        raise Rejected("undecodable_image", f"image declares size {width}x{height}")
     if width * height > max_pixels:
-        raise ImageRejected("image_too_large", f"{width}x{height} pixels exceeds the cap of {max_pixels}")
+        raise Rejected("image_too_large", f"{width}x{height} pixels exceeds the cap of {max_pixels}")
     frames = int(getattr(image, "n_frames", 1) or 1)
     source_mode = image.mode
     long_side = max(width, height)
@@ -116,10 +111,10 @@ def decode(data: bytes, max_pixels: int, target_side: int | None = None
             if image.getexif().get(0x0112, 1) not in (1, None):
                 image = ImageOps.exif_transpose(image)
             rgb = _to_rgb(image)
-    except ImageRejected:
+    except Rejected:
         raise
     except Exception as exc:  # noqa: BLE001 - truncated or corrupt data
-        raise ImageRejected("undecodable_image", f"decoding failed ({type(exc).__name__}: {exc})") from exc
+        raise Rejected("undecodable_image", f"decoding failed ({type(exc).__name__}: {exc})") from exc
     return rgb, frames, source_mode, (width, height)
 
 

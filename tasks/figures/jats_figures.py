@@ -5,8 +5,6 @@ import posixpath
 import re
 from dataclasses import dataclass, field
 
-from lxml import etree
-
 from tasks.common.safe_xml import parse_untrusted_xml
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
@@ -20,13 +18,6 @@ _BLOCKS = {"title", "p", "list-item", "def-item", "term", "def", "disp-quote", "
 _SPACE = re.compile(r"\s+")
 
 
-class XmlRejected(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
-
-
 @dataclass
 class JatsFigure:
     fig_id: str
@@ -38,10 +29,6 @@ class JatsFigure:
     group: str | None = None  # fig-group id
     index: int = 0  # order of appearance in the article
     candidates: list[str] = field(default_factory=list)
-
-
-def parse_xml(data: bytes, max_bytes: int = 32 << 20) -> etree._Element:
-    return parse_untrusted_xml(data, max_bytes, XmlRejected)
 
 
 def local(tag) -> str:
@@ -148,7 +135,7 @@ def figures_from_root(root) -> list[JatsFigure]:
 
 
 def parse_figures(data: bytes, max_bytes: int = 32 << 20) -> list[JatsFigure]:
-    return figures_from_root(parse_xml(data, max_bytes))
+    return figures_from_root(parse_untrusted_xml(data, max_bytes))
 
 
 def graphic_candidates(href: str, files: list[str]) -> list[str]:

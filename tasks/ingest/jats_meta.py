@@ -1,20 +1,15 @@
-"""Article metadata from JATS/NLM .nxml, parsed without entity expansion or network access."""
+"""Article metadata from a JATS/NLM .nxml root (parsed by tasks.common.safe_xml)."""
 from __future__ import annotations
 
 import re
 
 from lxml import etree
 
-from tasks.common.safe_xml import parse_untrusted_xml
-from tasks.ingest.safe_tar import PackageRejected
+from tasks.common.rejection import Rejected
 
 XLINK_HREF = "{http://www.w3.org/1999/xlink}href"
 ALI_LICENSE_REF = "{http://www.niso.org/schemas/ali/1.0/}license_ref"
 _SPACE = re.compile(r"\s+")
-
-
-def parse_xml(data: bytes, max_bytes: int) -> etree._Element:
-    return parse_untrusted_xml(data, max_bytes, PackageRejected)
 
 
 def clean_text(node) -> str:
@@ -78,10 +73,10 @@ def licence_fields(meta) -> tuple[str | None, str]:
 def article_metadata(root) -> dict:
     """pmcid, pmid, doi, title, journal, year, licence_url, licence_text."""
     if etree.QName(root).localname != "article":
-        raise PackageRejected("not_jats", f"root element is <{etree.QName(root).localname}>, not <article>")
+        raise Rejected("not_jats", f"root element is <{etree.QName(root).localname}>, not <article>")
     meta = _first(root, "front/article-meta")
     if meta is None:
-        raise PackageRejected("missing_article_meta", "no <front>/<article-meta>")
+        raise Rejected("missing_article_meta", "no <front>/<article-meta>")
     journal = clean_text(_first(root, "front/journal-meta//journal-title")) or clean_text(
         _first(root, "front/journal-meta/journal-id[@journal-id-type='nlm-ta']"))
     url, text = licence_fields(meta)

@@ -4,9 +4,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tasks.common.hashing import sha256_bytes
+from tasks.common.rejection import Rejected
+from tasks.common.safe_xml import parse_untrusted_xml
 from tasks.ingest import licences
-from tasks.ingest.jats_meta import article_metadata, normalise_pmcid, parse_xml
-from tasks.ingest.safe_tar import Limits, PackageRejected, read_members, strip_top_folder
+from tasks.ingest.jats_meta import article_metadata, normalise_pmcid
+from tasks.ingest.safe_tar import Limits, read_members, strip_top_folder
 from tasks.ingest.sources import PackageSource, read_bytes
 
 ARTICLE_FIELDS = (
@@ -39,7 +41,7 @@ def _pick_nxml(members: dict[str, bytes]) -> str:
     candidates = sorted(n for n in members if n.lower().endswith((".nxml", ".xml")) and "/" not in n)
     nxml = [n for n in candidates if n.lower().endswith(".nxml")] or candidates
     if not nxml:
-        raise PackageRejected("missing_nxml", "the package holds no .nxml article file")
+        raise Rejected("missing_nxml", "the package holds no .nxml article file")
     return nxml[0]
 
 
@@ -49,17 +51,17 @@ def inspect_package(source: PackageSource, policy: Policy) -> tuple[dict, dict[s
     package_sha256 = sha256_bytes(data)
     members = strip_top_folder(read_members(data, policy.limits))
     nxml_name = _pick_nxml(members)
-    meta = article_metadata(parse_xml(members[nxml_name], policy.max_xml_bytes))
+    meta = article_metadata(parse_untrusted_xml(members[nxml_name], policy.max_xml_bytes))
     pmcid = meta["pmcid"] or normalise_pmcid(source.accession)
     if not pmcid:
-        raise PackageRejected("missing_pmcid", "neither the JATS nor the OA list gives a PMCID")
+        raise Rejected("missing_pmcid", "neither the JATS nor the OA list gives a PMCID")
     licence_txt = members.get("license.txt", b"").decode("utf-8", "replace")
     licence = licences.classify(meta["licence_url"], meta["licence_text"] + " " + licence_txt, source.oa_licence)
     if licence not in policy.allowed_licences:
-        raise PackageRejected("licence_not_allowed", f"licence {licence!r} is not in ingest.licences.allowed")
+        raise Rejected("licence_not_allowed", f"licence {licence!r} is not in ingest.licences.allowed")
     commercial = licences.commercial_use_ok(licence)
     if policy.require_commercial_use and not commercial:
-        raise PackageRejected("licence_noncommercial", f"licence {licence!r} forbids commercial use")
+        raise Rejected("licence_noncommercial", f"licence {licence!r} forbids commercial use")
     row = {
         "pmcid": pmcid,
         "pmid": meta["pmid"],

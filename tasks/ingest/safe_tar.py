@@ -7,12 +7,7 @@ import tarfile
 import zlib
 from dataclasses import dataclass
 
-
-class PackageRejected(Exception):
-    def __init__(self, reason: str, detail: str):
-        super().__init__(f"{reason}: {detail}")
-        self.reason = reason
-        self.detail = detail
+from tasks.common.rejection import Rejected
 
 
 @dataclass(frozen=True)
@@ -28,10 +23,10 @@ def _is_absolute(name: str) -> bool:
 
 def _check_name(name: str) -> str:
     if _is_absolute(name):
-        raise PackageRejected("member_path_absolute", f"member {name!r} has an absolute path")
+        raise Rejected("member_path_absolute", f"member {name!r} has an absolute path")
     parts = name.replace("\\", "/").split("/")
     if ".." in parts:
-        raise PackageRejected("member_path_traversal", f"member {name!r} climbs out with '..'")
+        raise Rejected("member_path_traversal", f"member {name!r} climbs out with '..'")
     return posixpath.normpath(name.replace("\\", "/")).lstrip("./") or "."
 
 
@@ -43,7 +38,7 @@ def _check_link(info: tarfile.TarInfo, name: str) -> None:
         resolved = posixpath.normpath(target)
     top = name.split("/", 1)[0]
     if _is_absolute(target) or resolved.startswith("..") or resolved.split("/", 1)[0] != top:
-        raise PackageRejected("member_link_escape", f"link {name!r} points outside the package: {target!r}")
+        raise Rejected("member_link_escape", f"link {name!r} points outside the package: {target!r}")
 
 
 def read_members(data: bytes, limits: Limits) -> dict[str, bytes]:
@@ -54,7 +49,7 @@ def read_members(data: bytes, limits: Limits) -> dict[str, bytes]:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as tar:
             for count, info in enumerate(tar, start=1):
                 if count > limits.max_members:
-                    raise PackageRejected("too_many_members", f"more than {limits.max_members} members")
+                    raise Rejected("too_many_members", f"more than {limits.max_members} members")
                 name = _check_name(info.name)
                 if info.issym() or info.islnk():
                     _check_link(info, name)
@@ -62,25 +57,25 @@ def read_members(data: bytes, limits: Limits) -> dict[str, bytes]:
                 if info.isdir():
                     continue
                 if not info.isfile():
-                    raise PackageRejected("member_special_file", f"member {name!r} is a device or FIFO")
+                    raise Rejected("member_special_file", f"member {name!r} is a device or FIFO")
                 if info.size > limits.max_member_bytes:
-                    raise PackageRejected("member_too_large", f"member {name!r} is {info.size} bytes")
+                    raise Rejected("member_too_large", f"member {name!r} is {info.size} bytes")
                 total += info.size
                 if total > limits.max_package_bytes:
-                    raise PackageRejected("package_too_large", f"members exceed {limits.max_package_bytes} bytes")
+                    raise Rejected("package_too_large", f"members exceed {limits.max_package_bytes} bytes")
                 handle = tar.extractfile(info)
                 content = handle.read(limits.max_member_bytes + 1) if handle else b""
                 if len(content) != info.size:
-                    raise PackageRejected("corrupt_archive", f"member {name!r} is shorter than its header says")
+                    raise Rejected("corrupt_archive", f"member {name!r} is shorter than its header says")
                 if name in members:
-                    raise PackageRejected("duplicate_member", f"member {name!r} appears twice")
+                    raise Rejected("duplicate_member", f"member {name!r} appears twice")
                 members[name] = content
-    except PackageRejected:
+    except Rejected:
         raise
     except (tarfile.TarError, EOFError, zlib.error, OSError) as exc:
-        raise PackageRejected("corrupt_archive", f"not a readable tar.gz ({type(exc).__name__}: {exc})") from exc
+        raise Rejected("corrupt_archive", f"not a readable tar.gz ({type(exc).__name__}: {exc})") from exc
     if not members:
-        raise PackageRejected("empty_package", "the archive holds no files")
+        raise Rejected("empty_package", "the archive holds no files")
     return members
 
 

@@ -82,7 +82,7 @@ def read_bytes(source: PackageSource, max_bytes: int) -> bytes:
     with fsspec.open(source.uri, "rb") as handle:
         data = handle.read(max_bytes + 1)
     if len(data) > max_bytes:
-        from tasks.ingest.safe_tar import PackageRejected
+        from tasks.common.rejection import Rejected
 
-        raise PackageRejected("package_too_large", f"the archive is larger than {max_bytes} bytes")
+        raise Rejected("package_too_large", f"the archive is larger than {max_bytes} bytes")
     return data
