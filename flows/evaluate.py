@@ -1,8 +1,9 @@
 """`evaluate` stage: held-out metrics with bootstrap intervals, ROC plots, galleries, model cards.
 
-One Prefect task per model. Outputs in `evaluate.output_dir`: metrics.json (DVC
-metrics), plots/roc_<model>.csv (DVC plots) and .png, galleries/<model>/*.png,
-model_cards/<model>.md.
+One Prefect task per model. Outputs in `evaluate.output_dir`: metrics.json (DVC metrics:
+headline figures per model), metrics_detail.json (per-label AUCs, retrieval intervals),
+roc/roc_<model>.csv (DVC plots), plots/*.png, galleries/<model>/*.png, model_cards/<model>.md,
+and lineage.json (uncached: code version and stage chain of each model, from dvc.lock).
 """
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from prefect import flow, task
 from flows._stage import gather, run_stage_cli
 from tasks.common.summary import StageSummary
 from tasks.evaluate import cards, plots
-from tasks.lineage.provenance import Lineage
+from tasks.evaluate.headline import headline
+from tasks.lineage.provenance import Lineage, git_commit
 
 STAGE = "evaluate"
+LINEAGE_RECORD = "lineage.json"  # uncached (dvc.yaml): the one output that may read dvc.lock and git
 
 
 def _lineage(artifact: str) -> dict:
@@ -28,7 +31,7 @@ def _lineage(artifact: str) -> dict:
         return Lineage(".").report(artifact)
     except (LookupError, FileNotFoundError, KeyError):
         # Run outside `dvc repro` before the training stage is locked: no chain to show.
-        return {"artifact": artifact, "code": {"commit": None}, "stages": []}
+        return {"artifact": artifact, "code": git_commit(Path("."), None), "stages": []}
 
 
 def _training_summary(train_dir: Path) -> dict:
@@ -66,7 +69,6 @@ def evaluate_conceptclip(params: dict, out_dir: str) -> dict:
     train_licences = Counter(f["licence"] for f in {f["pmcid"]: f for f in figures}.values() if f["pmcid"] not in held)
     training = _training_summary(train_dir)
     m = ev.metrics
-    lineage = _lineage(str(train_dir / "model.safetensors"))
     card = cards.model_card(
         "ConceptCLIP — model card",
         "Research on concept-aware image–text alignment for biomedical figures: zero-shot concept "
@@ -81,14 +83,13 @@ def evaluate_conceptclip(params: dict, out_dir: str) -> dict:
          f"{m['heldout_figures']} figures from {m['heldout_articles']} articles",
          f"- concepts evaluated (>= {ev_params['min_positives']} held-out positives): {m['concepts_evaluated']}"],
         train_licences, training,
-        m,
         [("zero-shot macro AUC", m["zero_shot_macro_auc"]), ("PC-Align annotation macro AUC", m["annotation_macro_auc"])]
         + [(k, v) for k, v in m["retrieval"].items()],
-        lineage,
+        str(train_dir / "model.safetensors"), str(out / LINEAGE_RECORD),
     )
     (out / "model_cards").mkdir(parents=True, exist_ok=True)
     (out / "model_cards" / "conceptclip.md").write_text(card, encoding="utf-8")
-    return {"conceptclip": m}
+    return {"conceptclip": {"metrics": m, "artifact": str(train_dir / "model.safetensors")}}
 
 
 @task(name="evaluate-fvlm")
@@ -133,11 +134,11 @@ def evaluate_fvlm(params: dict, out_dir: str) -> dict:
          "Held-out metrics use a deterministic split by pseudonymous patient; intervals are bootstrap over studies."],
         [f"- CT series converted: {studies}; held out: {m['heldout_studies']} studies of "
          f"{m['heldout_patients']} patients", f"- (anatomy, finding) pairs evaluated: {m['pairs_evaluated']}"],
-        Counter(), _training_summary(train_dir), m, rows, _lineage(str(train_dir / "model.safetensors")),
+        Counter(), _training_summary(train_dir), rows, str(train_dir / "model.safetensors"), str(out / LINEAGE_RECORD),
     )
     (out / "model_cards").mkdir(parents=True, exist_ok=True)
     (out / "model_cards" / "fvlm.md").write_text(card, encoding="utf-8")
-    return {"fvlm": m}
+    return {"fvlm": {"metrics": m, "artifact": str(train_dir / "model.safetensors")}}
 
 
 @flow(name="evaluate")
@@ -149,18 +150,27 @@ def evaluate_flow(params: dict) -> dict:
     models = list(params[STAGE]["models"])
     runners = {"conceptclip": evaluate_conceptclip, "fvlm": evaluate_fvlm}
     results = gather([runners[name].submit(params, str(out)) for name in models], summary)
-    metrics = {}
+    detail, artifacts = {}, {}
     for result in results:
-        metrics.update(result)
-    summary.items_in = summary.items_out = len(metrics)
+        for name, value in result.items():
+            detail[name], artifacts[name] = value["metrics"], value["artifact"]
+    summary.items_in = summary.items_out = len(detail)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "metrics.json").write_text(json.dumps(metrics, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+    figures = headline(detail)
+    _write_json(out / "metrics.json", figures)
+    _write_json(out / "metrics_detail.json", detail)
+    # after the cached outputs, and never read by them
+    _write_json(out / LINEAGE_RECORD, {name: _lineage(path) for name, path in sorted(artifacts.items())})
     summary.write(out)
-    for name, m in metrics.items():
-        macro = m.get("zero_shot_macro_auc") or {}
-        print(f"[{STAGE}] {name}: zero-shot macro AUC {macro.get('value')} (95% CI {macro.get('ci95')})", flush=True)
+    for name, m in figures.items():
+        print(f"[{STAGE}] {name}: zero-shot macro AUC {m['macro_auc']} "
+              f"(95% CI {m['macro_auc_ci_low']}-{m['macro_auc_ci_high']})", flush=True)
     print(summary.report(), flush=True)
-    return metrics
+    return figures
+
+
+def _write_json(path: Path, data: dict) -> None:
+    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
 
 
 if __name__ == "__main__":

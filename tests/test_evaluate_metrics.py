@@ -72,3 +72,41 @@ def test_study_gallery_takes_multi_window_volumes(tmp_path):
     masks[0, 2:6, 3:9, 3:9] = True
     study_png(volume, masks, ["liver", "kidney"], ["liver mass 0.91"], "study", tmp_path / "s.png")
     assert (tmp_path / "s.png").stat().st_size > 1000
+
+
+def _conceptclip_detail():
+    return {"heldout_figures": 30, "heldout_articles": 9, "concepts_evaluated": 4,
+            "zero_shot_macro_auc": {"value": 0.91, "ci95": [0.84, 0.96], "n": 30},
+            "zero_shot_auc": {"CT (C0040405)": 0.93, "MRI (C0024485)": 0.88},
+            "annotation_macro_auc": {"value": 0.7, "ci95": [0.6, 0.8], "n": 30}, "annotation_auc": {},
+            "retrieval": {"image_to_text_R@1": {"value": 0.4, "ci95": [0.2, 0.6]},
+                          "text_to_image_R@1": {"value": 0.3, "ci95": [0.1, 0.5]}}}
+
+
+def test_headline_keeps_flat_model_figures_and_leaves_per_label_detail_out():
+    from tasks.evaluate.headline import headline
+
+    fvlm = {"heldout_studies": 24, "heldout_patients": 20, "pairs_evaluated": 7,
+            "zero_shot_macro_auc": {"value": 0.88, "ci95": None, "n": 24}, "zero_shot_auc": {"cyst @ liver": 0.9}}
+    figures = headline({"fvlm": fvlm, "conceptclip": _conceptclip_detail()})
+    assert figures["conceptclip"] == {
+        "macro_auc": 0.91, "macro_auc_ci_low": 0.84, "macro_auc_ci_high": 0.96,
+        "n_figures": 30, "n_articles": 9, "n_concepts": 4, "i2t_R@1": 0.4, "t2i_R@1": 0.3}
+    assert figures["fvlm"] == {"macro_auc": 0.88, "macro_auc_ci_low": None, "macro_auc_ci_high": None,
+                               "n_studies": 24, "n_patients": 20, "n_pairs": 7}
+    with pytest.raises(ValueError, match="no headline figures defined for model"):
+        headline({"other": {}})
+
+
+def test_model_card_carries_no_code_version_and_points_to_the_lineage_record():
+    from collections import Counter
+
+    from tasks.evaluate.cards import model_card
+
+    m = _conceptclip_detail()
+    card = model_card("T", "use", ["limit"], ["- data"], Counter({"CC BY": 3}), {"metrics": {"steps": 5}},
+                      [("zero-shot macro AUC", m["zero_shot_macro_auc"])], "data/train_x/model.safetensors",
+                      "data/evaluate/lineage.json")
+    assert "| zero-shot macro AUC | 0.910 | [0.840, 0.960] |" in card
+    assert "`data/evaluate/lineage.json`" in card and "python -m flows.lineage data/train_x/model.safetensors" in card
+    assert "Code:" not in card and "commit" not in card.lower()

@@ -1,4 +1,9 @@
-"""Model cards (Markdown): use and limits, data, training configuration, metrics, lineage."""
+"""Model cards (Markdown): use and limits, data, training configuration, metrics, lineage.
+
+A card is a cached output, so it holds only what the evaluate stage's declared deps and
+params determine: no git commit and nothing read from dvc.lock. The code version, the
+chain of stages and their exclusions are in the uncached lineage record it points to.
+"""
 from __future__ import annotations
 
 import json
@@ -15,42 +20,19 @@ def _metric_line(name: str, entry) -> str:
     return f"| {name} | {entry:.3f} | |" if isinstance(entry, (int, float)) else f"| {name} | {entry} | |"
 
 
-def _exclusions(lineage: dict) -> list[str]:
-    lines = []
-    for stage in lineage["stages"]:
-        for path, counts in stage["counts"].items():
-            reasons = counts.get("rejected_by_reason") or {}
-            if reasons:
-                text = ", ".join(f"{k}: {v}" for k, v in sorted(reasons.items()))
-                lines.append(f"- `{stage['stage']}` excluded {counts.get('rejected', sum(reasons.values()))} "
-                             f"of {counts.get('items_in')} {counts.get('unit', 'items')}: {text}")
-    return lines or ["- no exclusions recorded"]
-
-
-def _lineage_table(lineage: dict) -> list[str]:
-    rows = ["| stage | outputs (md5) |", "|---|---|"]
-    for stage in lineage["stages"]:
-        outs = "<br>".join(f"`{o['path']}` {str(o.get('md5'))[:12]}" for o in stage["outs"])
-        rows.append(f"| {stage['stage']} | {outs} |")
-    return rows
-
-
 def model_card(title: str, intended_use: str, limits: list[str], data_lines: list[str], licences: Counter,
-               training: dict, metrics: dict, metric_rows: list[tuple[str, object]], lineage: dict) -> str:
-    code = lineage["code"]
+               training: dict, metric_rows: list[tuple[str, object]], artifact: str, lineage_record: str) -> str:
     lines = [f"# {title}", "", "## Intended use", "", intended_use, "", "## Limits", ""]
     lines += [f"- {item}" for item in limits]
     lines += ["", "## Data", ""] + data_lines
     if licences:
         lines += ["", "Licence mix of the training articles:", ""]
         lines += [f"- {name}: {count}" for name, count in sorted(licences.items())]
-    lines += ["", "Exclusions and why:", ""] + _exclusions(lineage)
     lines += ["", "## Training configuration", "", "```json", json.dumps(training, indent=2, sort_keys=True), "```"]
     lines += ["", "## Held-out metrics (95% bootstrap intervals)", "", "| metric | value | 95% CI |", "|---|---|---|"]
     lines += [_metric_line(name, entry) for name, entry in metric_rows]
-    lines += ["", "## Lineage", "", f"Code: `{code['commit']}`"
-              + (" (with uncommitted changes)" if code.get("uncommitted_changes") else ""), ""]
-    lines += _lineage_table(lineage)
-    lines += ["", "Full chain with params and hashes: `python -m flows.lineage "
-              f"{lineage['artifact']}`.", ""]
+    lines += ["", "## Lineage", "",
+              f"Weights: `{artifact}`. The code version, every stage behind it with params, hashes and "
+              f"exclusions by reason: `{lineage_record}` (rewritten at each run, not cached), or "
+              f"`python -m flows.lineage {artifact}` (add `--verify` to re-hash the files).", ""]
     return "\n".join(lines)
