@@ -67,8 +67,7 @@ def main() -> None:
     index_dir = ensure_index(data / "umls" / "mesh2017" / "2017MeshTree.txt", Path(args.index_dir))
     p = load_params(Path(__file__).resolve().parent.parent / "params.yaml")["link_concepts"]
 
-    import spacy
-
+    from tasks.common.nlp import make_pipeline
     from tasks.linking.linker import ConceptLinker, open_quickumls
 
     with PeakRSS() as rss:
@@ -76,7 +75,7 @@ def main() -> None:
         bare = open_quickumls(index_dir, threshold=float(p["threshold"]), window=int(p["window"]),
                               similarity_name=p["similarity"], min_match_length=int(p["min_match_length"]),
                               accepted_semtypes=None)
-        nlp = spacy.blank("en")
+        nlp = make_pipeline(scispacy_tokenizer=False, sentencizer=None)
 
         def bare_loop(texts):
             return [bare._match(nlp(t)) for t in texts]

@@ -40,9 +40,9 @@ def ensure_index(index_dir: Path) -> Path:
 
 
 def run(cfg: dict, link_params: dict, reports: list, linker) -> dict:
-    from tasks.reports.evaluate import score_labels
     from tasks.reports.processor import ReportInput, ReportProcessor, load_lexicon
     from tasks.reports.sentences import sentence_pipeline
+    from tests.helpers.report_scores import score_labels
 
     wall, cpu = time.perf_counter(), time.process_time()
     sentence_pipeline(bool(cfg.get("scispacy_tokenizer", True)))

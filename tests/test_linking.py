@@ -113,7 +113,7 @@ def mesh_index(shared_data, tmp_path_factory):
 
 
 def test_bc5cdr_beats_bare_quickumls(shared_data, mesh_index, tmp_path):
-    from tasks.linking import bc5cdr
+    from tests.helpers import bc5cdr
     from tasks.linking.linker import ConceptLinker, load_concepts
 
     docs = bc5cdr.read_pubtator(shared_data / "umls" / "bc5cdr" / "CDR_dev.PubTator")

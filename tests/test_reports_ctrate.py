@@ -1,7 +1,7 @@
 """split_reports labels against CT-RATE's radiologist labels (800 real chest CT reports).
 
 The rules were written looking only at the reports outside a hash-chosen 25 %
-(tasks.reports.evaluate.heldout); the held-out part checks that they generalise.
+(tests.helpers.report_scores.heldout); the held-out part checks that they generalise.
 """
 from __future__ import annotations
 
@@ -10,9 +10,9 @@ import csv
 import pytest
 
 from tasks.common.params import load_params
-from tasks.reports.evaluate import heldout, score_labels
 from tasks.reports.processor import ReportInput, ReportProcessor, load_lexicon
 from tasks.reports.stage import resolve_config
+from tests.helpers.report_scores import heldout, score_labels
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import torch
 from tasks.training.checkpoint import list_checkpoints
 from tasks.training.optim import warmup_cosine
 from tasks.training.splits import HELDOUT, TRAIN, split_of
-from tasks.training.toy import ddp_worker, kill_worker, run_toy
+from tests.helpers.toy_training import ddp_worker, kill_worker, run_toy
 
 LOOP = {"max_steps": 12, "batch_size": 8, "lr": 3e-3, "warmup_steps": 3, "checkpoint_every": 4,
         "eval_every": 4, "seed": 3, "threads": 1}

@@ -24,6 +24,7 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable, Sequence
 
+from tasks.common.nlp import make_pipeline
 from tasks.linking.context import ContextRules
 from tasks.linking.variants import variants
 
@@ -109,43 +110,6 @@ def open_quickumls(index_dir: str | Path, **kwargs):
     return QuickUMLS(str(qdir), spacy_component=True, **kwargs)
 
 
-def make_nlp(spacy_model: str | None = None, split_hyphens: bool = True, abbreviations: bool = True,
-             sentencizer: str = "rule"):
-    """Tokeniser + sentences (+ abbreviations): scispaCy parts on a blank English pipeline."""
-    import re
-    import warnings
-
-    import spacy
-    from scispacy.custom_tokenizer import combined_rule_tokenizer
-
-    if spacy_model:
-        nlp = spacy.load(spacy_model, exclude=["ner", "lemmatizer", "tagger", "attribute_ruler"])
-    else:
-        nlp = spacy.blank("en")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FutureWarning)
-        nlp.tokenizer = combined_rule_tokenizer(nlp)
-    if split_hyphens:
-        # scispaCy keeps "ground-glass" whole; split letter-hyphen-letter so parts can match alone
-        # (QuickUMLS rejoins hyphenated n-grams itself).
-        infix = nlp.tokenizer.infix_finditer.__self__.pattern
-        nlp.tokenizer.infix_finditer = re.compile(infix + r"|(?<=[A-Za-z0-9])-(?=[A-Za-z])").finditer
-    if not (nlp.has_pipe("parser") or nlp.has_pipe("senter") or nlp.has_pipe("sentencizer")):
-        if sentencizer == "pysbd":
-            import scispacy.custom_sentence_segmenter  # noqa: F401  (registers the component)
-
-            nlp.add_pipe("pysbd_sentencizer")
-        elif sentencizer == "rule":
-            nlp.add_pipe("sentencizer")
-        else:
-            raise ValueError(f"link_concepts.sentencizer must be 'rule' or 'pysbd', not {sentencizer!r}")
-    if abbreviations:
-        import scispacy.abbreviation  # noqa: F401  (registers the factory)
-
-        nlp.add_pipe("abbreviation_detector")
-    return nlp
-
-
 def load_concepts(index_dir: str | Path) -> dict[str, tuple[str, tuple[str, ...], str, frozenset]]:
     """cui -> (preferred name, TUIs, group, all groups) from concepts.parquet, when present."""
     path = Path(index_dir) / "concepts.parquet"
@@ -188,8 +152,8 @@ class ConceptLinker:
             similarity_name=settings["similarity"], min_match_length=int(settings["min_match_length"]),
             accepted_semtypes=set(settings["semantic_types"]) if settings["semantic_types"] else None,
         )
-        nlp = make_nlp(settings["spacy_model"], bool(settings["split_hyphens"]), bool(settings["abbreviations"]),
-                       settings["sentencizer"])
+        nlp = make_pipeline(settings["spacy_model"], split_hyphens=bool(settings["split_hyphens"]),
+                            sentencizer=settings["sentencizer"], abbreviations=bool(settings["abbreviations"]))
         acronyms = {}
         acronym_file = quickumls_dir(index_dir) / "acronyms.json"
         if settings["acronyms"] and acronym_file.is_file():

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Iterable
 
+from tasks.common.nlp import make_pipeline
+
 
 @dataclass(frozen=True)
 class Sentence:
@@ -19,15 +21,8 @@ class Sentence:
 
 @lru_cache(maxsize=2)
 def sentence_pipeline(use_scispacy_tokenizer: bool = True):
-    import spacy
-
-    nlp = spacy.blank("en")
-    if use_scispacy_tokenizer:
-        from scispacy.custom_tokenizer import combined_rule_tokenizer
-
-        nlp.tokenizer = combined_rule_tokenizer(nlp)
-    nlp.add_pipe("sentencizer", config={"punct_chars": [".", "!", "?", ";\n", "•"]})
-    return nlp
+    return make_pipeline(scispacy_tokenizer=use_scispacy_tokenizer, sentencizer="rule",
+                         punct_chars=[".", "!", "?", ";\n", "•"])
 
 
 def _clean(text: str) -> tuple[int, str]:

@@ -90,12 +90,11 @@ def linker_predictor(linker) -> Callable:
 
 def bare_quickumls_predictor(index_dir: str | Path, concepts: dict) -> Callable:
     """QuickUMLS with its default settings on a blank English pipeline (no model can be downloaded)."""
-    import spacy
-
+    from tasks.common.nlp import make_pipeline
     from tasks.linking.linker import open_quickumls
 
     matcher = open_quickumls(index_dir)
-    nlp = spacy.blank("en")
+    nlp = make_pipeline(scispacy_tokenizer=False, sentencizer=None)
 
     def predict(text):
         out = []
