@@ -1,7 +1,8 @@
 """BERT-style text encoder and an offline tokenizer with character offsets.
 
-The tokenizer is a WordPiece model trained on the training texts with `tokenizers`
-(default), or the tokenizer of a local Hugging Face model folder. Nothing is fetched.
+The tokenizer is a WordPiece model trained deterministically on the training texts
+(models/wordpiece.py, run by `tokenizers`; default), or the tokenizer of a local
+Hugging Face model folder. Nothing is fetched.
 """
 from __future__ import annotations
 
@@ -60,17 +61,29 @@ class TextTokenizer:
     @classmethod
     def train(cls, texts: Iterable[str], vocab_size: int, context_length: int,
               min_frequency: int = 1) -> "TextTokenizer":
-        from tokenizers import Tokenizer, decoders, normalizers, pre_tokenizers, processors
-        from tokenizers.models import WordPiece
-        from tokenizers.trainers import WordPieceTrainer
+        """A BERT-style WordPiece tokenizer learnt from `texts`; the same texts give the same bytes.
 
-        tok = Tokenizer(WordPiece(unk_token="[UNK]"))
-        tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-        tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-        tok.decoder = decoders.WordPiece()
-        trainer = WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                   special_tokens=SPECIAL_TOKENS)
-        tok.train_from_iterator(list(texts), trainer=trainer)
+        The vocabulary comes from models.wordpiece (fixed tie-breaking), not from
+        `tokenizers`' trainer, whose ties follow hash order and differ per process.
+        """
+        from tokenizers import AddedToken, Tokenizer, decoders, normalizers, pre_tokenizers, processors
+        from tokenizers.models import WordPiece
+
+        from models.wordpiece import PREFIX, count_words, train_vocab
+
+        normalizer = normalizers.BertNormalizer(lowercase=True)
+        pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+
+        def split(text: str) -> list[str]:
+            return [w for w, _ in pre_tokenizer.pre_tokenize_str(normalizer.normalize_str(text))]
+
+        vocab = train_vocab(count_words(texts, split), vocab_size, SPECIAL_TOKENS, min_frequency)
+        tok = Tokenizer(WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]",
+                                  continuing_subword_prefix=PREFIX))
+        tok.normalizer = normalizer
+        tok.pre_tokenizer = pre_tokenizer
+        tok.decoder = decoders.WordPiece(prefix=PREFIX)
+        tok.add_special_tokens([AddedToken(t, special=True, normalized=False) for t in SPECIAL_TOKENS])
         cls_id, sep_id = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
         tok.post_processor = processors.TemplateProcessing(
             single="[CLS] $A [SEP]", special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)])
