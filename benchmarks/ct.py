@@ -29,7 +29,6 @@ sys.path.insert(0, str(ROOT))
 
 def write_synthetic_series(folder: Path, n_slices: int, size: int) -> Path:
     """An uncompressed 16-bit CT series with shuffled file names (as PACS exports have)."""
-    import pydicom
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian, generate_uid
 

@@ -3,7 +3,7 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from tasks.evaluate.metrics import (auc_or_none, bootstrap_ci, macro_auc, macro_auc_with_ci, per_label_auc,
-                                    recall_at_k, roc_points)
+                                    recall_at_k)
 
 
 def test_auc_matches_sklearn_and_handles_one_class():
@@ -44,11 +44,6 @@ def test_bootstrap_interval_brackets_the_estimate_and_narrows_with_data():
 
 def test_bootstrap_returns_none_when_statistic_is_always_undefined():
     assert bootstrap_ci(lambda idx: None, 10, n_boot=50) is None
-
-
-def test_roc_points_start_and_end_at_corners():
-    pts = roc_points(np.array([0, 1, 0, 1]), np.array([0.1, 0.9, 0.4, 0.6]))
-    assert pts[0] == {"fpr": 0.0, "tpr": 0.0} and pts[-1] == {"fpr": 1.0, "tpr": 1.0}
 
 
 def test_vectorised_column_aucs_match_sklearn_with_ties():

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from tasks.evaluate.metrics import bootstrap_ci, macro_auc, macro_auc_with_ci, per_label_auc, recall_at_k
+from tasks.evaluate.metrics import bootstrap_ci, macro_auc_with_ci, per_label_auc, recall_at_k
 from tasks.training import conceptclip_data as data
 from tasks.training.conceptclip_stage import load_records, load_trained
 from tasks.training.splits import HELDOUT

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 from scipy.stats import rankdata
-from sklearn.metrics import roc_auc_score, roc_curve
+from sklearn.metrics import roc_auc_score
 
 
 def auc_or_none(labels: np.ndarray, scores: np.ndarray) -> float | None:
@@ -72,8 +72,3 @@ def macro_auc_with_ci(labels: np.ndarray, scores: np.ndarray, n_boot: int, seed:
     point = macro_auc(labels, scores)
     ci = bootstrap_ci(lambda idx: macro_auc(labels[idx], scores[idx]), len(labels), n_boot, seed)
     return {"value": point, "ci95": list(ci) if ci else None, "n": int(len(labels))}
-
-
-def roc_points(labels: np.ndarray, scores: np.ndarray) -> list[dict]:
-    fpr, tpr, _ = roc_curve(np.asarray(labels).astype(int), scores)
-    return [{"fpr": float(f), "tpr": float(t)} for f, t in zip(fpr, tpr)]

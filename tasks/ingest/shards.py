@@ -69,20 +69,3 @@ def assemble_shard(path: str | Path, articles: Iterable[tuple[str, list[tuple[st
         for handle in handles.values():
             handle.close()
     tmp.replace(path)
-
-
-def iter_article_shard(path: str | Path):
-    """Yield (pmcid, {relative path: bytes}) one article at a time (members are contiguous)."""
-    current, members = None, {}
-    with tarfile.open(path, mode="r:") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            pmcid, rel = info.name.split("/", 1)
-            if pmcid != current and current is not None:
-                yield current, members
-                members = {}
-            current = pmcid
-            members[rel] = tar.extractfile(info).read()
-    if current is not None:
-        yield current, members

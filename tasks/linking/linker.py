@@ -22,7 +22,7 @@ import threading
 from bisect import bisect_right
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable
 
 from tasks.common.nlp import make_pipeline
 from tasks.linking.context import ContextRules
@@ -307,7 +307,3 @@ def get_linker(index_dir: str | Path, params: dict | None = None) -> ConceptLink
         if key not in _CACHE:
             _CACHE[key] = ConceptLinker.from_index(index_dir, params)
         return _CACHE[key]
-
-
-def mentions_as_rows(mentions: Sequence[Mention], **extra) -> list[dict]:
-    return [dict(extra, **m.as_dict()) for m in mentions]

@@ -74,8 +74,3 @@ def _unique(items: Iterable[str]) -> list[str]:
     for item in items:
         seen.setdefault(item, None)
     return list(seen)
-
-
-def map_cuis(cuis: Iterable[str], cui_to_anatomy: Mapping[str, str]) -> list[str]:
-    """Anatomies of the linker's body-part concepts, through the params table."""
-    return _unique(cui_to_anatomy[c] for c in cuis if c in cui_to_anatomy)
