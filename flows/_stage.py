@@ -11,8 +11,10 @@ import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from flows._outputs import atomic_output_dir
 from flows._runtime import ensure_prefect_api
 from tasks.common.params import ParamsError, load_params
+from tasks.schema import with_absolute_locations
 
 DASK_ADDRESS_ENV = "MEDCONCEPT_DASK_ADDRESS"
 
@@ -97,13 +99,22 @@ def run_stage_cli(flow: Callable, argv: Sequence[str] | None = None) -> Any:
 
 def run_in_process_cli(flow: Callable, argv: Sequence[str] | None = None) -> Any:
     """The same command line for a flow whose work runs in this process (training: a Dask
-    worker would pin torch to one thread)."""
+    worker would pin torch to one thread); the flow swaps its own outputs in."""
     params = cli_params(getattr(flow, "name", None) or flow.__name__, argv)
     ensure_prefect_api()
     return flow(params=params)
 
 
+def with_output_dir(params: dict, stage: str, output_dir: str | Path) -> dict:
+    """params with `<stage>.output_dir` pointing at the folder being built."""
+    return {**params, stage: {**params[stage], "output_dir": str(output_dir)}}
+
+
 def run_stage(flow: Callable, params: dict) -> Any:
-    """Run a stage flow with the task runner its params ask for."""
+    """Run a stage flow with the task runner its params ask for: locations made absolute
+    once, here (workers may run elsewhere), outputs built aside and swapped in at the end."""
+    stage = flow.name
+    params = with_absolute_locations(params, Path.cwd())
     runner = make_task_runner(params)
-    return flow.with_options(task_runner=runner)(params=params)
+    with atomic_output_dir(params[stage]["output_dir"]) as build:
+        return flow.with_options(task_runner=runner)(params=with_output_dir(params, stage, build))

@@ -5,11 +5,14 @@ torch to one thread) or under torchrun when `<stage>.nproc_per_node` > 1.
 """
 from __future__ import annotations
 
+from pathlib import Path
 from types import ModuleType
 
 from prefect import flow, task
 from prefect.cache_policies import NO_CACHE
 
+from flows._outputs import atomic_output_dir
+from flows._stage import with_output_dir
 from tasks.common.summary import StageSummary
 from tasks.training.common import launch_torchrun
 
@@ -33,15 +36,21 @@ def training_flow(stage: ModuleType, unit: str, prepare_name: str):
 
     @flow(name=name)
     def train(params: dict) -> dict:
-        summary = StageSummary(name, unit=unit)
-        nproc = int((params.get(name) or {}).get("nproc_per_node") or 1)
-        if nproc > 1:
-            launch_torchrun(name, params, nproc)
-            return {}
-        prep = prepare_task(params)
-        print(f"[{name}] {prep.counts}", flush=True)
-        result = train_task(prep)
-        metrics = write_task(prep, result, params, summary)
+        final = Path(params[name]["output_dir"]).absolute()
+        checkpoints = params[name]["checkpoint_dir"]
+        keep = [str(Path(checkpoints).absolute().relative_to(final))] \
+            if checkpoints and Path(checkpoints).absolute().is_relative_to(final) else []
+        with atomic_output_dir(final, keep) as build:
+            staged = with_output_dir(params, name, build)
+            summary = StageSummary(name, unit=unit)
+            nproc = int(staged[name]["nproc_per_node"])
+            if nproc > 1:
+                launch_torchrun(name, staged, nproc)
+                return {}
+            prep = prepare_task(staged)
+            print(f"[{name}] {prep.counts}", flush=True)
+            result = train_task(prep)
+            metrics = write_task(prep, result, staged, summary)
         print(summary.report(), flush=True)
         print(f"[{name}] metrics {metrics}", flush=True)
         return metrics

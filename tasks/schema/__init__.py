@@ -133,3 +133,13 @@ def resolve_training_preset(section: dict) -> dict:
         if resolved.get(key) is None:
             resolved[key] = presets[name][key]
     return resolved
+
+
+def with_absolute_locations(params: dict, base) -> dict:
+    """Validated params with every Location made absolute against `base` (URLs kept): the
+    form handed to Dask workers, which may run in other folders on other machines."""
+    from pathlib import Path
+
+    model = Params.model_validate({k: v for k, v in params.items() if k in SECTIONS})
+    resolved = as_plain(resolve_locations(model, Path(base)))
+    return {**params, **resolved}

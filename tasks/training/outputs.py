@@ -87,7 +87,9 @@ def write_run_record(out: Path, repo: Path, stage: str, params: dict, inputs: li
     from tasks.training.lineage import build_lineage
 
     write_rejected([dict(r, stage=stage) for r in rejected], out / "rejected.parquet")
-    write_json(build_lineage(repo, stage, inputs, {stage: params.get(stage)}, counts), out / "lineage.json")
+    # where this run's own outputs went is not part of what made them
+    own = {k: v for k, v in params[stage].items() if k not in ("output_dir", "checkpoint_dir")}
+    write_json(build_lineage(repo, stage, inputs, {stage: own}, counts), out / "lineage.json")
     summary.items_in = counts[items_in_key]
     summary.items_out = records_out
     summary.add_rejections(Counter(r["reason"] for r in rejected).elements())
