@@ -2,8 +2,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import roc_auc_score
 
-from tasks.evaluate.metrics import (auc_or_none, bootstrap_ci, macro_auc, macro_auc_with_ci, per_label_auc,
-                                    recall_at_k)
+from tasks.evaluate.metrics import (auc_metrics, auc_or_none, bootstrap_ci, macro_auc, macro_auc_with_ci,
+                                    per_label_auc, recall_at_k)
 
 
 def test_auc_matches_sklearn_and_handles_one_class():
@@ -105,3 +105,16 @@ def test_model_card_carries_no_code_version_and_points_to_the_lineage_record():
     assert "| zero-shot macro AUC | 0.910 | [0.840, 0.960] |" in card
     assert "`data/evaluate/lineage.json`" in card and "python -m flows.lineage data/train_x/model.safetensors" in card
     assert "Code:" not in card and "commit" not in card.lower()
+
+
+def test_auc_metrics_names_both_entries_and_is_empty_without_labels():
+    rng = np.random.default_rng(5)
+    labels = rng.integers(0, 2, (40, 3))
+    scores = labels + rng.normal(0, 0.8, (40, 3))
+    names = ["a", "b", "c"]
+    out = auc_metrics("zero_shot", labels, scores, names, n_boot=50, seed=1)
+    assert list(out) == ["zero_shot_macro_auc", "zero_shot_auc"]
+    assert out["zero_shot_macro_auc"] == macro_auc_with_ci(labels, scores, 50, 1)
+    assert out["zero_shot_auc"] == per_label_auc(labels, scores, names) and set(out["zero_shot_auc"]) == set(names)
+    empty = auc_metrics("annotation", np.zeros((40, 0), int), np.zeros((40, 0)), [], n_boot=50, seed=1)
+    assert empty == {"annotation_macro_auc": None, "annotation_auc": {}}

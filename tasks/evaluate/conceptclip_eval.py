@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from tasks.evaluate.metrics import bootstrap_ci, macro_auc_with_ci, per_label_auc, recall_at_k
+from tasks.evaluate.metrics import auc_metrics, bootstrap_ci, recall_at_k
 from tasks.training import conceptclip_data as data
 from tasks.training.conceptclip_stage import load_records, load_trained
 from tasks.training.splits import HELDOUT
@@ -120,10 +120,8 @@ def evaluate(train_dir: str | Path, train_section: dict, concepts_table: str | P
         "heldout_figures": len(held),
         "heldout_articles": len({r.pmcid for r in held}),
         "concepts_evaluated": len(concepts),
-        "zero_shot_macro_auc": macro_auc_with_ci(labels, zero_shot, n_boot, boot_seed) if concepts else None,
-        "zero_shot_auc": per_label_auc(labels, zero_shot, cui_names),
-        "annotation_macro_auc": macro_auc_with_ci(labels, annotation, n_boot, boot_seed) if concepts else None,
-        "annotation_auc": per_label_auc(labels, annotation, cui_names),
+        **auc_metrics("zero_shot", labels, zero_shot, cui_names, n_boot, boot_seed),
+        **auc_metrics("annotation", labels, annotation, cui_names, n_boot, boot_seed),
         "retrieval": retrieval,
     }
     return ConceptEval(metrics, labels, zero_shot, concepts, held, dataset, model, tokenizer, ids, mask)

@@ -8,7 +8,7 @@ import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from tasks.evaluate.metrics import macro_auc_with_ci, per_label_auc
+from tasks.evaluate.metrics import auc_metrics, macro_auc_with_ci, per_label_auc
 from tasks.training import fvlm_data as data
 from tasks.training.fvlm_stage import load_records, load_trained
 from tasks.training.splits import HELDOUT
@@ -97,8 +97,7 @@ def evaluate(train_dir: str | Path, section: dict, params: dict, report_labels: 
         "heldout_studies": len(held),
         "heldout_patients": len({r.patient_id for r in held}),
         "pairs_evaluated": len(pairs),
-        "zero_shot_macro_auc": macro_auc_with_ci(labels, scores, n_boot, seed) if pairs else None,
-        "zero_shot_auc": per_label_auc(labels, scores, names_out),
+        **auc_metrics("zero_shot", labels, scores, names_out, n_boot, seed),
     }
     ct_rate = ct_rate_labels(held, pairs, scores, report_labels, label_map, min_pos, n_boot, seed)
     if ct_rate:

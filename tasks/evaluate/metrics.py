@@ -72,3 +72,12 @@ def macro_auc_with_ci(labels: np.ndarray, scores: np.ndarray, n_boot: int, seed:
     point = macro_auc(labels, scores)
     ci = bootstrap_ci(lambda idx: macro_auc(labels[idx], scores[idx]), len(labels), n_boot, seed)
     return {"value": point, "ci95": list(ci) if ci else None, "n": int(len(labels))}
+
+
+def auc_metrics(prefix: str, labels: np.ndarray, scores: np.ndarray, names: list[str], n_boot: int,
+                seed: int) -> dict:
+    """`<prefix>_macro_auc` with its bootstrap interval (None without labels) and `<prefix>_auc` per label."""
+    return {
+        f"{prefix}_macro_auc": macro_auc_with_ci(labels, scores, n_boot, seed) if names else None,
+        f"{prefix}_auc": per_label_auc(labels, scores, names),
+    }

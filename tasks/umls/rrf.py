@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator
+from typing import Iterable, Iterator, Sequence
 
 MRCONSO_COLUMNS = (
     "CUI", "LAT", "TS", "LUI", "STT", "SUI", "ISPREF", "AUI", "SAUI",
@@ -105,22 +105,22 @@ def format_row(values: Iterable[str]) -> str:
     return "|".join(values) + "|\n"
 
 
-def write_mrconso(rows: Iterable[dict], path: str | Path) -> int:
+def write_rrf(rows: Iterable[dict], columns: Sequence[str], path: str | Path) -> int:
+    """Rows as an RRF file with the given columns (missing fields empty); returns the row count."""
     count = 0
     with Path(path).open("w", encoding="utf-8", newline="") as handle:
         for row in rows:
-            handle.write(format_row(row.get(col, "") for col in MRCONSO_COLUMNS))
+            handle.write(format_row(row.get(col, "") for col in columns))
             count += 1
     return count
+
+
+def write_mrconso(rows: Iterable[dict], path: str | Path) -> int:
+    return write_rrf(rows, MRCONSO_COLUMNS, path)
 
 
 def write_mrsty(rows: Iterable[dict], path: str | Path) -> int:
-    count = 0
-    with Path(path).open("w", encoding="utf-8", newline="") as handle:
-        for row in rows:
-            handle.write(format_row(row.get(col, "") for col in MRSTY_COLUMNS))
-            count += 1
-    return count
+    return write_rrf(rows, MRSTY_COLUMNS, path)
 
 
 def write_semgroups(entries: Iterable[tuple[str, str, str, str]], path: str | Path) -> None:
