@@ -4,12 +4,15 @@
 
 Without it every stage of `dvc repro` starts its own temporary server (seconds
 each); with it they all report to one, which also keeps one run history.
+The server and COMMAND die with this process, even on SIGKILL (flows._children);
+so do the stages COMMAND starts, because they use this process's server.
 """
 from __future__ import annotations
 
 import subprocess
 import sys
 
+from flows._children import kill_with_parent
 from flows._runtime import ensure_prefect_api
 
 
@@ -19,7 +22,7 @@ def main(argv=None) -> int:
         print("usage: python -m flows.with_prefect COMMAND [ARGS...]", file=sys.stderr)
         return 2
     ensure_prefect_api()
-    return subprocess.call(argv)
+    return subprocess.call(argv, preexec_fn=kill_with_parent())
 
 
 if __name__ == "__main__":
