@@ -17,6 +17,7 @@ class StageSummary:
 
     stage: str
     unit: str = "items"
+    out_unit: str | None = None  # what items_out counts, when not `unit` (articles in, figures out)
     items_in: int = 0
     items_out: int = 0
     rejected_by_reason: Counter = field(default_factory=Counter)
@@ -51,6 +52,7 @@ class StageSummary:
         data = {
             "stage": self.stage,
             "unit": self.unit,
+            **({"out_unit": self.out_unit} if self.out_unit else {}),
             "items_in": self.items_in,
             "items_out": self.items_out,
             "rejected": self.rejected,
@@ -79,7 +81,7 @@ class StageSummary:
         timing = self.timing()
         reasons = ", ".join(f"{k}={v}" for k, v in sorted(self.rejected_by_reason.items())) or "none"
         return (
-            f"[{self.stage}] done: {self.items_in} {self.unit} in, {self.items_out} out, "
+            f"[{self.stage}] done: {self.items_in} {self.unit} in, {self.items_out}{' ' + self.out_unit if self.out_unit else ''} out, "
             f"{self.rejected} rejected ({reasons}); {timing['seconds']}s, "
             f"{timing['items_per_second']} {self.unit}/s"
         )

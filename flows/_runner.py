@@ -1,0 +1,103 @@
+"""The one stage runner under every data flow.
+
+A stage declares three plain functions (in tasks/<stage>/) and the runner owns the rest:
+
+    plan(cfg, out)                  -> Plan: every item that enters (counted from the inputs)
+                                       and one argument per Prefect task
+    work(shard, cfg, out)           -> ShardResult, on a Dask worker
+    merge(cfg, out, plan, results, fan_out) -> Merged: the stage's tables, written under out
+
+The runner submits one Prefect task per shard, gathers them in order with progress lines,
+writes rejected.parquet, checks that every item that entered left as an output row or a
+rejected row (items in are counted by `plan`, never derived from what came out), and
+writes summary.json / timing.json. The output folder `out` is the temporary sibling that
+`flows._stage.run_stage` swaps into place when the flow returns.
+"""
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from flows._stage import gather
+from tasks.common.sharding import Merged, Plan, ShardResult  # noqa: F401  (the runner's vocabulary)
+from tasks.common.summary import StageSummary
+from tasks.common.tables import write_rejected
+
+
+@dataclass(frozen=True)
+class ShardedStage:
+    name: str
+    unit: str                        # what Plan.items are
+    plan: Callable[[dict, Path], Plan]
+    work: Callable[[Any, dict, str], ShardResult]
+    merge: Callable[..., Merged]
+    out_unit: str | None = None      # what the main table's rows are, when not `unit`
+    # the input item a rejected row belongs to (figures reject "PMC1/F2" of article PMC1)
+    item_of: Callable[[dict], str] = lambda row: row["item"]
+
+
+def add_counts(total: dict, counts: dict) -> dict:
+    for key, value in counts.items():
+        total[key] = total.get(key, 0) + value if isinstance(value, (int, float)) else value
+    return total
+
+
+class FanOut:
+    """Submits a plain function as one Prefect task per shard and gathers the results."""
+
+    def __init__(self, stage: str, summary: StageSummary):
+        self.stage, self.summary = stage, summary
+
+    def __call__(self, fn: Callable, shards: Sequence[Any], *shared: Any, name: str | None = None) -> list:
+        shard_task = task(fn, name=name or f"{self.stage}-{fn.__name__}", cache_policy=NO_CACHE)
+        return gather([shard_task.submit(shard, *shared) for shard in shards], self.summary)
+
+
+def check_accounting(stage: ShardedStage, plan: Plan, merged: Merged, rejected: list[dict]) -> None:
+    """Every item in left as an output row or a rejected row with a reason: nothing is lost."""
+    entered = set(plan.items)
+    if len(entered) != len(plan.items):
+        raise RuntimeError(f"{stage.name}: plan lists an item twice")
+    without_reason = [r for r in rejected if not r.get("reason")]
+    if without_reason:
+        raise RuntimeError(f"{stage.name}: rejected rows without a reason: {without_reason[:3]}")
+    rejected_items = {stage.item_of(r) for r in rejected}
+    unknown = sorted((merged.accounted | rejected_items) - entered)
+    if unknown:
+        raise RuntimeError(f"{stage.name}: outputs name items that never entered: {unknown[:5]}")
+    lost = sorted(entered - merged.accounted - rejected_items)
+    if lost:
+        raise RuntimeError(f"{stage.name} lost {len(lost)} {stage.unit} without a reason: {lost[:5]}")
+
+
+def run_sharded(stage: ShardedStage, cfg: dict, out: str | Path) -> dict:
+    """plan -> one task per shard -> merge, with the stage's accounting and summary."""
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = StageSummary(stage.name, unit=stage.unit, out_unit=stage.out_unit)
+    plan = stage.plan(cfg, out)
+    summary.items_in = len(plan.items)
+    print(f"[{stage.name}] {len(plan.items)} {stage.unit} in {len(plan.shards)} tasks", flush=True)
+    fan_out = FanOut(stage.name, summary)
+    results = fan_out(stage.work, plan.shards, cfg, str(out), name=f"{stage.name}-shard")
+    merged = stage.merge(cfg, out, plan, results, fan_out)
+    rejected = [row for result in results for row in result.rejected] + merged.rejected
+    rejected = [dict(row, stage=row.get("stage") or stage.name) for row in rejected]
+    check_accounting(stage, plan, merged, rejected)
+    write_rejected(rejected, out / "rejected.parquet")
+    summary.items_out = merged.items_out
+    summary.add_rejections(row["reason"] for row in rejected)
+    counts = add_counts(dict(plan.counts), {})
+    for result in results:
+        add_counts(counts, result.counts)
+    add_counts(counts, merged.counts)
+    summary.extra.update(sorted(counts.items()))
+    shutil.rmtree(out / "_parts", ignore_errors=True)
+    summary.write(out)
+    print(summary.report(), flush=True)
+    return summary.as_dict()

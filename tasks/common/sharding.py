@@ -1,0 +1,35 @@
+"""What a stage's plain functions hand the stage runner (flows/_runner.py): a plan of the
+items that enter and the shards to run, each shard's result, and the merged outcome."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Sequence
+
+
+def chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
+    """Consecutive chunks of at most `size` items (order kept)."""
+    if size < 1:
+        raise ValueError(f"chunk size must be >= 1, got {size}")
+    return [list(items[i: i + size]) for i in range(0, len(items), size)]
+
+
+@dataclass
+class Plan:
+    items: list[str]                 # the id of every item that enters the stage
+    shards: list[Any]                # one argument per Prefect task
+    counts: dict = field(default_factory=dict)   # deterministic counts known when planning
+
+
+@dataclass
+class ShardResult:
+    value: Any = None                # what merge needs (a part file, rows, ...)
+    rejected: list[dict] = field(default_factory=list)
+    counts: dict = field(default_factory=dict)
+
+
+@dataclass
+class Merged:
+    items_out: int                   # rows of the stage's main table
+    accounted: set[str]              # items (as in Plan.items) that reached an output row
+    rejected: list[dict] = field(default_factory=list)   # found while merging (duplicates, ...)
+    counts: dict = field(default_factory=dict)
