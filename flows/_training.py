@@ -42,6 +42,8 @@ def training_flow(stage: ModuleType, unit: str, prepare_name: str):
             if checkpoints and Path(checkpoints).absolute().is_relative_to(final) else []
         with atomic_output_dir(final, keep) as build:
             staged = with_output_dir(params, name, build)
+            # what the stage needs from other sections, passed explicitly here
+            staged = {**staged, name: {**staged[name], **stage.other_sections(params)}}
             summary = StageSummary(name, unit=unit)
             nproc = int(staged[name]["nproc_per_node"])
             if nproc > 1:

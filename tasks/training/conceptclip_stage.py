@@ -31,6 +31,11 @@ class Prepared:
     counts: dict = field(default_factory=dict)
 
 
+def other_sections(params: dict) -> dict:
+    """What this stage takes from other sections: nothing."""
+    return {}
+
+
 def _path(p) -> Path:
     p = Path(p)
     return p if p.is_absolute() else REPO / p

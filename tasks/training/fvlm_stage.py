@@ -38,8 +38,14 @@ def _path(p) -> Path:
     return p if p.is_absolute() else REPO / p
 
 
-def anatomy_list(params: dict, cfg: dict) -> list[str]:
-    names = cfg.get("anatomies") or list(((params.get("segment") or {}).get("anatomies") or {}).keys())
+def other_sections(params: dict) -> dict:
+    """What this stage takes from other sections (declared under its params in dvc.yaml)."""
+    return {"segment_anatomies": list(params["segment"]["anatomies"]),
+            "anatomy_names": dict(params["split_reports"]["anatomy_names"])}
+
+
+def anatomy_list(cfg: dict) -> list[str]:
+    names = cfg["anatomies"] or cfg["segment_anatomies"]
     if not names:
         raise ValueError("train_fvlm.anatomies is empty and params has no segment.anatomies")
     return list(names)
@@ -58,7 +64,7 @@ def load_records(cfg: dict, anatomies: list[str]) -> tuple[list, list[dict]]:
 
 def prepare(params: dict) -> Prepared:
     cfg, model_cfg = resolve(params, STAGE, REPO)
-    anatomies = anatomy_list(params, cfg)
+    anatomies = anatomy_list(cfg)
     records, rejected = load_records(cfg, anatomies)
     train_recs, held_recs = data.split_records(records)
     texts = [t["description"] for r in train_recs for t in r.texts.values()]
@@ -100,7 +106,7 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
 
     out = _path(prep.cfg["output_dir"])
     frac, salt = split_params(prep.cfg)
-    names = (params.get("split_reports") or {}).get("anatomy_names") or {}
+    names = prep.cfg["anatomy_names"]
     config = {
         "model": prep.model_cfg, "findings": prep.findings,
         "anatomy_names": {a: names.get(a, a.replace("_", " ").capitalize()) for a in prep.model_cfg["anatomies"]},
