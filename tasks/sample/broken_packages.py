@@ -4,9 +4,7 @@ from __future__ import annotations
 import tarfile
 from dataclasses import replace
 
-from tasks.sample.literature import (
-    _folder, _oa_row, build_article, package_members, package_relpath, pmcid_of,
-)
+from tasks.sample.articles import build_article, folder_name, oa_row, package_members, package_relpath, pmcid_of
 from tasks.sample.packages import tar_gz
 
 BROKEN_BASE = 9_990_001
@@ -33,7 +31,7 @@ def _base(params: dict, slot: int):
     """A valid article (figures and all) re-labelled with a broken-range PMCID."""
     article, images, sizes = build_article(params, 1000 + slot)
     article = replace(article, pmcid=f"PMC{BROKEN_BASE + slot}")
-    folder = _folder(article, 1000 + slot)
+    folder = folder_name(article, 1000 + slot)
     return article, images, sizes, folder
 
 
@@ -46,7 +44,7 @@ def broken_packages(params: dict) -> list[tuple[str, bytes, str, dict]]:
         members = package_members(article, images, sizes, folder, with_thumbnails=False)
         data = build(article, members, folder)
         relpath = package_relpath(article.pmcid)
-        cases.append((relpath, data, reason, _oa_row(relpath, article, "CC BY")))
+        cases.append((relpath, data, reason, oa_row(relpath, article, "CC BY")))
 
     add(0, "corrupt_archive", lambda a, m, f: (lambda d: d[: len(d) * 3 // 5])(tar_gz(m)))
     add(1, "missing_nxml", lambda a, m, f: tar_gz([x for x in m if not x[0].endswith(".nxml")]))
@@ -65,11 +63,11 @@ def broken_packages(params: dict) -> list[tuple[str, bytes, str, dict]]:
     article = replace(article, licence_type=None, licence_url=None, licence_text="All rights reserved.")
     members = package_members(article, images, sizes, folder, with_thumbnails=False)
     relpath = package_relpath(article.pmcid)
-    cases.append((relpath, tar_gz(members), "licence_not_allowed", _oa_row(relpath, article, "NO-CC CODE")))
+    cases.append((relpath, tar_gz(members), "licence_not_allowed", oa_row(relpath, article, "NO-CC CODE")))
 
     # The first sample article again, under another path: same PMCID twice.
     article, images, sizes = build_article(params, 0)
-    members = package_members(article, images, sizes, _folder(article, 0), with_thumbnails=True)
+    members = package_members(article, images, sizes, folder_name(article, 0), with_thumbnails=True)
     relpath = f"oa_package/zz/dup/{pmcid_of(0)}.tar.gz"
-    cases.append((relpath, tar_gz(members), "duplicate_pmcid", _oa_row(relpath, article, "CC BY")))
+    cases.append((relpath, tar_gz(members), "duplicate_pmcid", oa_row(relpath, article, "CC BY")))
     return cases

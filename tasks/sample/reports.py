@@ -2,7 +2,7 @@
 
 One report per CT study, written as a radiologist would (sections, organ headers
 in some, negations, abbreviations such as GGO and PTX, clauses joining two organs),
-saying exactly the phantom's findings (tasks/sample/ct_phantoms.study_specs) and
+saying exactly the phantom's findings (tasks/sample/ct_plan.study_specs) and
 nothing else abnormal. A clinical history that names a finding the study does not
 have tests that history sections are not read as findings. Deliberately broken
 rows: an empty report, one with bytes that are not UTF-8, a history-only report,
@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from tasks.sample.ct_phantoms import study_specs
+from tasks.sample.ct_plan import study_specs
 
 OUTPUT_SUBDIR = "reports"
 COLUMNS = ["AccessionNumber", "StudyInstanceUID", "report", "expected"]
