@@ -104,3 +104,76 @@ def test_index_build_from_sample_vocabulary(tmp_path):
                          semantic_groups_file=tmp_path / "umls" / "SemGroups.txt")
     assert result["counts"]["concepts"] == len(catalogue.ANATOMY)
     assert result["reasons"]["semantic_type_not_kept"] == len(catalogue.FINDINGS) + len(catalogue.MODALITIES)
+
+
+WRITE_DATABASES = """
+import sys
+from pathlib import Path
+from types import SimpleNamespace
+from quickumls import install
+from tasks.umls.index import write_databases
+meta, out = Path(sys.argv[1]), Path(sys.argv[2])
+options = SimpleNamespace(language="ENG", lowercase=True, normalize_unicode=True)
+out.mkdir(parents=True)
+write_databases(install.extract_from_mrconso(str(meta / "MRCONSO.RRF"), str(meta / "MRSTY.RRF"), options),
+                out, "unqlite")
+"""
+
+
+def _sample_meta(tmp_path):
+    """The sample vocabulary without its broken rows (QuickUMLS's extractor would fail on them)."""
+    vocabulary.generate_shard({"sample": {"output_dir": str(tmp_path), "vocabulary": {"broken_rows": False}}},
+                              "vocabulary")
+    return tmp_path / "umls" / "META"
+
+
+def _write_databases(meta, out, hash_seed: str, repo_root):
+    import os
+    import subprocess
+    import sys
+
+    subprocess.run([sys.executable, "-c", WRITE_DATABASES, str(meta), str(out)], cwd=repo_root,
+                   env=dict(os.environ, PYTHONHASHSEED=hash_seed), check=True, timeout=300,
+                   stdout=subprocess.DEVNULL)
+
+
+def _tree_bytes(root):
+    return {str(p.relative_to(root)): p.read_bytes() for p in sorted(root.rglob("*")) if p.is_file()}
+
+
+def test_index_databases_do_not_depend_on_the_process(tmp_path, repo_root):
+    """Set iteration (PYTHONHASHSEED) and unqlite's creation-time stamp no longer reach the files."""
+    from tasks.umls.index import UNQLITE_FIXED_TIME, UNQLITE_SIGNATURE
+
+    meta = _sample_meta(tmp_path)
+    for seed in ("1", "2"):
+        _write_databases(meta, tmp_path / f"db{seed}", seed, repo_root)
+    first, second = _tree_bytes(tmp_path / "db1"), _tree_bytes(tmp_path / "db2")
+    assert "cui-semtypes.db/cui.unqlite" in first and "umls-simstring.db/umls-terms.simstring" in first
+    assert first.keys() == second.keys()
+    assert [name for name in first if first[name] != second[name]] == []
+    header = first["cui-semtypes.db/cui.unqlite"][:len(UNQLITE_SIGNATURE) + 4]
+    assert header[len(UNQLITE_SIGNATURE):] == UNQLITE_FIXED_TIME.to_bytes(4, "big")
+
+
+def test_index_databases_hold_what_quickumls_builder_stores(tmp_path, repo_root):
+    import pickle
+
+    import unqlite
+    from quickumls import install
+
+    meta = _sample_meta(tmp_path)
+    _write_databases(meta, tmp_path / "ours", "1", repo_root)
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    options = type("Options", (), {"language": "ENG", "lowercase": True, "normalize_unicode": True})
+    install.parse_and_encode_ngrams(
+        install.extract_from_mrconso(str(meta / "MRCONSO.RRF"), str(meta / "MRSTY.RRF"), options),
+        str(theirs / "umls-simstring.db"), str(theirs / "cui-semtypes.db"), database_backend="unqlite")
+    for name in ("cui.unqlite", "semtypes.unqlite"):
+        decoded = []
+        for root in (tmp_path / "ours", theirs):
+            db = unqlite.UnQLite(str(root / "cui-semtypes.db" / name))
+            decoded.append({key: pickle.loads(value) for key, value in db})
+            db.close()
+        assert decoded[0] and decoded[0] == decoded[1], name

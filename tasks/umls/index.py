@@ -1,8 +1,14 @@
 """Build a QuickUMLS index (and the concepts table) from a UMLS-format META folder.
 
-The n-gram database is written by QuickUMLS's own `install` functions; this module
-only filters the RRF input first (sources, term types, semantic types), writes the
-flag files QuickUMLS's CLI would write, and adds what QuickUMLS lacks: preferred
+Terms are extracted by QuickUMLS's own `install.extract_from_mrconso` and stored with
+its own database writers (`toolbox.SimstringDBWriter`, `toolbox.CuiSemTypesDB`), but in
+sorted order and with set values pickled in sorted order: QuickUMLS's
+`parse_and_encode_ngrams` pickles Python sets, whose byte order follows string hashing
+(PYTHONHASHSEED), so two builds of one vocabulary gave different database bytes; and
+unqlite stamps each file's header with its creation time, which is set to a fixed one
+here. (The leveldb backend keeps logs and numbered files: not byte-reproducible.) This
+module also filters the RRF input first (sources, term types, semantic types), writes
+the flag files QuickUMLS's CLI would write, and adds what QuickUMLS lacks: preferred
 names and semantic groups (concepts.parquet), case-sensitive acronyms, and the
 stopword list QuickUMLS would otherwise try to download.
 """
@@ -11,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import pickle
 import shutil
 import tempfile
 from collections import Counter
@@ -43,6 +50,72 @@ CONCEPTS_SCHEMA = pa.schema([
 def _is_acronym(text: str, max_len: int) -> bool:
     letters = [c for c in text if c.isalpha()]
     return 2 <= len(text) <= max_len and " " not in text and bool(letters) and all(c.isupper() for c in letters)
+
+
+class _SortedSet:
+    """Pickles as `set(sorted items)`: the same bytes in every process, loads as a plain set."""
+
+    def __init__(self, items):
+        self.items = sorted(items)
+
+    def __reduce__(self):
+        return set, (self.items,)
+
+
+def _set_bytes(items) -> bytes:
+    return pickle.dumps(_SortedSet(items))
+
+
+UNQLITE_SIGNATURE = b"unqlite" + bytes.fromhex("db7c2712")  # signature + magic number
+UNQLITE_FIXED_TIME = (1 << 5 | 1) << 16  # DOS date 1980-01-01 00:00, as reproducible zips use
+
+
+def _fix_unqlite_creation_time(path: Path) -> None:
+    """Overwrite the header's creation time (DOS format, 4 bytes after the magic number).
+
+    unqlite reads it back for information only; nothing checks it."""
+    with open(path, "r+b") as handle:
+        header = handle.read(len(UNQLITE_SIGNATURE))
+        if header != UNQLITE_SIGNATURE:
+            raise ValueError(f"umls_index: {path} is not an unqlite database")
+        handle.write(UNQLITE_FIXED_TIME.to_bytes(4, "big"))
+
+
+def write_databases(extracted, qu_dir: Path, database_backend: str) -> None:
+    """QuickUMLS's simstring and CUI/semantic-type databases, the same bytes for the same terms.
+
+    Stores what `install.parse_and_encode_ngrams` stores (term -> {(cui, preferred)},
+    cui -> {semantic types}), every key once and in sorted order.
+    """
+    from quickumls.toolbox import (CuiSemTypesDB, SimstringDBWriter, db_key_encode, mkdir,
+                                   prepare_string_for_db_input, safe_unicode)
+
+    cuis_of: dict[str, set[tuple[str, int]]] = {}
+    types_of: dict[str, list[str]] = {}
+    for term, cui, semtypes, preferred in extracted:
+        key = prepare_string_for_db_input(safe_unicode(term))  # what QuickUMLS's insert stores
+        cui = prepare_string_for_db_input(safe_unicode(cui))
+        cuis_of.setdefault(key, set()).add((cui, preferred))
+        types_of.setdefault(cui, list(semtypes))  # the first row's types, as QuickUMLS keeps them
+    simstring_dir, cuisty_dir = qu_dir / "umls-simstring.db", qu_dir / "cui-semtypes.db"
+    mkdir(str(simstring_dir))
+    mkdir(str(cuisty_dir))
+    simstring = SimstringDBWriter(str(simstring_dir))
+    for term in sorted(cuis_of):
+        simstring.insert(term)
+    simstring.db.close()
+    cuisty = CuiSemTypesDB(str(cuisty_dir), database_backend=database_backend)
+    for term in sorted(cuis_of):
+        cuisty.cui_db_put(db_key_encode(term), _set_bytes(cuis_of[term]))
+    for cui in sorted(types_of):
+        cuisty.semtypes_db_put(db_key_encode(cui), _set_bytes(set(types_of[cui])))
+    for db in (cuisty.cui_db, cuisty.semtypes_db):
+        if hasattr(db, "close"):  # unqlite; leveldb flushes when released
+            db.close()
+    del cuisty
+    if database_backend == "unqlite":
+        for path in sorted(cuisty_dir.glob("*.unqlite")):
+            _fix_unqlite_creation_time(path)
 
 
 def build_index(meta_dir: str | Path, out_dir: str | Path, *, language: str = "ENG",
@@ -111,8 +184,7 @@ def build_index(meta_dir: str | Path, out_dir: str | Path, *, language: str = "E
         # QuickUMLS prints progress per 100k rows; keep stage output readable.
         with contextlib.redirect_stdout(io.StringIO()):
             extracted = install.extract_from_mrconso(str(tmp / "MRCONSO.RRF"), str(tmp / "MRSTY.RRF"), opts)
-            install.parse_and_encode_ngrams(extracted, str(qu_dir / "umls-simstring.db"),
-                                            str(qu_dir / "cui-semtypes.db"), database_backend=database_backend)
+            write_databases(extracted, qu_dir, database_backend)
     # The flag files QuickUMLS's installer writes beside the databases.
     if lowercase:
         (qu_dir / "lowercase.flag").write_text("")
