@@ -193,7 +193,7 @@ class ConceptLinker:
             forms = [long_form] + (list(variants(long_form)) if self.settings["variants"] else [])
             groups = self.matcher._get_all_matches([(0, len(long_form), f) for f in forms])
             cands = [c for group in groups for c in group if self._keep(c)]
-            cands.sort(key=lambda c: (-c["similarity"], -c["preferred"], c["cui"]))
+            cands.sort(key=_rank)
             if len(self._long_form_cache) > 100_000:  # long-lived workers: keep memory flat
                 self._long_form_cache.clear()
             self._long_form_cache[long_form] = cands[0] if cands else None
@@ -277,15 +277,17 @@ class ConceptLinker:
     def _select(self, groups: list[tuple[int, list[dict]]]) -> list[dict]:
         """Best candidate per span; with best_match, non-overlapping spans by the overlap policy."""
         def best(cands):
-            return sorted(cands, key=lambda c: (-c["similarity"], -c["preferred"], c["cui"]))[0]
+            return min(cands, key=_rank)
 
         picked = [(prio, best(cands)) for prio, cands in groups]
         if not self.settings["best_match"]:
-            return sorted((c for _, c in picked), key=lambda c: (c["start"], c["end"]))
+            return sorted((c for _, c in picked), key=lambda c: (c["start"], c["end"], *_rank(c)))
         if self.settings["overlap"] == "length":
-            order = lambda pc: (-pc[0], -(pc[1]["end"] - pc[1]["start"]), -pc[1]["similarity"], pc[1]["start"])
+            order = lambda pc: (-pc[0], -(pc[1]["end"] - pc[1]["start"]), -pc[1]["similarity"], pc[1]["start"],
+                                *_rank(pc[1]))
         else:
-            order = lambda pc: (-pc[0], -pc[1]["similarity"], -(pc[1]["end"] - pc[1]["start"]), pc[1]["start"])
+            order = lambda pc: (-pc[0], -pc[1]["similarity"], -(pc[1]["end"] - pc[1]["start"]), pc[1]["start"],
+                                *_rank(pc[1]))
         taken: list[tuple[int, int]] = []
         chosen = []
         for _, cand in sorted(picked, key=order):
@@ -294,6 +296,12 @@ class ConceptLinker:
             taken.append((cand["start"], cand["end"]))
             chosen.append(cand)
         return sorted(chosen, key=lambda c: (c["start"], c["end"]))
+
+
+def _rank(cand: dict) -> tuple:
+    """Best candidate first; a total order (cui, then the matched term), so that ties never
+    fall to the order QuickUMLS returned them in."""
+    return (-cand["similarity"], -cand["preferred"], cand["cui"], str(cand["term"]))
 
 
 _CACHE: dict[tuple[str, str], ConceptLinker] = {}
