@@ -70,6 +70,7 @@ def worker(kind: str, series_dir: str, out_dir: str) -> dict:
     if kind == "ours":
         from tasks.ct.convert import Rejection, convert_dicom_series, discover
         from tasks.ct.dicom_series import group_series, scan_files
+        from tasks.schema.ct import CtConvertParams
     else:
         import dicom2nifti
         import dicom2nifti.settings  # noqa: F401
@@ -79,7 +80,8 @@ def worker(kind: str, series_dir: str, out_dir: str) -> dict:
         files, _ = discover(series_dir)
         headers, _ = scan_files(files, root=series_dir)
         (series,) = group_series(headers)
-        row = convert_dicom_series(series, {}, "bench-key", out_dir, series_dir)
+        cfg = {**CtConvertParams().model_dump(), "source_paths": "hashed"}  # the schema's defaults
+        row = convert_dicom_series(series, cfg, "bench-key", out_dir, series_dir)
         if isinstance(row, Rejection):
             raise SystemExit(f"rejected: {row}")
         n = row["shape_z"]

@@ -3,7 +3,9 @@
 A stage declares three plain functions (in tasks/<stage>/) and the runner owns the rest:
 
     plan(cfg, out)                  -> Plan: every item that enters (counted from the inputs)
-                                       and one argument per Prefect task
+                                       and one argument per Prefect task; with
+                                       `plan_fans_out`, plan(cfg, out, fan_out) (a parallel
+                                       pass to find the items, e.g. ct_convert's header scan)
     work(shard, cfg, out)           -> ShardResult, on a Dask worker
     merge(cfg, out, plan, results, fan_out) -> Merged: the stage's tables, written under out
 
@@ -33,12 +35,13 @@ from tasks.common.tables import write_rejected
 class ShardedStage:
     name: str
     unit: str                        # what Plan.items are
-    plan: Callable[[dict, Path], Plan]
+    plan: Callable[..., Plan]
     work: Callable[[Any, dict, str], ShardResult]
     merge: Callable[..., Merged]
     out_unit: str | None = None      # what the main table's rows are, when not `unit`
     # the input item a rejected row belongs to (figures reject "PMC1/F2" of article PMC1)
     item_of: Callable[[dict], str] = lambda row: row["item"]
+    plan_fans_out: bool = False      # plan is called as plan(cfg, out, fan_out)
 
 
 def add_counts(total: dict, counts: dict) -> dict:
@@ -80,10 +83,10 @@ def run_sharded(stage: ShardedStage, cfg: dict, out: str | Path) -> dict:
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     summary = StageSummary(stage.name, unit=stage.unit, out_unit=stage.out_unit)
-    plan = stage.plan(cfg, out)
+    fan_out = FanOut(stage.name, summary)
+    plan = stage.plan(cfg, out, fan_out) if stage.plan_fans_out else stage.plan(cfg, out)
     summary.items_in = len(plan.items)
     print(f"[{stage.name}] {len(plan.items)} {stage.unit} in {len(plan.shards)} tasks", flush=True)
-    fan_out = FanOut(stage.name, summary)
     results = fan_out(stage.work, plan.shards, cfg, str(out), name=f"{stage.name}-shard")
     merged = stage.merge(cfg, out, plan, results, fan_out)
     rejected = [row for result in results for row in result.rejected] + merged.rejected

@@ -10,12 +10,12 @@ import pandas as pd
 import pytest
 
 from tasks.common.tables import Rejection
+from tasks.schema.ct import CtConvertParams
 
 pytestmark = pytest.mark.realdata
 
 KEY = "test-key"
-CFG = {"source_paths": "hashed", "min_slices": 2, "uneven_spacing": "reject", "gantry_tilt": "resample",
-       "max_p01_hu": -200, "max_p99_hu": 4000}
+CFG = {**CtConvertParams().model_dump(), "source_paths": "hashed"}  # the schema's defaults
 
 
 @pytest.fixture(scope="module")

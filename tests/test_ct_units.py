@@ -12,6 +12,9 @@ from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from tasks.common.rejection import Rejected
 from tasks.common.tables import Rejection
+from tasks.schema.ct import CtConvertParams
+
+CONVERT_CFG = {**CtConvertParams().model_dump(), "source_paths": "hashed"}  # the schema's defaults
 
 
 def write_series(folder, positions, rows=8, cols=8, values=None, iop=(1, 0, 0, 0, 1, 0), spacing=(2.0, 2.0),
@@ -47,7 +50,7 @@ def series_of(folder):
 
 def plan(folder, **policy):
     from tasks.ct.dicom_geometry import Policy, plan_geometry
-    return plan_geometry(series_of(folder), Policy(**policy))
+    return plan_geometry(series_of(folder), Policy.from_params({**CONVERT_CFG, **policy}))
 
 
 def test_slices_sorted_by_position_not_by_file_name(tmp_path):
@@ -142,7 +145,7 @@ def test_deid_env_key_wins_and_missing_key_errors(monkeypatch):
 
 def test_nifti_checks(tmp_path):
     from tasks.ct.convert import convert_nifti
-    cfg = {"max_p01_hu": -200, "max_p99_hu": 4000}
+    cfg = CONVERT_CFG
     nib.save(nib.Nifti1Image(np.zeros((4, 4, 4, 2), np.int16), np.eye(4)), tmp_path / "four_d.nii.gz")
     rng = np.random.default_rng(0)
     mr_like = rng.integers(0, 1500, (8, 8, 8)).astype(np.int16)
@@ -159,7 +162,7 @@ def test_nifti_reoriented_to_canonical(tmp_path):
     data[0, 0, 0] = 500
     lps = np.diag([-2.0, -2.0, 3.0, 1.0])
     nib.save(nib.Nifti1Image(data, lps), tmp_path / "x.nii.gz")
-    row = convert_nifti(str(tmp_path / "x.nii.gz"), {}, "k", tmp_path / "o", str(tmp_path))
+    row = convert_nifti(str(tmp_path / "x.nii.gz"), CONVERT_CFG, "k", tmp_path / "o", str(tmp_path))
     out = nib.load(tmp_path / "o" / row["volume"])
     assert nib.aff2axcodes(out.affine) == ("R", "A", "S") and row["orientation_source"] == "LPS"
     hot = np.argwhere(np.asanyarray(out.dataobj) == 500)[0]
@@ -301,3 +304,43 @@ def test_fsspec_source_is_staged(tmp_path):
     files, nifti = discover(local)
     assert len(files) == 3 and not nifti
     assert len(plan(Path(local) / "study").frames) == 3
+
+
+def test_fsspec_source_copy_lasts_while_the_stage_runs(tmp_path):
+    import fsspec
+    from tasks.ct.convert import discover, local_source
+
+    folder = write_series(tmp_path / "s", [(0, 0, z) for z in (0, 2, 4)])
+    fs = fsspec.filesystem("memory")
+    for path in folder.iterdir():
+        fs.pipe(f"/ctstage/study/{path.name}", path.read_bytes())
+    with local_source("memory://ctstage") as root:
+        assert len(discover(root)[0]) == 3
+    assert not Path(root).exists()
+    with local_source(str(folder)) as root:
+        assert root == str(folder)
+    assert folder.is_dir()  # a local source is read in place, never removed
+
+
+def _serial_fan_out(fn, shards, *shared, name=None):
+    return [fn(shard, *shared) for shard in shards]
+
+
+def test_convert_plan_counts_every_input_and_rejects_a_taken_series_id(tmp_path):
+    from tasks.ct.convert_stage import plan as convert_plan
+    from tasks.ct.deid import pseudonym
+
+    write_series(tmp_path / "in" / "dicom", [(0, 0, z) for z in (0, 2, 4)], uid="1.2.3.9")
+    volume = nib.Nifti1Image(np.full((4, 4, 4), -1000, np.int16), np.eye(4))
+    for folder in ("a", "b"):  # two files named alike: one series id
+        (tmp_path / "in" / folder).mkdir()
+        nib.save(volume, tmp_path / "in" / folder / "chest.nii.gz")
+    (tmp_path / "in" / "notes.txt").write_text("not an image")
+    cfg = {**CONVERT_CFG, "root": str(tmp_path / "in"), "deid_key": "k", "files_per_task": 2, "series_per_task": 1}
+    planned = convert_plan(cfg, tmp_path / "out", _serial_fan_out)
+    dicom_id, nifti_id = pseudonym("series", "1.2.3.9", "k"), pseudonym("series", "chest", "k")
+    assert planned.counts == {"files": 6}
+    assert sorted(r["reason"] for r in planned.rejected) == ["duplicate_series", "not_dicom"]
+    assert sorted(planned.items) == sorted([dicom_id, nifti_id, *(r["item"] for r in planned.rejected)])
+    assert [[kind for kind, _ in shard] for _, shard in planned.shards] == [["dicom"], ["nifti"]]
+    assert planned.shards[1][1][0][1].endswith("a/chest.nii.gz")  # the first by path wins

@@ -33,10 +33,11 @@ def test_missing_weights_error_names_download_command(ts_home):
 
 def test_real_api_end_to_end_with_tiny_model(ts_home, tmp_path, monkeypatch):
     import totalsegmentator.python_api as api
-    from flows.segment import segment_series
+    from tasks.ct.segment_stage import segment_series
     from tasks.ct.anatomy import build_groups
     from tasks.ct.nifti_io import write_nifti
     from tasks.ct.totalseg_backend import configure_home
+    from tasks.schema.ct import SegmentParams
 
     build_tiny_totalseg_home(ts_home)
     configure_home(str(ts_home))
@@ -63,9 +64,11 @@ def test_real_api_end_to_end_with_tiny_model(ts_home, tmp_path, monkeypatch):
     affine = np.array([[5.5, 0, 0, -50], [0, 6.0, 0, -40], [0, 0, 7.0, -300], [0, 0, 0, 1]])
     in_dir = tmp_path / "ct_convert"
     write_nifti(hu, affine, in_dir / "volumes" / "se-x.nii.gz")
-    groups = build_groups({"liver": ["liver"], "lung": ["lung_*"], "heart": ["heart"]})
-    cfg = {"backend": "totalsegmentator", "overlays": True,
-           "totalsegmentator": {"task": "total", "fast": True, "device": "cpu", "roi_subset": "auto"}}
+    anatomies = {"liver": ["liver"], "lung": ["lung_*"], "heart": ["heart"]}
+    groups = build_groups(anatomies)
+    cfg = SegmentParams.model_validate({
+        "anatomies": anatomies, "backend": "totalsegmentator", "overlays": True,
+        "totalsegmentator": {"task": "total", "fast": True, "device": "cpu", "roi_subset": "auto"}}).model_dump()
     row = {"series_id": "se-x", "study_id": "st-x", "patient_id": "pt-x", "volume": "volumes/se-x.nii.gz"}
     result = segment_series(row, cfg, groups, str(in_dir), str(tmp_path / "seg"), None)
 

@@ -25,7 +25,11 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
+import tempfile
+from contextlib import contextmanager
 from pathlib import Path, PurePosixPath
+from typing import Iterator
 
 import nibabel as nib
 import numpy as np
@@ -111,6 +115,20 @@ def stage_source(source: str, staging_dir: str | Path) -> str:
     return str(staging)
 
 
+@contextmanager
+def local_source(source: str) -> Iterator[str]:
+    """The input as a local folder while the stage runs: `source` itself, or a temporary
+    copy of an fsspec URL, removed afterwards."""
+    if not is_url(source):
+        yield stage_source(source, "")
+        return
+    staging = tempfile.mkdtemp(prefix="ct_convert_src_")
+    try:
+        yield stage_source(source, staging)
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+
+
 def _nifti_stem(path: str) -> str:
     return path[:-7] if path.lower().endswith(".nii.gz") else path[:-4]
 
@@ -142,7 +160,7 @@ def _finish(volume: np.ndarray, affine: np.ndarray, cfg: dict, notes: list[str])
     if clipped:
         notes.append(f"{clipped} padding voxels below -1024 HU set to -1024")
     stats = hu_stats(volume)
-    problem = plausibility_problem(stats, float(cfg.get("max_p01_hu", -200)), float(cfg.get("max_p99_hu", 4000)))
+    problem = plausibility_problem(stats, cfg["max_p01_hu"], cfg["max_p99_hu"])
     return stats, problem
 
 
@@ -165,7 +183,7 @@ def convert_dicom_series(series: Series, cfg: dict, key: str, out_dir: str | Pat
                          opener=None) -> dict | Rejection:
     """One DICOM series -> volumes/<series_id>.nii.gz and its studies row, or a Rejection."""
     ids = pseudonyms(series.first.ids, key)
-    src = source_label(_common_folder(series.files, root), key, cfg.get("source_paths", "hashed"))
+    src = source_label(_common_folder(series.files, root), key, cfg["source_paths"])
     try:
         geometry = plan_geometry(series, Policy.from_params(cfg))
         volume = decode_series(series, geometry, opener)
@@ -236,7 +254,7 @@ def convert_nifti(path: str, cfg: dict, key: str, out_dir: str | Path, root: str
     raw = nifti_ids(path, root)
     ids = pseudonyms(raw, key)
     rel = relative(path, root)
-    src = source_label(rel, key, cfg.get("source_paths", "hashed"))
+    src = source_label(rel, key, cfg["source_paths"])
 
     def reject(reason, detail):
         return Rejection(ids["series_id"], src, reason, detail, STAGE)
@@ -254,7 +272,7 @@ def convert_nifti(path: str, cfg: dict, key: str, out_dir: str | Path, root: str
         return reject("not_3d", f"NIfTI of shape {tuple(img.shape)}; a 3-D volume is needed")
     if min(shape) < 2:
         return reject("single_slice", f"NIfTI of shape {tuple(shape)}")
-    max_voxels = int(cfg.get("max_voxels", 1024 * 1024 * 2048))
+    max_voxels = cfg["max_voxels"]
     if int(np.prod(shape)) > max_voxels:
         return reject("too_large", f"{int(np.prod(shape))} voxels above limit {max_voxels}")
     affine = img.affine

@@ -34,27 +34,26 @@ class Geometry:
 
 @dataclass(frozen=True)
 class Policy:
-    """What to do with imperfect series (params ct_convert.*)."""
+    """What to do with imperfect series: params ct_convert.* (their defaults are in the
+    schema, tasks/schema/ct.py), and two fixed rules that are not params."""
 
-    min_slices: int = 2
-    uneven_spacing: str = "reject"  # reject | resample  (gaps from missing slices included)
-    gantry_tilt: str = "resample"  # reject | resample
-    duplicate_positions: str = "reject"  # reject | drop (keep the first of each position)
-    spacing_tolerance: float = 0.02  # relative deviation of a slice step from the median
+    min_slices: int
+    uneven_spacing: str  # reject | resample  (gaps from missing slices included)
+    gantry_tilt: str  # reject | resample
+    duplicate_positions: str  # reject | drop (keep the first of each position)
+    spacing_tolerance: float  # relative deviation of a slice step from the median
+    tilt_tolerance_deg: float
+    max_voxels: int
     orientation_tolerance: float = 1e-4  # direction cosines
-    tilt_tolerance_deg: float = 0.05
-    max_voxels: int = 1024 * 1024 * 2048
     drop_localizers: bool = True
 
     @classmethod
     def from_params(cls, section: dict) -> "Policy":
-        names = cls.__dataclass_fields__
-        policy = cls(**{k: v for k, v in section.items() if k in names})
-        for name, allowed in (("uneven_spacing", ("reject", "resample")), ("gantry_tilt", ("reject", "resample")),
-                              ("duplicate_positions", ("reject", "drop"))):
-            if getattr(policy, name) not in allowed:
-                raise ValueError(f"ct_convert.{name} must be one of {allowed}, got {getattr(policy, name)!r}")
-        return policy
+        return cls(**{name: section[name] for name in PARAM_FIELDS})
+
+
+PARAM_FIELDS = ("min_slices", "uneven_spacing", "gantry_tilt", "duplicate_positions", "spacing_tolerance",
+                "tilt_tolerance_deg", "max_voxels")
 
 
 def _first_value_problem(frames, attr, tolerance=None):

@@ -90,16 +90,13 @@ def resolve_roi_subset(setting, class_names: list[str]) -> list[str] | None:
 
 
 def segment_image(img: nib.Nifti1Image, cfg: dict, roi_subset: list[str] | None) -> np.ndarray:
-    """Multi-label map (uint8, TotalSegmentator ids) on the grid of `img`."""
+    """Multi-label map (uint8, TotalSegmentator ids) on the grid of `img`; cfg: segment.totalsegmentator."""
     from totalsegmentator.python_api import totalsegmentator
 
-    task = cfg.get("task", "total")
-    fast = bool(cfg.get("fast", True))
+    task, fast = cfg["task"], cfg["fast"]
     check_weights(task, fast, roi_subset)
-    threads = int(cfg.get("nr_threads", 1))
-    seg = totalsegmentator(img, None, ml=True, task=task, fast=fast, roi_subset=roi_subset,
-                           device=str(cfg.get("device", "cpu")), quiet=True, nr_thr_resamp=threads,
-                           nr_thr_saving=1)
+    seg = totalsegmentator(img, None, ml=True, task=task, fast=fast, roi_subset=roi_subset, device=cfg["device"],
+                           quiet=True, nr_thr_resamp=cfg["nr_threads"], nr_thr_saving=1)
     data = np.asanyarray(seg.dataobj)
     if data.shape != img.shape or not np.allclose(seg.affine, img.affine, atol=1e-3):
         raise RuntimeError(f"TotalSegmentator returned grid {data.shape} for input {img.shape}")
