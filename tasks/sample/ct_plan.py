@@ -33,8 +33,8 @@ BROKEN_REASON = {"truncated_file": "corrupt_pixel_data", "mr_series": "not_ct",
 
 
 def ct_settings(params: dict) -> dict:
-    """`sample.ct`, with the schema's defaults for keys not given."""
-    return SampleCt.model_validate(dict((params.get("sample") or {}).get("ct") or {})).model_dump()
+    """`sample.ct` as plain values (params are validated and complete)."""
+    return SampleCt.model_validate(params["sample"]["ct"]).model_dump()
 
 
 def study_uid(seed: int, *parts) -> str:

@@ -135,7 +135,7 @@ def generate_shard(params: dict, shard: list[dict]) -> dict:
     rows = [{"AccessionNumber": s["AccessionNumber"], "StudyInstanceUID": s["StudyInstanceUID"],
              "report": write_report(s, seed), "expected": "ok"} for s in shard]
     broken = 0
-    if (params["sample"].get("reports") or {}).get("broken_inputs", True) and len(shard) >= 4:
+    if params["sample"]["reports"]["broken_inputs"] and len(shard) >= 4:
         rows.append({"AccessionNumber": "ACC-EMPTY-0001", "StudyInstanceUID": "2.25.1000000000000000001",
                      "report": "", "expected": "empty_report"})
         rows.append({"AccessionNumber": "ACC-HIST-0001", "StudyInstanceUID": "2.25.1000000000000000002",

@@ -61,18 +61,18 @@ def vocabulary_rows() -> tuple[list[dict], list[dict]]:
 
 
 def generate_shard(params: dict, shard: str) -> dict:
-    options = params["sample"].get("vocabulary") or {}
+    options = params["sample"]["vocabulary"]
     meta = Path(params["sample"]["output_dir"]) / OUTPUT_SUBDIR / "META"
     meta.mkdir(parents=True, exist_ok=True)
     conso, sty = vocabulary_rows()
     broken = 0
-    if options.get("broken_rows", True):
+    if options["broken_rows"]:
         conso.append({"CUI": ORPHAN[0], "LAT": "ENG", "TS": "P", "LUI": "L9999999", "STT": "PF",
                       "SUI": "S9999999", "ISPREF": "Y", "AUI": "A99999999", "SAB": SAB, "TTY": "PT",
                       "CODE": "orphan", "STR": ORPHAN[1], "SRL": "0", "SUPPRESS": "N"})
         broken += 1
     rrf.write_mrconso(conso, meta / "MRCONSO.RRF")
-    if options.get("broken_rows", True):
+    if options["broken_rows"]:
         with (meta / "MRCONSO.RRF").open("a", encoding="utf-8") as handle:
             handle.write("C0024109|ENG|this row has too few columns|\n")  # malformed on purpose
         broken += 1

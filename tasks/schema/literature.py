@@ -38,6 +38,10 @@ class SampleCt(Section):
     broken_inputs: bool = True
 
 
+class SampleReports(Section):
+    broken_inputs: bool = True       # an empty report, one without findings, a duplicate, undecodable bytes
+
+
 class SampleParams(Section):
     seed: int = 20261125
     output_dir: Location = "data/sample"
@@ -45,6 +49,7 @@ class SampleParams(Section):
     vocabulary: SampleVocabulary = SampleVocabulary()
     literature: SampleLiterature = SampleLiterature()
     ct: SampleCt = SampleCt()
+    reports: SampleReports = SampleReports()
 
 
 class Licences(Section):
