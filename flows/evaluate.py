@@ -1,176 +1,35 @@
 """`evaluate` stage: held-out metrics with bootstrap intervals, ROC plots, galleries, model cards.
 
-One Prefect task per model. Outputs in `evaluate.output_dir`: metrics.json (DVC metrics:
-headline figures per model), metrics_detail.json (per-label AUCs, retrieval intervals),
-roc/roc_<model>.csv (DVC plots), plots/*.png, galleries/<model>/*.png, model_cards/<model>.md,
-and lineage.json (uncached: code version and stage chain of each model, from dvc.lock).
+One Prefect task per model; the work is in tasks/evaluate/stage.py. Outputs in
+`evaluate.output_dir`: metrics.json (DVC metrics: headline figures per model),
+metrics_detail.json (per-label AUCs, retrieval intervals), roc/roc_<model>.csv (DVC plots),
+plots/*.png, galleries/<model>/*.png, model_cards/<model>.md, and lineage.json (uncached:
+code version and stage chain of each model, from dvc.lock).
 """
 from __future__ import annotations
 
-import json
-import shutil
-from collections import Counter
 from pathlib import Path
 
-import numpy as np
-import pyarrow.parquet as pq
-from prefect import flow, task
+from prefect import flow
 
-from flows._stage import gather, run_stage_cli
-from tasks.common.summary import StageSummary
-from tasks.evaluate import cards, plots
-from tasks.evaluate.headline import headline
-from tasks.lineage.provenance import Lineage, git_commit
+from flows._runner import ShardedStage, run_sharded
+from flows._stage import run_stage_cli
+from tasks.evaluate import stage
+from tasks.schema import resolve_training_preset
 
-STAGE = "evaluate"
-LINEAGE_RECORD = "lineage.json"  # uncached (dvc.yaml): the one output that may read dvc.lock and git
-
-
-def _lineage(artifact: str) -> dict:
-    try:
-        return Lineage(".").report(artifact)
-    except (LookupError, FileNotFoundError, KeyError):
-        # Run outside `dvc repro` before the training stage is locked: no chain to show.
-        return {"artifact": artifact, "code": git_commit(Path("."), None), "stages": []}
-
-
-def _training_summary(train_dir: Path) -> dict:
-    out = {}
-    for name in ("config.json", "metrics.json"):
-        path = train_dir / name
-        if path.is_file():
-            out[name.removesuffix(".json")] = json.loads(path.read_text())
-    return out
-
-
-@task(name="evaluate-conceptclip")
-def evaluate_conceptclip(params: dict, out_dir: str) -> dict:
-    import torch
-
-    from tasks.evaluate import conceptclip_eval
-
-    torch.manual_seed(0)
-    from flows._runtime import REPO_ROOT
-    from tasks.training.common import resolve
-
-    ev_params = params[STAGE]
-    section, _ = resolve(params, "train_conceptclip", REPO_ROOT)
-    out = Path(out_dir)
-    train_dir = Path(section["output_dir"])
-    ev = conceptclip_eval.evaluate(train_dir, section, ev_params.get("concepts_table"), ev_params)
-    names = [name for _, name in ev.concepts]
-    plots.write_micro_roc_csv(ev.labels, ev.scores, out / "roc" / "roc_conceptclip.csv")
-    plots.roc_png(ev.labels, ev.scores, names, "ConceptCLIP zero-shot (held-out figures)",
-                  out / "plots" / "roc_conceptclip.png")
-    for i, item in enumerate(conceptclip_eval.patch_maps(ev, int(ev_params["gallery"]["n_figures"]))):
-        plots.patch_overlay_png(item, out / "galleries" / "conceptclip" / f"{i:02d}_{item['key'][:40]}.png")
-    figures = pq.read_table(section["figures"], columns=["pmcid", "licence"]).to_pylist()
-    held = {r.pmcid for r in ev.records}
-    train_licences = Counter(f["licence"] for f in {f["pmcid"]: f for f in figures}.values() if f["pmcid"] not in held)
-    training = _training_summary(train_dir)
-    m = ev.metrics
-    card = cards.model_card(
-        "ConceptCLIP — model card",
-        "Research on concept-aware image–text alignment for biomedical figures: zero-shot concept "
-        "recognition, image–text retrieval and patch-level concept localisation on figures from open-access "
-        "literature. Not a medical device; not for diagnosis or patient care.",
-        ["Trained on the data named below only; on the embedded sample the figures are synthetic and the "
-         "model learns their simplified appearance, not real radiology.",
-         "Concepts come from automatic UMLS linking of captions (negated mentions excluded); linking errors "
-         "become label noise.",
-         "Held-out metrics use a deterministic split by article; intervals are bootstrap over held-out figures."],
-        [f"- figures: {len(figures)} from {len({f['pmcid'] for f in figures})} articles; held out: "
-         f"{m['heldout_figures']} figures from {m['heldout_articles']} articles",
-         f"- concepts evaluated (>= {ev_params['min_positives']} held-out positives): {m['concepts_evaluated']}"],
-        train_licences, training,
-        [("zero-shot macro AUC", m["zero_shot_macro_auc"]), ("PC-Align annotation macro AUC", m["annotation_macro_auc"])]
-        + [(k, v) for k, v in m["retrieval"].items()],
-        str(train_dir / "model.safetensors"), str(out / LINEAGE_RECORD),
-    )
-    (out / "model_cards").mkdir(parents=True, exist_ok=True)
-    (out / "model_cards" / "conceptclip.md").write_text(card, encoding="utf-8")
-    return {"conceptclip": {"metrics": m, "artifact": str(train_dir / "model.safetensors")}}
-
-
-@task(name="evaluate-fvlm")
-def evaluate_fvlm(params: dict, out_dir: str) -> dict:
-    import torch
-
-    from tasks.evaluate import fvlm_eval
-
-    torch.manual_seed(0)
-    from flows._runtime import REPO_ROOT
-    from tasks.training.common import resolve
-
-    ev_params = params[STAGE]
-    section, _ = resolve(params, "train_fvlm", REPO_ROOT)  # preset applied, as training saw it
-    out = Path(out_dir)
-    train_dir = Path(section["output_dir"])
-    label_map = (params.get("split_reports") or {}).get("labels")
-    ev = fvlm_eval.evaluate(train_dir, section, ev_params, ev_params.get("report_labels"), label_map)
-    names = [f"{f} @ {a}" for a, f in ev.pairs]
-    plots.write_micro_roc_csv(ev.labels, ev.scores, out / "roc" / "roc_fvlm.csv")
-    plots.roc_png(ev.labels, ev.scores, names, "fVLM zero-shot (held-out studies)", out / "plots" / "roc_fvlm.png")
-    anatomies = ev.dataset.anatomies
-    for i, record in enumerate(ev.records[: int(ev_params["gallery"]["n_studies"])]):
-        top = np.argsort(-ev.scores[i])[:3]
-        lines = [f"{names[j]}: p={ev.scores[i, j]:.2f} (truth {int(ev.labels[i, j])})" for j in top]
-        plots.study_png(ev.dataset.volumes[i].float().numpy(), ev.dataset.masks[i].numpy(), anatomies, lines,
-                        f"study {record.study_id[:12]}", out / "galleries" / "fvlm" / f"{i:02d}_{record.study_id[:16]}.png")
-    m = ev.metrics
-    rows = [("zero-shot macro AUC (anatomy, finding)", m["zero_shot_macro_auc"])]
-    if "ct_rate" in m:
-        rows.append(("CT-RATE labels macro AUC", m["ct_rate"]["macro_auc"]))
-    studies = pq.read_table(section["studies"]).num_rows
-    prompts = ev_params["fvlm_prompts"]  # the ones scored, as the card must say
-    card = cards.model_card(
-        "fVLM — model card",
-        "Research on anatomy-level CT–report alignment: zero-shot detection of findings per anatomy by "
-        f"comparing '{prompts['positive']}' against '{prompts['negative']}'. Not a medical "
-        "device; not for diagnosis or patient care.",
-        ["On the embedded sample the CT studies are synthetic phantoms with simplified findings.",
-         "Anatomy descriptions come from rule-based report splitting; anatomies cut by the field of view are "
-         "dropped; masks come from TotalSegmentator or are provided with the data (see params).",
-         "Held-out metrics use a deterministic split by pseudonymous patient; intervals are bootstrap over studies."],
-        [f"- CT series converted: {studies}; held out: {m['heldout_studies']} studies of "
-         f"{m['heldout_patients']} patients", f"- (anatomy, finding) pairs evaluated: {m['pairs_evaluated']}"],
-        Counter(), _training_summary(train_dir), rows, str(train_dir / "model.safetensors"), str(out / LINEAGE_RECORD),
-    )
-    (out / "model_cards").mkdir(parents=True, exist_ok=True)
-    (out / "model_cards" / "fvlm.md").write_text(card, encoding="utf-8")
-    return {"fvlm": {"metrics": m, "artifact": str(train_dir / "model.safetensors")}}
+EVALUATE = ShardedStage(name="evaluate", unit="models", plan=stage.plan, work=stage.evaluate_model,
+                        merge=stage.merge)
 
 
 @flow(name="evaluate")
 def evaluate_flow(params: dict) -> dict:
-    out = Path(params[STAGE]["output_dir"])
-    for stale in ("plots", "roc", "galleries", "model_cards"):
-        shutil.rmtree(out / stale, ignore_errors=True)
-    summary = StageSummary(STAGE, unit="models")
-    models = list(params[STAGE]["models"])
-    runners = {"conceptclip": evaluate_conceptclip, "fvlm": evaluate_fvlm}
-    results = gather([runners[name].submit(params, str(out)) for name in models], summary)
-    detail, artifacts = {}, {}
-    for result in results:
-        for name, value in result.items():
-            detail[name], artifacts[name] = value["metrics"], value["artifact"]
-    summary.items_in = summary.items_out = len(detail)
-    out.mkdir(parents=True, exist_ok=True)
-    figures = headline(detail)
-    _write_json(out / "metrics.json", figures)
-    _write_json(out / "metrics_detail.json", detail)
-    # after the cached outputs, and never read by them
-    _write_json(out / LINEAGE_RECORD, {name: _lineage(path) for name, path in sorted(artifacts.items())})
-    summary.write(out)
-    for name, m in figures.items():
-        print(f"[{STAGE}] {name}: zero-shot macro AUC {m['macro_auc']} "
-              f"(95% CI {m['macro_auc_ci_low']}-{m['macro_auc_ci_high']})", flush=True)
-    print(summary.report(), flush=True)
-    return figures
-
-
-def _write_json(path: Path, data: dict) -> None:
-    path.write_text(json.dumps(data, indent=2, sort_keys=True, default=str) + "\n", encoding="utf-8")
+    cfg = {**params["evaluate"],
+           # what evaluate takes from other sections, passed explicitly (declared in dvc.yaml)
+           "train_conceptclip": resolve_training_preset(params["train_conceptclip"]),
+           "train_fvlm": resolve_training_preset(params["train_fvlm"]),
+           "report_label_rules": params["split_reports"]["labels"],
+           "display_root": str(Path.cwd())}
+    return run_sharded(EVALUATE, cfg, params["evaluate"]["output_dir"])
 
 
 if __name__ == "__main__":

@@ -48,7 +48,7 @@ def _expand(body: str) -> list[str] | None:
         if lo >= hi or ord(hi) - ord(lo) > 12:
             return None
         return [chr(c) for c in range(ord(lo), ord(hi) + 1)]
-    words = [w for w in re.split(rf"\s*(?:,|and|&)\s*", body) if w]
+    words = [w for w in re.split(r"\s*(?:,|and|&)\s*", body) if w]
     if any(len(w) != 1 for w in words):
         return None
     return [w.upper() for w in words]

@@ -12,7 +12,7 @@ import tempfile
 from pathlib import Path
 
 from tasks.common.hashing import sha256_file
-from tasks.common.params import ParamsError, section
+from tasks.common.params import section
 
 REPO = Path(__file__).resolve().parent.parent.parent
 # the code a checkpoint was trained by: a resumed run must not pick up weights that other
