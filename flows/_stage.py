@@ -33,7 +33,7 @@ def build_arg_parser(stage: str) -> argparse.ArgumentParser:
 
 
 def dask_address(params: dict) -> str | None:
-    return os.environ.get(DASK_ADDRESS_ENV) or (params.get("dask") or {}).get("address") or None
+    return os.environ.get(DASK_ADDRESS_ENV) or params["dask"]["address"]
 
 
 def make_task_runner(params: dict):
@@ -43,16 +43,16 @@ def make_task_runner(params: dict):
     address = dask_address(params)
     if address:
         return DaskTaskRunner(address=address)
-    dask_params = params.get("dask") or {}
-    n_workers = dask_params.get("n_workers") or max(1, os.cpu_count() or 1)
+    dask_params = params["dask"]
+    n_workers = dask_params["n_workers"] or max(1, os.cpu_count() or 1)
     return DaskTaskRunner(
         cluster_class="distributed.LocalCluster",
         cluster_kwargs={
             "n_workers": int(n_workers),
-            "threads_per_worker": int(dask_params.get("threads_per_worker") or 1),
-            "processes": bool(dask_params.get("processes", True)),
-            "memory_limit": dask_params.get("memory_limit", "auto"),
-            "dashboard_address": dask_params.get("dashboard_address", ":0"),
+            "threads_per_worker": dask_params["threads_per_worker"],
+            "processes": dask_params["processes"],
+            "memory_limit": dask_params["memory_limit"],
+            "dashboard_address": dask_params["dashboard_address"],
         },
     )
 

@@ -81,10 +81,10 @@ def evaluate(train_dir: str | Path, train_section: dict, concepts_table: str | P
     min_pos = int(params["min_positives"])
     concepts = [(cui, names.get(cui, cui)) for cui, c in sorted(counts.items()) if min_pos <= c < len(held)]
     templates = list(params["prompt_templates"])
-    wording = surface_forms(train_section.get("mentions"), {r.key for r in records if r.split != HELDOUT}) \
-        if params.get("prompt_wording", "surface") == "surface" else {}
-    zs = train_section.get("zero_shot") or {}
-    patch_weight, top_k = float(zs.get("patch_weight", 0.0)), int(zs.get("top_k", 3))
+    wording = surface_forms(train_section["mentions"], {r.key for r in records if r.split != HELDOUT}) \
+        if params["prompt_wording"] == "surface" else {}
+    zs = train_section["zero_shot"]
+    patch_weight, top_k = float(zs["patch_weight"]), int(zs["top_k"])
 
     images = torch.stack([dataset.image(i, -1) for i in range(len(held))])
     with torch.no_grad():

@@ -48,7 +48,7 @@ def load_records(cfg: dict) -> tuple[list, list[dict], dict]:
     index = data.index_shards(_path(cfg["shards_dir"]))
     records, rejected = data.load_records(
         _path(cfg["figures"]), _path(cfg["caption_concepts"]), _path(cfg["mentions"]), index, frac, salt,
-        exclude_uncertain=bool(cfg.get("exclude_uncertain", True)))
+        exclude_uncertain=cfg["exclude_uncertain"])
     return records, rejected, index
 
 
@@ -60,9 +60,9 @@ def prepare(params: dict) -> Prepared:
     # concept ids from the training side only: a held-out-only concept has no embedding to learn
     concept_ids = {c: i for i, c in enumerate(sorted({s[2] for r in train_recs for s in r.spans}))}
     image_size = int(model_cfg["image"]["image_size"])
-    seed = int(cfg.get("seed", 0))
-    cache = bool(cfg.get("cache_images", True))
-    train = data.FigureDataset(train_recs, index, tokenizer, concept_ids, image_size, cfg.get("augment"), seed, cache)
+    seed = cfg["seed"]
+    cache = cfg["cache_images"]
+    train = data.FigureDataset(train_recs, index, tokenizer, concept_ids, image_size, cfg["augment"], seed, cache)
     held = data.FigureDataset(held_recs, index, tokenizer, concept_ids, image_size, None, seed, cache)
     fp = fingerprint(STAGE, {k: v for k, v in cfg.items() if k not in ("output_dir", "checkpoint_dir", "num_workers")},
                      model_cfg, files=[_path(cfg["figures"]), _path(cfg["caption_concepts"]), _path(cfg["mentions"])])
@@ -77,7 +77,7 @@ def prepare(params: dict) -> Prepared:
 
 
 def train(prep: Prepared, kill_at_step: int | None = None, log=print) -> LoopResult:
-    ckpt = _path(prep.cfg["checkpoint_dir"]) if prep.cfg.get("checkpoint_dir") else None
+    ckpt = _path(prep.cfg["checkpoint_dir"]) if prep.cfg["checkpoint_dir"] else None
     return train_prepared(prep, data.collate, ckpt, kill_at_step, log)
 
 
@@ -91,7 +91,7 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
         "preprocess": {"image_size": prep.model_cfg["image"]["image_size"], "mean": data.MEAN, "std": data.STD,
                        "letterbox": True},
         "split": {"by": "pmcid", "heldout_fraction": frac, "salt": salt},
-        "zero_shot": prep.cfg.get("zero_shot") or {}, "preset": prep.cfg.get("preset"),
+        "zero_shot": prep.cfg["zero_shot"], "preset": prep.cfg["preset"],
     }
     write_model(out, result.model, config, prep.tokenizer)
     write_curve(result.curve, out / "curve.csv")

@@ -57,9 +57,9 @@ def load_records(cfg: dict, anatomies: list[str]) -> tuple[list, list[dict]]:
     frac, salt = split_params(cfg)
     return data.load_records(
         _path(cfg["studies"]), _path(cfg["anatomy"]), _path(cfg["anatomy_texts"]), _path(cfg["labels_dir"]),
-        anatomies, frac, salt, finding_field=cfg.get("finding_field", "finding_keys"),
-        drop_fov_cut=bool(cfg.get("drop_fov_cut", True)), min_voxels=int(cfg.get("min_voxels", 1)),
-        keep_fov_cut=tuple(cfg.get("keep_fov_cut") or ()))
+        anatomies, frac, salt, finding_field=cfg["finding_field"],
+        drop_fov_cut=cfg["drop_fov_cut"], min_voxels=cfg["min_voxels"],
+        keep_fov_cut=tuple(cfg["keep_fov_cut"]))
 
 
 def prepare(params: dict) -> Prepared:
@@ -78,8 +78,8 @@ def prepare(params: dict) -> Prepared:
     size = tuple(int(v) for v in model_cfg["ct"]["volume_size"])
     hu = data.hu_windows_of(cfg)
     model_cfg["ct"]["in_chans"] = len(hu)
-    seed = int(cfg.get("seed", 0))
-    train = data.StudyDataset(train_recs, anatomies, findings, tokenizer, size, hu, cfg.get("augment"), seed)
+    seed = cfg["seed"]
+    train = data.StudyDataset(train_recs, anatomies, findings, tokenizer, size, hu, cfg["augment"], seed)
     held = data.StudyDataset(held_recs, anatomies, findings, tokenizer, size, hu, None, seed)
     fp = fingerprint(STAGE, {k: v for k, v in cfg.items() if k not in ("output_dir", "checkpoint_dir", "num_workers")},
                      model_cfg, files=[_path(cfg["studies"]), _path(cfg["anatomy"]), _path(cfg["anatomy_texts"])])
@@ -95,7 +95,7 @@ def prepare(params: dict) -> Prepared:
 
 
 def train(prep: Prepared, kill_at_step: int | None = None, log=print) -> LoopResult:
-    ckpt = _path(prep.cfg["checkpoint_dir"]) if prep.cfg.get("checkpoint_dir") else None
+    ckpt = _path(prep.cfg["checkpoint_dir"]) if prep.cfg["checkpoint_dir"] else None
     return train_prepared(prep, data.collate, ckpt, kill_at_step, log)
 
 
@@ -113,8 +113,8 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
         "preprocess": {"volume_size": prep.model_cfg["ct"]["volume_size"], "axes": "zyx",
                        "hu_windows": [list(w) for w in data.hu_windows_of(prep.cfg)], "mask_pooling": "any"},
         "split": {"by": "patient_id", "heldout_fraction": frac, "salt": salt},
-        "zero_shot": prep.cfg.get("zero_shot") or {}, "preset": prep.cfg.get("preset"),
-        "finding_field": prep.cfg.get("finding_field", "finding_keys"),
+        "zero_shot": prep.cfg["zero_shot"], "preset": prep.cfg["preset"],
+        "finding_field": prep.cfg["finding_field"],
     }
     write_model(out, result.model, config, prep.tokenizer)
     write_curve(result.curve, out / "curve.csv")

@@ -12,5 +12,5 @@ def split_of(source_id: str, heldout_fraction: float, salt: str) -> str:
 
 
 def split_params(section: dict) -> tuple[float, str]:
-    split = section.get("split") or {}
-    return float(split.get("heldout_fraction", 0.2)), str(split.get("salt", "medconcept"))
+    split = section["split"]
+    return float(split["heldout_fraction"]), str(split["salt"])
