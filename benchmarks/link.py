@@ -42,8 +42,9 @@ def ensure_index(tree: Path, index_dir: Path) -> Path:
     from tasks.umls.mesh import mesh_to_rrf
 
     if not (index_dir / "concepts.parquet").is_file():
-        mesh_to_rrf(tree, index_dir / "META")
-        build_index(index_dir / "META", index_dir, semantic_groups_file=index_dir / "META" / "SemGroups.txt")
+        umls = load_params(Path(__file__).resolve().parent.parent / "params.yaml")["umls_index"]
+        mesh_to_rrf(tree, index_dir / "META", umls["mesh_permute_inverted"])
+        build_index(index_dir / "META", index_dir, umls, semantic_groups_file=index_dir / "META" / "SemGroups.txt")
     return index_dir
 
 

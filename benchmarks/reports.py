@@ -28,13 +28,13 @@ from benchmarks._measure import PeakRSS, write_result  # noqa: E402
 from tasks.common.params import load_params  # noqa: E402
 
 
-def ensure_index(index_dir: Path) -> Path:
+def ensure_index(index_dir: Path, params: dict) -> Path:
     from tasks.sample import vocabulary
     from tasks.umls.index import build_index
 
     if not (index_dir / "index" / "concepts.parquet").is_file():
-        vocabulary.generate_shard({"sample": {"output_dir": str(index_dir)}}, "vocabulary")
-        build_index(index_dir / "umls" / "META", index_dir / "index",
+        vocabulary.generate_shard({"sample": {**params["sample"], "output_dir": str(index_dir)}}, "vocabulary")
+        build_index(index_dir / "umls" / "META", index_dir / "index", params["umls_index"],
                     semantic_groups_file=index_dir / "umls" / "SemGroups.txt")
     return index_dir / "index"
 
@@ -70,10 +70,10 @@ def main() -> None:
     parser.add_argument("--params", default="params.yaml")
     args = parser.parse_args()
 
-    from tasks.reports.stage import resolve_config
+    from flows.split_reports import stage_config
 
     params = load_params(args.params)
-    base = resolve_config(params)
+    base = stage_config(params)
     with open(Path(args.data) / "reports" / "ct_rate" / "train.csv", newline="", encoding="utf-8") as handle:
         reports = list(csv.DictReader(handle))
 
@@ -83,9 +83,9 @@ def main() -> None:
         peak_lexicon = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         from tasks.linking.linker import get_linker
 
-        index = ensure_index(Path(args.index_dir))
+        index = ensure_index(Path(args.index_dir), params)
         cpu = time.process_time()
-        linker = get_linker(index, params.get("link_concepts") or {})
+        linker = get_linker(index, params["link_concepts"])
         linker_startup = round(time.process_time() - cpu, 2)
         for scope in ("unresolved", "all"):
             run_out = run({**base, "linker_scope": scope}, params.get("link_concepts") or {}, reports, linker)

@@ -8,17 +8,28 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.common.params import load_params
 from tasks.linking.context import ContextRules
 from tasks.linking.variants import variants
 from tasks.sample import vocabulary
 from tasks.umls.index import build_index
+from tests.conftest import REPO_ROOT
+
+PARAMS = load_params(REPO_ROOT / "params.yaml")
+UMLS_INDEX = PARAMS["umls_index"]
+
+
+def linker_params(**changes) -> dict:
+    """The link_concepts section with every semantic group and no stop concepts, plus changes."""
+    return {**PARAMS["link_concepts"], "semantic_groups": None, "stop_concepts": [], **changes}
 
 
 @pytest.fixture(scope="session")
 def sample_index(tmp_path_factory):
     root = tmp_path_factory.mktemp("sample_umls")
-    vocabulary.generate_shard({"sample": {"output_dir": str(root)}}, "vocabulary")
-    build_index(root / "umls" / "META", root / "index", semantic_groups_file=root / "umls" / "SemGroups.txt")
+    vocabulary.generate_shard({"sample": {**PARAMS["sample"], "output_dir": str(root)}}, "vocabulary")
+    build_index(root / "umls" / "META", root / "index", UMLS_INDEX,
+                semantic_groups_file=root / "umls" / "SemGroups.txt")
     return root / "index"
 
 
@@ -26,7 +37,7 @@ def sample_index(tmp_path_factory):
 def sample_linker(sample_index):
     from tasks.linking.linker import get_linker
 
-    return get_linker(sample_index, {"stop_concepts": []})
+    return get_linker(sample_index, linker_params())
 
 
 def _status(text):
@@ -88,17 +99,19 @@ def test_linker_filters(sample_index):
     from tasks.linking.linker import ConceptLinker
 
     text = "Chest CT shows splenomegaly."
-    only_diso = ConceptLinker.from_index(sample_index, {"semantic_groups": ["DISO"]})
+    only_diso = ConceptLinker.from_index(sample_index, linker_params(semantic_groups=["DISO"]))
     assert [m.cui for m in only_diso.link(text)] == ["C0038002"]
-    stopped = ConceptLinker.from_index(sample_index, {"stop_concepts": ["C0038002"], "acronyms": False})
+    stopped = ConceptLinker.from_index(sample_index, linker_params(stop_concepts=["C0038002"], acronyms=False))
     assert "C0038002" not in {m.cui for m in stopped.link(text)}
     assert "CT" not in {m.text for m in stopped.link(text)}
     cand = {"cui": "C0038002", "similarity": 0.85, "ngram": "compression", "term": "decompression",
             "semtypes": {"T047"}}
     assert not only_diso._keep(cand)  # differs at the start: a different word
     assert only_diso._keep(dict(cand, ngram="decompressions"))
-    with pytest.raises(ValueError):
-        ConceptLinker.from_index(sample_index, {"overlap": "widest"})
+    with pytest.raises(ValueError, match="overlap"):
+        ConceptLinker.from_index(sample_index, linker_params(overlap="widest"))
+    with pytest.raises(ValueError, match="lack"):  # settings are a whole section: no defaults in code
+        ConceptLinker.from_index(sample_index, {"overlap": "length"})
 
 
 @pytest.fixture(scope="session")
@@ -107,8 +120,8 @@ def mesh_index(shared_data, tmp_path_factory):
     from tasks.umls.mesh import mesh_to_rrf
 
     root = tmp_path_factory.mktemp("mesh")
-    mesh_to_rrf(shared_data / "umls" / "mesh2017" / "2017MeshTree.txt", root / "META")
-    build_index(root / "META", root / "index", semantic_groups_file=root / "META" / "SemGroups.txt")
+    mesh_to_rrf(shared_data / "umls" / "mesh2017" / "2017MeshTree.txt", root / "META", True)
+    build_index(root / "META", root / "index", UMLS_INDEX, semantic_groups_file=root / "META" / "SemGroups.txt")
     return root / "index"
 
 
@@ -119,8 +132,8 @@ def test_bc5cdr_beats_bare_quickumls(shared_data, mesh_index, tmp_path):
     docs = bc5cdr.read_pubtator(shared_data / "umls" / "bc5cdr" / "CDR_dev.PubTator")
     assert len(docs) == 25 and sum(len(d.gold) for d in docs) > 400
     bare = bc5cdr.evaluate(docs, bc5cdr.bare_quickumls_predictor(mesh_index, load_concepts(mesh_index)))
-    linker = ConceptLinker.from_index(mesh_index, {
-        "semantic_groups": ["DISO", "CHEM"], "stop_concepts": ["D004194", "D013577"]})
+    linker = ConceptLinker.from_index(mesh_index, linker_params(
+        semantic_groups=["DISO", "CHEM"], stop_concepts=["D004194", "D013577"]))
     ours = bc5cdr.evaluate(docs, bc5cdr.linker_predictor(linker))
     print(json.dumps({"bare_quickumls": bare, "linker": ours}, indent=1))
     assert ours["Disease"]["f1"] >= bare["Disease"]["f1"] + 0.10
@@ -150,7 +163,7 @@ def test_umls_index_and_link_concepts_flows(repo_root, tmp_path):
     from flows.umls_index import umls_index_flow
     from tests.conftest import stage_params
 
-    vocabulary.generate_shard({"sample": {"output_dir": str(tmp_path)}}, "vocabulary")
+    vocabulary.generate_shard({"sample": {**PARAMS["sample"], "output_dir": str(tmp_path)}}, "vocabulary")
     _figures_fixture(tmp_path / "figures.parquet")
     params = stage_params(
         repo_root, **{"umls_index.meta_dir": tmp_path / "umls" / "META",
@@ -162,6 +175,13 @@ def test_umls_index_and_link_concepts_flows(repo_root, tmp_path):
                       "link_concepts.figures_per_task": 2})
     summary = run_stage(umls_index_flow, params)
     assert summary["items_out"] == 31 and summary["rejected"] == 2
+    # items are vocabulary rows: every term row, the orphan concept's row and the malformed row
+    terms, _ = vocabulary.vocabulary_rows()
+    assert summary["unit"] == "vocabulary rows" and summary["out_unit"] == "concepts"
+    assert summary["items_in"] == len(terms) + 2 and summary["terms"] == len(terms)
+    umls_rejected = pq.read_table(tmp_path / "index" / "rejected.parquet").to_pylist()
+    assert [(r["item"], r["reason"]) for r in umls_rejected] == [
+        ("MRCONSO.RRF:%d" % (len(terms) + 1), "no_semantic_type"), ("MRCONSO.RRF:%d" % (len(terms) + 2), "malformed_row")]
     summary = run_stage(link_concepts_flow, params)
     assert summary["items_in"] == 3 and summary["items_out"] == 2
     assert summary["rejected_by_reason"] == {"empty_caption": 1}
@@ -221,7 +241,10 @@ def test_umls_index_flow_from_mesh_tree(repo_root, tmp_path):
     params = stage_params(repo_root, **{"umls_index.mesh_tree": tree, "umls_index.output_dir": tmp_path / "idx"})
     summary = run_stage(umls_index_flow, params)
     assert summary["items_out"] == 2 and summary["rejected_by_reason"] == {"malformed_mesh_line": 1}
-    linker = ConceptLinker.from_index(tmp_path / "idx", {})
+    assert summary["items_in"] == 4 and summary["terms"] == 3 and summary["mesh_descriptors"] == 2
+    rejected = pq.read_table(tmp_path / "idx" / "rejected.parquet").to_pylist()
+    assert [(r["item"], r["source"]) for r in rejected] == [("tree.txt:4", str(tree))]
+    linker = ConceptLinker.from_index(tmp_path / "idx", linker_params())
     found = [(m.text, m.cui, m.semantic_group, m.negated) for m in linker.link(
         "Rheumatoid arthritis; no pneumothorax.")]
     assert found == [("Rheumatoid arthritis", "D001172", "DISO", False), ("pneumothorax", "D011030", "DISO", True)]

@@ -9,9 +9,9 @@ import csv
 
 import pytest
 
+from flows.split_reports import stage_config
 from tasks.common.params import load_params
 from tasks.reports.processor import ReportInput, ReportProcessor, load_lexicon
-from tasks.reports.stage import resolve_config
 from tests.helpers.report_scores import heldout, score_labels
 
 
@@ -22,7 +22,7 @@ def ctrate(shared_data, repo_root):
         pytest.skip(f"{path} not available")
     with open(path, newline="", encoding="utf-8") as handle:
         rows = list(csv.DictReader(handle))
-    cfg = resolve_config(load_params(repo_root / "params.yaml"))
+    cfg = stage_config(load_params(repo_root / "params.yaml"))
     processor = ReportProcessor(cfg, load_lexicon(repo_root / cfg["lexicon"]))
     results = processor.process([ReportInput(r["AccessionNo"], r["report_text"]) for r in rows])
     return rows, results, list(cfg["labels"])

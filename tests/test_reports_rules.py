@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 
+from flows.split_reports import stage_config
 from tasks.common.params import load_params
 from tasks.reports.anatomy import AnatomyLexicon
 from tasks.reports.assertion import ABSENT, PRESENT, UNCERTAIN, AssertionClassifier
@@ -11,12 +12,11 @@ from tasks.reports.labels import derive_labels, label_rules
 from tasks.reports.processor import ReportInput, ReportProcessor, load_lexicon, rejection_reason
 from tasks.reports.sections import SectionSplitter
 from tasks.reports.sentences import split_sentences
-from tasks.reports.stage import resolve_config
 
 
 @pytest.fixture(scope="module")
 def config(repo_root):
-    return resolve_config(load_params(repo_root / "params.yaml"))
+    return stage_config(load_params(repo_root / "params.yaml"))
 
 
 @pytest.fixture(scope="module")

@@ -77,6 +77,9 @@ def test_sample_flow(repo_root, sample_reports, tmp_path):
     assert len(anatomy) == n * len(anatomies)
     prostate = [r for r in anatomy if r["anatomy"] == "prostate"]
     assert all(r["defaulted"] and r["description"] == "Prostate shows no significant abnormality." for r in prostate)
+    # a report that repeats a study enters as its table row, so every report is one item
+    duplicates = [r for r in pq.read_table(out / "rejected.parquet").to_pylist() if r["reason"] == "duplicate_study"]
+    assert len(duplicates) == 1 and duplicates[0]["item"].startswith("row ")
     labels = pq.read_table(out / "report_labels.parquet").to_pylist()
     assert len(labels) == n and all(r["study_id"].startswith("st-") for r in labels)
     sentences = pq.read_table(out / "sentences.parquet")
@@ -108,25 +111,29 @@ def test_missing_columns_are_a_params_error(repo_root, sample_reports, tmp_path)
 
 def test_with_concept_linker(repo_root, sample_reports, tmp_path_factory):
     """The linker on the sample vocabulary: its anatomy and finding CUIs join the lexicon's."""
+    from flows.split_reports import stage_config
     from tasks.reports import stage as rs
     from tasks.sample import vocabulary
     from tasks.umls.index import build_index
 
     root = tmp_path_factory.mktemp("umls")
-    vocabulary.generate_shard({"sample": {"output_dir": str(root)}}, "vocabulary")
-    build_index(root / "umls" / "META", root / "index", semantic_groups_file=root / "umls" / "SemGroups.txt")
     params, reports_csv, _ = sample_reports
+    vocabulary.generate_shard({"sample": {**params["sample"], "output_dir": str(root)}}, "vocabulary")
+    build_index(root / "umls" / "META", root / "index", params["umls_index"],
+                semantic_groups_file=root / "umls" / "SemGroups.txt")
     params = stage_params(repo_root, **{"split_reports.reports": reports_csv,
                                         "split_reports.linker_index": root / "index",
                                         "split_reports.linker": "true", "split_reports.linker_scope": "all"})
-    cfg = rs.resolve_config(params)
-    reports, _ = rs.build_inputs(rs.read_reports(cfg), cfg, params, str(reports_csv))
-    out = rs.process_shard(reports, cfg, params["link_concepts"], str(reports_csv), "x")
+    cfg = stage_config(params)
+    assert cfg["linker_settings"]["stop_concepts"] == params["link_concepts"]["stop_concepts"]
+    assert cfg["anatomies"] == list(params["segment"]["anatomies"])
+    reports, _, _ = rs.build_inputs(rs.read_reports(cfg), cfg, str(reports_csv))
+    out = rs.process_shard(reports, cfg, str(reports_csv), "x")
     assert out["linker"] == "quickumls"
     linked = [c for s in out["sentences"] for c in s["linked_cuis"]]
     assert "C0024109" in linked and "C0018787" in linked  # lung, heart
     _check_against_truth(out["anatomy"], _truth(params))
     # lexicon alone and with the linker agree on the labels here
-    cfg_plain = {**cfg, "linker": "false"}
-    plain = rs.process_shard(reports, cfg_plain, params["link_concepts"], str(reports_csv), "x")
+    cfg_plain = {**cfg, "linker": False}
+    plain = rs.process_shard(reports, cfg_plain, str(reports_csv), "x")
     assert plain["labels"] == out["labels"] and plain["linker"] == "none"

@@ -4,9 +4,19 @@ from __future__ import annotations
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.common.params import load_params
 from tasks.sample import catalogue, vocabulary
 from tasks.umls import mesh, rrf
 from tasks.umls.index import build_index
+from tests.conftest import REPO_ROOT
+
+PARAMS = load_params(REPO_ROOT / "params.yaml")
+UMLS_INDEX = PARAMS["umls_index"]
+
+
+def _sample(root) -> dict:
+    """Params for the sample's generators, writing under root."""
+    return {"sample": {**PARAMS["sample"], "output_dir": str(root)}}
 
 
 def test_rrf_reader_on_real_umls_rows(shared_data):
@@ -57,7 +67,7 @@ def test_mesh_conversion_and_uninverted_terms(tmp_path):
                     "C20.111.199\tD001172\tArthritis, Rheumatoid\n"
                     "D02.092.063\tD000082\tAcetaminophen\n"
                     "broken line\n", encoding="utf-8")
-    counts = mesh.mesh_to_rrf(tree, tmp_path / "META")
+    counts = mesh.mesh_to_rrf(tree, tmp_path / "META", True)
     assert counts["descriptors"] == 2 and counts["bad_lines"] == 1
     rows = list(rrf.read_mrconso(tmp_path / "META" / "MRCONSO.RRF"))
     assert {r["STR"] for r in rows if r["CUI"] == "D001172"} == {"Arthritis, Rheumatoid", "Rheumatoid Arthritis"}
@@ -68,7 +78,7 @@ def test_mesh_conversion_and_uninverted_terms(tmp_path):
 
 
 def test_sample_vocabulary_covers_catalogue(tmp_path):
-    counts = vocabulary.generate_shard({"sample": {"output_dir": str(tmp_path)}}, "vocabulary")
+    counts = vocabulary.generate_shard(_sample(tmp_path), "vocabulary")
     meta = tmp_path / "umls" / "META"
     lines = (meta / "MRCONSO.RRF").read_text(encoding="utf-8").splitlines()
     assert all(len(line.split("|")) == 19 for line in lines[:-1])  # 18 fields + trailing pipe
@@ -87,8 +97,8 @@ def test_sample_vocabulary_covers_catalogue(tmp_path):
 
 
 def test_index_build_from_sample_vocabulary(tmp_path):
-    vocabulary.generate_shard({"sample": {"output_dir": str(tmp_path)}}, "vocabulary")
-    result = build_index(tmp_path / "umls" / "META", tmp_path / "index",
+    vocabulary.generate_shard(_sample(tmp_path), "vocabulary")
+    result = build_index(tmp_path / "umls" / "META", tmp_path / "index", UMLS_INDEX,
                          semantic_groups_file=tmp_path / "umls" / "SemGroups.txt")
     assert result["reasons"] == {"malformed_row": 1, "no_semantic_type": 1}
     table = pq.read_table(tmp_path / "index" / "concepts.parquet").to_pylist()
@@ -100,10 +110,36 @@ def test_index_build_from_sample_vocabulary(tmp_path):
     assert (tmp_path / "index" / "quickumls" / "umls-simstring.db").is_dir()
     assert '"GGO"' in (tmp_path / "index" / "quickumls" / "acronyms.json").read_text()
     # Semantic type filter: only anatomy left, the rest rejected with a reason.
-    result = build_index(tmp_path / "umls" / "META", tmp_path / "index2", semantic_types=["T023", "T029"],
+    result = build_index(tmp_path / "umls" / "META", tmp_path / "index2",
+                         {**UMLS_INDEX, "semantic_types": ["T023", "T029"]},
                          semantic_groups_file=tmp_path / "umls" / "SemGroups.txt")
     assert result["counts"]["concepts"] == len(catalogue.ANATOMY)
-    assert result["reasons"]["semantic_type_not_kept"] == len(catalogue.FINDINGS) + len(catalogue.MODALITIES)
+    # one rejected row per term row of a concept whose types are not kept, its detail naming the concept
+    terms, _ = vocabulary.vocabulary_rows()
+    not_anatomy = {c.cui for c in catalogue.all_concepts()} - {c.cui for c in catalogue.ANATOMY.values()}
+    assert len(not_anatomy) == len(catalogue.FINDINGS) + len(catalogue.MODALITIES)
+    assert result["reasons"]["semantic_type_not_kept"] == sum(1 for t in terms if t["CUI"] in not_anatomy)
+    not_kept = [r for r in result["rejected"] if r["reason"] == "semantic_type_not_kept"]
+    assert {r["detail"].split(":")[0] for r in not_kept} == not_anatomy
+    assert len({r["item"] for r in result["rejected"]}) == len(result["rejected"])
+
+
+def test_stage_plan_lists_every_selected_row_and_unreadable_line(tmp_path):
+    """umls_index items are vocabulary rows, counted from the files; rows a filter leaves out are a count."""
+    from tasks.umls import stage
+
+    vocabulary.generate_shard(_sample(tmp_path), "vocabulary")
+    terms, _ = vocabulary.vocabulary_rows()
+    cfg = {**UMLS_INDEX, "meta_dir": str(tmp_path / "umls" / "META"),
+           "semantic_groups": str(tmp_path / "umls" / "SemGroups.txt")}
+    plan = stage.plan(cfg, tmp_path / "out")
+    # the terms, the orphan concept's row, the malformed row (last line)
+    assert plan.items == [f"MRCONSO.RRF:{n}" for n in range(1, len(terms) + 3)]
+    assert plan.counts == {"rows_not_selected": 0} and len(plan.shards) == 1
+    plan = stage.plan({**cfg, "sources": ["NO_SUCH_SOURCE"]}, tmp_path / "out")
+    assert plan.items == [f"MRCONSO.RRF:{len(terms) + 2}"]
+    assert plan.counts == {"rows_not_selected": len(terms) + 1}
+
 
 
 WRITE_DATABASES = """

@@ -49,8 +49,7 @@ def figure_texts(row: dict) -> list[tuple[str, str]]:
     return texts
 
 
-def link_figures(rows: Iterable[dict], linker, source: str, max_chars: int = 20000,
-                 exclude_uncertain: bool = True) -> dict:
+def link_figures(rows: Iterable[dict], linker, source: str, max_chars: int, exclude_uncertain: bool) -> dict:
     """Mentions, per-figure concepts and rejections for a shard of figure rows."""
     mentions, concepts, rejected = [], [], []
     jobs = []  # (row index, field, text)

@@ -1,6 +1,6 @@
 """The concept linker: text in, UMLS concept mentions out. Reused by every stage that links text.
 
-    linker = ConceptLinker.from_index("data/umls_index", params["link_concepts"])
+    linker = ConceptLinker.from_index("data/umls_index", params["link_concepts"])  # a complete section
     mentions = linker.link("No pleural effusion. Ground-glass opacity (GGO) in the left lung.")
     batches = linker.link_many(texts)          # one list of Mention per text
 
@@ -28,30 +28,14 @@ from tasks.common.nlp import make_pipeline
 from tasks.linking.context import ContextRules
 from tasks.linking.variants import variants
 
-# Defaults of the params section `link_concepts` that the linker reads; other keys are ignored.
-DEFAULTS: dict = {
-    "spacy_model": None,         # an installed spaCy/scispaCy model; null: blank English + scispaCy parts
-    "split_hyphens": True,       # split "X-induced" so "X" can be a mention of its own
-    "sentencizer": "rule",       # rule: spaCy's punctuation rules; pysbd: scispaCy's pysbd_sentencizer (slower)
-    "abbreviations": True,       # link short forms defined in the same text as their long forms
-    "acronyms": True,            # case-sensitive exact match of the vocabulary's all-caps terms
-    "similarity": "jaccard",     # QuickUMLS measure: jaccard, dice, cosine, overlap
-    "threshold": 0.8,            # QuickUMLS candidate threshold
-    "window": 5,                 # longest n-gram in tokens
-    "min_match_length": 3,       # characters
-    "overlap": "length",         # length: longest span first; score: best similarity first
-    "best_match": True,          # false: keep every candidate span (overlapping)
-    "semantic_types": None,      # TUIs kept (null: all)
-    "semantic_groups": None,     # groups kept, e.g. [DISO, ANAT] (null: all)
-    "min_similarity": 0.8,       # after matching
-    "stop_concepts": [],         # CUIs never reported
-    "same_start": 3,             # one-word inexact matches must share this many first letters
-                                 # ("compression" is not "Decompression"); 0: off
-    "variants": True,            # also try spelling/inflection variants (tasks/linking/variants.py)
-    "negation": True,
-    "context_max_scope": 8,      # tokens a trigger reaches
-    "context_rules": {},         # replace a default trigger list (see tasks/linking/context.py)
-}
+# The keys of the params section `link_concepts` that the linker reads (the schema,
+# tasks/schema/literature.py, holds their types and defaults); other keys are ignored.
+LINKER_KEYS = (
+    "spacy_model", "split_hyphens", "sentencizer", "abbreviations", "acronyms", "similarity", "threshold",
+    "window", "min_match_length", "overlap", "best_match", "semantic_types", "semantic_groups",
+    "min_similarity", "stop_concepts", "same_start", "variants", "negation", "context_max_scope",
+    "context_rules",
+)
 
 
 @dataclass(frozen=True)
@@ -77,11 +61,12 @@ class Mention:
         return row
 
 
-def _settings(params: dict | None) -> dict:
-    settings = dict(DEFAULTS)
-    for key, value in (params or {}).items():
-        if key in DEFAULTS:
-            settings[key] = value
+def linker_settings(params: dict) -> dict:
+    """The linker's settings from a complete `link_concepts` section (or a dict holding its keys)."""
+    missing = [key for key in LINKER_KEYS if key not in params]
+    if missing:
+        raise ValueError(f"linker settings lack {', '.join(missing)} (pass the whole link_concepts section)")
+    settings = {key: params[key] for key in LINKER_KEYS}
     if settings["overlap"] not in ("length", "score"):
         raise ValueError(f"link_concepts.overlap must be 'length' or 'score', not {settings['overlap']!r}")
     if settings["similarity"] not in ("jaccard", "dice", "cosine", "overlap"):
@@ -138,22 +123,22 @@ class ConceptLinker:
             if settings["negation"] else None
         self._types = set(settings["semantic_types"]) if settings["semantic_types"] else None
         self._groups = set(settings["semantic_groups"]) if settings["semantic_groups"] else None
-        self._stop = set(settings["stop_concepts"] or ())
+        self._stop = set(settings["stop_concepts"])
         self._long_form_cache: dict[str, dict | None] = {}
         self._start_stop = set(matcher._stopwords) | set(matcher.negations)  # negation is ConText's job
 
     @classmethod
-    def from_index(cls, index_dir: str | Path, params: dict | None = None) -> "ConceptLinker":
-        """A linker over a umls_index output folder; params: the `link_concepts` section (or part of it)."""
-        settings = _settings(params)
+    def from_index(cls, index_dir: str | Path, params: dict) -> "ConceptLinker":
+        """A linker over a umls_index output folder; params: the `link_concepts` section."""
+        settings = linker_settings(params)
         matcher = open_quickumls(
             index_dir, overlapping_criteria="length" if settings["overlap"] == "length" else "score",
-            threshold=float(settings["threshold"]), window=int(settings["window"]),
-            similarity_name=settings["similarity"], min_match_length=int(settings["min_match_length"]),
+            threshold=settings["threshold"], window=settings["window"],
+            similarity_name=settings["similarity"], min_match_length=settings["min_match_length"],
             accepted_semtypes=set(settings["semantic_types"]) if settings["semantic_types"] else None,
         )
-        nlp = make_pipeline(settings["spacy_model"], split_hyphens=bool(settings["split_hyphens"]),
-                            sentencizer=settings["sentencizer"], abbreviations=bool(settings["abbreviations"]))
+        nlp = make_pipeline(settings["spacy_model"], split_hyphens=settings["split_hyphens"],
+                            sentencizer=settings["sentencizer"], abbreviations=settings["abbreviations"])
         acronyms = {}
         acronym_file = quickumls_dir(index_dir) / "acronyms.json"
         if settings["acronyms"] and acronym_file.is_file():
@@ -308,9 +293,9 @@ _CACHE: dict[tuple[str, str], ConceptLinker] = {}
 _LOCK = threading.Lock()
 
 
-def get_linker(index_dir: str | Path, params: dict | None = None) -> ConceptLinker:
+def get_linker(index_dir: str | Path, params: dict) -> ConceptLinker:
     """One linker per process and (index, settings): Dask workers open QuickUMLS once."""
-    key = (os.path.abspath(index_dir), json.dumps(_settings(params), sort_keys=True, default=str))
+    key = (os.path.abspath(index_dir), json.dumps(linker_settings(params), sort_keys=True, default=str))
     with _LOCK:
         if key not in _CACHE:
             _CACHE[key] = ConceptLinker.from_index(index_dir, params)

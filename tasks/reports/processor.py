@@ -83,38 +83,35 @@ class ReportProcessor:
         defs = finding_defs(lexicon["findings"])
         self.finding_defs = {d.key: d for d in defs}
         self.matcher = FindingMatcher(defs)
-        self.assertion = AssertionClassifier(self.config.get("triggers") or {})
+        self.assertion = AssertionClassifier()
         self.splitter = SectionSplitter(
-            self.config.get("section_names") or None,
-            self.config.get("impression_markers") or (),
-            header_anatomy=self.anatomy_lexicon.header_anatomy,
-        )
+            None, self.config["impression_markers"], header_anatomy=self.anatomy_lexicon.header_anatomy)
         self.rules = label_rules(self.config["labels"])
         self.anatomies = list(self.config["anatomies"])
         # lexicon anatomy -> output anatomies (the segment stage's names); identity where
         # the names agree, none (sentences only) for e.g. mediastinum without a mask.
         self.aliases = {}
         for name in self.anatomy_lexicon.anatomies:
-            target = (self.config.get("anatomy_aliases") or {}).get(name, name)
+            target = self.config["anatomy_aliases"].get(name, name)
             targets = [target] if isinstance(target, str) else list(target or [])
             self.aliases[name] = [t for t in targets if t in self.anatomies]
-        self.anatomy_names = dict(self.config.get("anatomy_names") or {})
-        self.anatomy_cuis = dict(self.config.get("anatomy_cuis") or {})
+        self.anatomy_names = dict(self.config["anatomy_names"])
+        self.anatomy_cuis = dict(self.config["anatomy_cuis"])
         self.finding_cuis = {k: d.cui for k, d in self.finding_defs.items()}
-        self.finding_cuis.update({k: v for k, v in (self.config.get("finding_cuis") or {}).items() if v})
+        self.finding_cuis.update({k: v for k, v in self.config["finding_cuis"].items() if v})
         self.cui_to_finding = {v: k for k, v in self.finding_cuis.items() if v}
         self.finding_names = {k: d.name for k, d in self.finding_defs.items()}
-        self.uncertain_as_present = bool(self.config.get("uncertain_as_present", True))
-        self.description_sections = set(self.config.get("description_sections") or ["findings"])
-        self.fallback_sections = set(self.config.get("description_fallback_sections") or [])
-        self.abnormal_template = str(self.config.get("abnormal_template") or "{anatomy}: {findings}.")
-        self.label_sections = set(self.config.get("label_sections") or ["findings", "impression"])
-        self.template = str(self.config.get("default_template") or "{anatomy} shows no significant abnormality.")
-        self.use_scispacy_tokenizer = bool(self.config.get("scispacy_tokenizer", True))
+        self.uncertain_as_present = self.config["uncertain_as_present"]
+        self.description_sections = set(self.config["description_sections"])
+        self.fallback_sections = set(self.config["description_fallback_sections"])
+        self.abnormal_template = self.config["abnormal_template"]
+        self.label_sections = set(self.config["label_sections"])
+        self.template = self.config["default_template"]
+        self.use_scispacy_tokenizer = self.config["scispacy_tokenizer"]
         self.linker = linker
         self._link_cache: dict[str, list] = {}
-        self.link_cache_size = int(self.config.get("link_cache_size") or 50000)
-        self.linker_scope = str(self.config.get("linker_scope") or "all")
+        self.link_cache_size = self.config["link_cache_size"]  # 0: no cache
+        self.linker_scope = self.config["linker_scope"]
         if self.linker_scope not in ("all", "unresolved"):
             raise ValueError(f"split_reports.linker_scope must be all or unresolved, not {self.linker_scope!r}")
 
@@ -167,7 +164,7 @@ class ReportProcessor:
                      for sentences, scans in zip(split, all_scans)]
         todo = list(dict.fromkeys(s.text for sentences in split for s in sentences
                                   if s.text not in self._link_cache))
-        for text, mentions in zip(todo, self.linker.link_many(todo)):
+        for text, mentions in zip(todo, self.linker.link_many(todo) if self.link_cache_size else ()):
             if len(self._link_cache) >= self.link_cache_size:
                 self._link_cache.pop(next(iter(self._link_cache)))
             self._link_cache[text] = mentions

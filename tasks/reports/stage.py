@@ -1,16 +1,32 @@
-"""The split_reports stage's plain functions: read the reports table, key it by
-pseudonym, run the processor on a shard, turn results into rows."""
+"""The split_reports stage as plain functions for the stage runner (flows/_runner.py).
+
+Items are reports (rows of the reports table): a report enters under its study's keyed
+pseudonym, or as `row N` (the table's line) when it has no study key or repeats one.
+plan: read the table, key it by pseudonym, one task per `reports_per_task` reports.
+split_shard (on a worker, one processor per worker process): clauses with anatomy and
+findings, one description per (study, anatomy), the labels per report, as part tables.
+merge: sentences.parquet, anatomy_texts.parquet, report_labels.parquet.
+
+cfg is the split_reports section plus what the flow passes from other sections:
+`anatomies` (settled: its own, else the segment stage's), `linker_settings` (the
+link_concepts section's linker keys) and `deid_key` (None when study_key_kind is none).
+"""
 from __future__ import annotations
 
 import json
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from tasks.common.hashing import sha256_file
 from tasks.common.params import ParamsError
+from tasks.common.sharding import Merged, Plan, ShardResult, chunks
+from tasks.common.tables import concat_parts, write_rows
 from tasks.reports.processor import ReportInput, ReportProcessor, load_lexicon
 
 STAGE = "split_reports"
@@ -37,18 +53,6 @@ def labels_schema(labels) -> pa.Schema:
                       ("n_abnormal", pa.int16()), ("source_sha256", pa.string()), ("stage", pa.string())])
 
 
-def resolve_config(params: Mapping[str, Any]) -> dict:
-    """The section with its anatomy list settled: its own, else the segment stage's."""
-    cfg = dict(params[STAGE])
-    anatomies = cfg.get("anatomies")
-    if not anatomies:
-        anatomies = list(((params.get("segment") or {}).get("anatomies") or {}).keys())
-    if not anatomies:
-        anatomies = list(load_lexicon(cfg["lexicon"])["anatomy_terms"])
-    cfg["anatomies"] = list(anatomies)
-    return cfg
-
-
 def read_reports(cfg: Mapping[str, Any]) -> pd.DataFrame:
     """The reports table as strings; bytes that are not UTF-8 become U+FFFD (and the
     report is rejected as undecodable rather than the whole file failing)."""
@@ -59,49 +63,52 @@ def read_reports(cfg: Mapping[str, Any]) -> pd.DataFrame:
         frame = pd.read_parquet(path)
     else:
         frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="replace")
-    columns = dict(cfg.get("columns") or {})
-    wanted = [c for c in (columns.get("study"), columns.get("text"), columns.get("findings"),
-                          columns.get("impression")) if c]
+    columns = cfg["columns"]
+    wanted = [c for c in (columns["study"], columns["text"], columns["findings"], columns["impression"]) if c]
     missing = [c for c in wanted if c not in frame.columns]
-    if missing or not columns.get("study") or not (columns.get("text") or columns.get("findings")):
+    if missing or not columns["study"] or not (columns["text"] or columns["findings"]):
         raise ParamsError(f"split_reports.columns: {missing or 'study and text/findings'} not in {path} "
                           f"(columns: {list(frame.columns)})")
     return frame
 
 
-def pseudonymize(raw: str, cfg: Mapping[str, Any], params: Mapping[str, Any]) -> str:
+def pseudonymize(raw: str, cfg: Mapping[str, Any]) -> str:
     """The same keyed pseudonym ct_convert gives this study (tasks.ct.deid)."""
-    from tasks.ct.deid import deid_key, pseudonym
+    from tasks.ct.deid import pseudonym
 
-    kind = cfg.get("study_key_kind") or "study"
+    kind = cfg["study_key_kind"]
     if kind == "none":  # the table already holds pseudonyms
         return raw
-    return pseudonym(kind, raw, deid_key(params))
+    return pseudonym(kind, raw, cfg["deid_key"])
 
 
-def build_inputs(frame: pd.DataFrame, cfg: Mapping[str, Any], params: Mapping[str, Any],
-                 source: str) -> tuple[list[dict], list[dict]]:
-    """(report dicts for the shards, rejections for rows without a usable key)."""
-    columns = dict(cfg.get("columns") or {})
-    study_col, text_col = columns["study"], columns.get("text")
-    f_col, i_col = columns.get("findings"), columns.get("impression")
-    reports, rejected, seen = [], [], set()
+def build_inputs(frame: pd.DataFrame, cfg: Mapping[str, Any], source: str) -> tuple[list[dict], list[dict], list[str]]:
+    """(report dicts for the shards, rejections for rows without a usable key, the id of every row)."""
+    columns = cfg["columns"]
+    study_col, text_col = columns["study"], columns["text"]
+    f_col, i_col = columns["findings"], columns["impression"]
+    reports, rejected, items, first_row = [], [], [], {}
     for index, row in enumerate(frame.to_dict("records")):
+        line = f"row {index + 2}"  # the table's line, after its header
         raw = str(row.get(study_col) or "").strip()
         if not raw:
-            rejected.append(dict(item=f"row {index + 2}", source=source, reason="missing_study_id",
+            items.append(line)
+            rejected.append(dict(item=line, source=source, reason="missing_study_id",
                                  detail=f"no value in column {study_col!r}", stage=STAGE))
             continue
-        study_id = pseudonymize(raw, cfg, params)
-        if study_id in seen:
-            rejected.append(dict(item=study_id, source=source, reason="duplicate_study",
-                                 detail="a second report for this study; the first is kept", stage=STAGE))
+        study_id = pseudonymize(raw, cfg)
+        if study_id in first_row:
+            items.append(line)
+            rejected.append(dict(item=line, source=source, reason="duplicate_study",
+                                 detail=f"a second report for {study_id} (first at {first_row[study_id]}); "
+                                        "the first is kept", stage=STAGE))
             continue
-        seen.add(study_id)
+        first_row[study_id] = line
+        items.append(study_id)
         findings = _text(row.get(text_col)) if text_col else _text(row.get(f_col))
         impression = None if text_col else (_text(row.get(i_col)) if i_col else None)
         reports.append({"study_id": study_id, "findings": findings, "impression": impression})
-    return reports, rejected
+    return reports, rejected, items
 
 
 def _text(value) -> str:
@@ -115,27 +122,28 @@ def _text(value) -> str:
 _PROCESSORS: dict[str, ReportProcessor] = {}
 
 
-def get_processor(cfg: Mapping[str, Any], link_params: Mapping[str, Any] | None) -> tuple[ReportProcessor, str]:
-    """One processor per worker process and config; the linker joins when its index exists."""
-    key = json.dumps([cfg, link_params], sort_keys=True, default=str)
-    linker_mode = str(cfg.get("linker", "auto")).lower()
+def get_processor(cfg: Mapping[str, Any]) -> tuple[ReportProcessor, str]:
+    """One processor per worker process and config; the linker joins when its index exists
+    (linker auto), always (true: an error without it) or never (false)."""
+    key = json.dumps(cfg, sort_keys=True, default=str)
+    mode = cfg["linker"]
+    if mode not in ("auto", True, False):
+        raise ValueError(f"split_reports.linker must be auto, true or false, not {mode!r}")
     if key not in _PROCESSORS:
-        linker = None
-        if linker_mode in ("auto", "true", "on", "yes"):
-            linker = _open_linker(cfg, link_params, required=linker_mode != "auto")
+        linker = _open_linker(cfg, required=mode is True) if mode is not False else None
         _PROCESSORS[key] = ReportProcessor(cfg, load_lexicon(cfg["lexicon"]), linker)
     processor = _PROCESSORS[key]
     return processor, ("quickumls" if processor.linker is not None else "none")
 
 
-def _open_linker(cfg, link_params, required: bool):
-    index_dir = Path(cfg.get("linker_index") or "data/umls_index")
+def _open_linker(cfg, required: bool):
+    index_dir = Path(cfg["linker_index"])
     try:
         from tasks.linking.linker import get_linker, quickumls_dir
 
         if not quickumls_dir(index_dir).is_dir():
             raise FileNotFoundError(f"no QuickUMLS index under {index_dir}")
-        return get_linker(index_dir, dict(link_params or {}))
+        return get_linker(index_dir, cfg["linker_settings"])
     except Exception as exc:  # noqa: BLE001 - auto mode degrades to the lexicon, loudly
         if required:
             raise
@@ -143,13 +151,12 @@ def _open_linker(cfg, link_params, required: bool):
         return None
 
 
-def process_shard(reports: list[dict], cfg: Mapping[str, Any], link_params, source: str,
-                  source_sha256: str) -> dict:
-    processor, linker = get_processor(cfg, link_params)
+def process_shard(reports: list[dict], cfg: Mapping[str, Any], source: str, source_sha256: str) -> dict:
+    processor, linker = get_processor(cfg)
     results = processor.process([ReportInput(r["study_id"], r["findings"], r["impression"]) for r in reports])
     sentences, anatomy, labels, rejected = [], [], [], []
     label_names = list(cfg["labels"])
-    counts = {"reports": len(reports), "clauses": 0, "sentences": 0}
+    counts = {"clauses": 0, "sentences": 0}
     for result in results:
         if result.rejection:
             reason, detail = result.rejection
@@ -169,5 +176,50 @@ def process_shard(reports: list[dict], cfg: Mapping[str, Any], link_params, sour
             "counts": counts, "linker": linker}
 
 
-def source_hash(path: str | Path) -> str:
-    return sha256_file(path)
+@dataclass
+class ReportsPlan(Plan):
+    rejected: list[dict] = field(default_factory=list)   # rows without a usable study key
+
+
+def plan(cfg: dict, out: Path) -> ReportsPlan:
+    frame = read_reports(cfg)
+    source = str(cfg["reports"])
+    reports, rejected, items = build_inputs(frame, cfg, source)
+    source_sha = sha256_file(source)
+    shards = [(index, chunk, source_sha) for index, chunk in enumerate(chunks(reports, cfg["reports_per_task"]))]
+    return ReportsPlan(items=items, shards=shards, rejected=rejected)
+
+
+def _part(out: str | Path, name: str, index: int) -> Path:
+    return Path(out) / "_parts" / f"{name}-{index:06d}.parquet"
+
+
+def split_shard(shard: tuple[int, list[dict], str], cfg: dict, out: str) -> ShardResult:
+    """One shard of reports into part tables; value: (linker used, label positives)."""
+    index, reports, source_sha = shard
+    result = process_shard(reports, cfg, str(cfg["reports"]), source_sha)
+    write_rows(result["sentences"], SENTENCES_SCHEMA, _part(out, "sentences", index))
+    write_rows(result["anatomy"], ANATOMY_SCHEMA, _part(out, "anatomy", index))
+    write_rows(result["labels"], labels_schema(cfg["labels"]), _part(out, "labels", index))
+    anatomy = result["anatomy"]
+    counts = {**result["counts"], "anatomy_defaulted": sum(r["defaulted"] for r in anatomy),
+              "anatomy_abnormal": sum(not r["is_normal"] for r in anatomy)}
+    positives = {name: sum(r[name] for r in result["labels"]) for name in cfg["labels"]}
+    return ShardResult(value=(result["linker"], positives), rejected=result["rejected"], counts=counts)
+
+
+def merge(cfg: dict, out: Path, plan: ReportsPlan, results: list[ShardResult], fan_out) -> Merged:
+    n = len(plan.shards)
+    concat_parts([_part(out, "sentences", i) for i in range(n)], SENTENCES_SCHEMA, out / "sentences.parquet",
+                 sort_by=("study_id", "sentence_index", "clause_index"))
+    anatomy_rows = concat_parts([_part(out, "anatomy", i) for i in range(n)], ANATOMY_SCHEMA,
+                                out / "anatomy_texts.parquet", sort_by=("study_id", "anatomy"))
+    reports_out = concat_parts([_part(out, "labels", i) for i in range(n)], labels_schema(cfg["labels"]),
+                               out / "report_labels.parquet", sort_by=("study_id",))
+    positives: Counter = Counter()
+    for result in results:
+        positives.update(result.value[1])
+    counts = {"linker": "+".join(sorted({r.value[0] for r in results})) or "none", "anatomy_texts": anatomy_rows,
+              "label_positives": {name: positives[name] for name in cfg["labels"]}}
+    studies = pq.read_table(out / "report_labels.parquet", columns=["study_id"])["study_id"].to_pylist()
+    return Merged(items_out=reports_out, accounted=set(studies), rejected=plan.rejected, counts=counts)

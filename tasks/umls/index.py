@@ -118,58 +118,79 @@ def write_databases(extracted, qu_dir: Path, database_backend: str) -> None:
             _fix_unqlite_creation_time(path)
 
 
-def build_index(meta_dir: str | Path, out_dir: str | Path, *, language: str = "ENG",
-                sources=None, term_types=None, semantic_types=None, lowercase: bool = True,
-                normalize_unicode: bool = True, database_backend: str = "unqlite",
-                semantic_groups_file: str | Path | None = None, acronym_max_len: int = 6,
+def row_item(file: str | Path, line: int) -> str:
+    """The item id of one vocabulary line: `<file name>:<line number>`."""
+    return f"{Path(file).name}:{line}"
+
+
+def select_terms(conso_path: str | Path, cfg: dict, bad: list[rrf.BadRow],
+                 not_selected: Counter | None = None):
+    """(line, row) of the MRCONSO rows the section's filters keep (language, sources, term types)."""
+    return rrf.select_mrconso(conso_path, [cfg["language"]], cfg["sources"], cfg["term_types"],
+                              bad=bad, not_selected=not_selected)
+
+
+def meta_files(meta_dir: str | Path) -> tuple[Path, Path]:
+    meta_dir = Path(meta_dir)
+    paths = meta_dir / "MRCONSO.RRF", meta_dir / "MRSTY.RRF"
+    for path in paths:
+        if not path.is_file():
+            raise FileNotFoundError(f"umls_index: {path} not found")
+    return paths
+
+
+def build_index(meta_dir: str | Path, out_dir: str | Path, cfg: dict, *,
+                semantic_groups_file: str | Path | None = None, source: str | None = None,
                 stage: str = "umls_index") -> dict:
     """Write `<out_dir>/quickumls/` and `<out_dir>/concepts.parquet`.
 
-    Returns {"counts": {...}, "rejected": [rows for rejected.parquet]}.
+    cfg: the umls_index section (language, sources, term_types, semantic_types, lowercase,
+    normalize_unicode, database_backend, acronym_max_len). source: what rejected rows name
+    as their source (default: the META folder's files).
+    Returns {"counts", "reasons", "rejected": rows for rejected.parquet,
+    "indexed": [(item, cui)] of the MRCONSO rows handed to QuickUMLS}.
     """
     from quickumls import install  # QuickUMLS's own index builder
 
-    meta_dir, out_dir = Path(meta_dir), Path(out_dir)
-    conso_path, sty_path = meta_dir / "MRCONSO.RRF", meta_dir / "MRSTY.RRF"
-    for path in (conso_path, sty_path):
-        if not path.is_file():
-            raise FileNotFoundError(f"umls_index: {path} not found")
+    language, lowercase = cfg["language"], cfg["lowercase"]
+    normalize_unicode, database_backend = cfg["normalize_unicode"], cfg["database_backend"]
+    out_dir = Path(out_dir)
+    conso_path, sty_path = meta_files(meta_dir)
     bad: list[rrf.BadRow] = []
     stys = rrf.read_mrsty(sty_path, bad)
     groups = rrf.read_semgroups(semantic_groups_file) if semantic_groups_file else {}
-    kept_types = set(semantic_types) if semantic_types else None
+    kept_types = set(cfg["semantic_types"]) if cfg["semantic_types"] else None
 
     rejected: list[dict] = []
     concepts: dict[str, dict] = {}
     rows: list[dict] = []
-    no_type: set[str] = set()
-    not_kept: set[str] = set()
-    for row in rrf.read_mrconso(conso_path, [language], sources, term_types, bad=bad):
+    indexed: list[tuple[str, str]] = []
+
+    def reject(line: int, reason: str, detail: str, where: Path) -> None:
+        rejected.append({"item": row_item(conso_path, line), "source": source or str(where), "reason": reason,
+                         "detail": detail, "stage": stage})
+
+    for line, row in select_terms(conso_path, cfg, bad):
         cui = row["CUI"]
         types = stys.get(cui)
         if not types:
-            no_type.add(cui)
+            reject(line, "no_semantic_type", f"{cui} has no MRSTY row", conso_path)
             continue
         if kept_types is not None and not any(t in kept_types for t, _ in types):
-            not_kept.add(cui)
+            reject(line, "semantic_type_not_kept",
+                   f"{cui}: none of its semantic types is in umls_index.semantic_types", sty_path)
             continue
         rows.append(row)
+        indexed.append((row_item(conso_path, line), cui))
         concept = concepts.setdefault(cui, {"pref": None, "first": row["STR"], "n": 0, "sab": set()})
         concept["n"] += 1
         concept["sab"].add(row["SAB"])
         # UMLS's preferred name: TS=P, STT=PF, ISPREF=Y (first such row).
         if concept["pref"] is None and row["TS"] == "P" and row["STT"] == "PF" and row["ISPREF"] == "Y":
             concept["pref"] = row["STR"]
-    for cui in sorted(no_type):
-        rejected.append({"item": cui, "source": str(conso_path), "reason": "no_semantic_type",
-                         "detail": "concept has no MRSTY row", "stage": stage})
-    for cui in sorted(not_kept):
-        rejected.append({"item": cui, "source": str(sty_path), "reason": "semantic_type_not_kept",
-                         "detail": "none of its semantic types is in umls_index.semantic_types",
-                         "stage": stage})
     for row in bad:
-        rejected.append({"item": f"{row.file}:{row.line}", "source": str(meta_dir), "reason": row.reason,
-                         "detail": row.text, "stage": stage})
+        rejected.append({"item": f"{row.file}:{row.line}", "source": source or str(Path(meta_dir)),
+                         "reason": row.reason, "detail": row.text, "stage": stage})
 
     qu_dir = out_dir / QUICKUMLS_SUBDIR
     if qu_dir.exists():
@@ -197,7 +218,7 @@ def build_index(meta_dir: str | Path, out_dir: str | Path, *, language: str = "E
     acronyms: dict[str, set[str]] = {}
     for row in rows:
         text = row["STR"].strip()
-        if _is_acronym(text, acronym_max_len):
+        if _is_acronym(text, cfg["acronym_max_len"]):
             acronyms.setdefault(text, set()).add(row["CUI"])
     (qu_dir / ACRONYMS_FILE).write_text(
         json.dumps({k: sorted(v) for k, v in sorted(acronyms.items())}, indent=0) + "\n", encoding="utf-8")
@@ -219,4 +240,4 @@ def build_index(meta_dir: str | Path, out_dir: str | Path, *, language: str = "E
         "concepts": len(concept_rows), "terms": len(rows), "acronyms": len(acronyms),
         "concepts_without_group": sum(1 for r in concept_rows if r["semantic_group"] == "UNKN"),
     }
-    return {"counts": counts, "rejected": rejected, "reasons": dict(reasons)}
+    return {"counts": counts, "rejected": rejected, "reasons": dict(reasons), "indexed": indexed}

@@ -100,10 +100,10 @@ def tree_type(tree_number: str) -> tuple[str, str, str] | None:
     return None
 
 
-def read_tree(path: str | Path) -> tuple[dict[str, dict], list[str]]:
-    """Descriptor UI -> {"term", "trees"}; and the lines that could not be read."""
+def read_tree(path: str | Path) -> tuple[dict[str, dict], list[tuple[int, str]]]:
+    """Descriptor UI -> {"term", "trees"}; and the (line number, text) of lines that could not be read."""
     descriptors: dict[str, dict] = {}
-    bad: list[str] = []
+    bad: list[tuple[int, str]] = []
     with Path(path).open(encoding="utf-8-sig") as handle:
         for number, line in enumerate(handle, start=1):
             fields = line.rstrip("\r\n").split("\t")
@@ -111,7 +111,7 @@ def read_tree(path: str | Path) -> tuple[dict[str, dict], list[str]]:
                 continue  # header
             if len(fields) != 3 or not fields[1].startswith("D") or not fields[2].strip():
                 if line.strip():
-                    bad.append(f"line {number}: {line.strip()[:200]}")
+                    bad.append((number, line.strip()[:200]))
                 continue
             tree, ui, term = (f.strip() for f in fields)
             entry = descriptors.setdefault(ui, {"term": term, "trees": []})
@@ -129,8 +129,9 @@ def uninvert(term: str) -> str | None:
     return f"{modifier} {head}"
 
 
-def mesh_to_rrf(tree_path: str | Path, meta_dir: str | Path, permute_inverted: bool = True) -> dict:
-    """Write MRCONSO.RRF, MRSTY.RRF and SemGroups.txt for the descriptors of a MeSH tree file."""
+def mesh_to_rrf(tree_path: str | Path, meta_dir: str | Path, permute_inverted: bool) -> dict:
+    """Write MRCONSO.RRF, MRSTY.RRF and SemGroups.txt for the descriptors of a MeSH tree file;
+    permute_inverted: also write "Rheumatoid Arthritis" for "Arthritis, Rheumatoid"."""
     descriptors, bad = read_tree(tree_path)
     meta_dir = Path(meta_dir)
     meta_dir.mkdir(parents=True, exist_ok=True)

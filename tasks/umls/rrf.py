@@ -6,6 +6,7 @@ that dies on one bad line loses hours.
 """
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence
@@ -34,7 +35,8 @@ def split_row(line: str, n_columns: int) -> list[str] | None:
     return fields if len(fields) == n_columns else None
 
 
-def _read(path: str | Path, columns: tuple[str, ...], bad: list[BadRow] | None) -> Iterator[dict]:
+def _read(path: str | Path, columns: tuple[str, ...], bad: list[BadRow] | None) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of every well-formed line; malformed ones go to `bad`."""
     path = Path(path)
     with path.open(encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
@@ -46,39 +48,51 @@ def _read(path: str | Path, columns: tuple[str, ...], bad: list[BadRow] | None) 
                     bad.append(BadRow(path.name, number, "malformed_row",
                                       f"expected {len(columns)} fields: {line[:200]!r}"))
                 continue
-            yield dict(zip(columns, fields))
+            yield number, dict(zip(columns, fields))
+
+
+def select_mrconso(path: str | Path, languages: Iterable[str] | None = ("ENG",),
+                   sources: Iterable[str] | None = None, term_types: Iterable[str] | None = None,
+                   include_suppressed: bool = False, bad: list[BadRow] | None = None,
+                   not_selected: Counter | None = None) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of the MRCONSO rows kept by language, source (SAB) and term type
+    (TTY) filters (None: all); `not_selected` counts the others by the filter that dropped them.
+
+    Suppressed rows (SUPPRESS O, E, Y) are dropped unless asked for, as MetamorphoSys does.
+    A kept row without a string goes to `bad` (empty_string).
+    """
+    languages = set(languages) if languages else None
+    sources = set(sources) if sources else None
+    term_types = set(term_types) if term_types else None
+    not_selected = Counter() if not_selected is None else not_selected
+    for number, row in _read(path, MRCONSO_COLUMNS, bad):
+        if languages is not None and row["LAT"] not in languages:
+            not_selected["language"] += 1
+        elif sources is not None and row["SAB"] not in sources:
+            not_selected["source"] += 1
+        elif term_types is not None and row["TTY"] not in term_types:
+            not_selected["term_type"] += 1
+        elif not include_suppressed and row["SUPPRESS"] in ("O", "E", "Y"):
+            not_selected["suppressed"] += 1
+        elif not row["STR"].strip():
+            if bad is not None:
+                bad.append(BadRow(Path(path).name, number, "empty_string", f"{row['CUI']} has an empty STR"))
+        else:
+            yield number, row
 
 
 def read_mrconso(path: str | Path, languages: Iterable[str] | None = ("ENG",),
                  sources: Iterable[str] | None = None, term_types: Iterable[str] | None = None,
                  include_suppressed: bool = False, bad: list[BadRow] | None = None) -> Iterator[dict]:
-    """MRCONSO rows kept by language, source (SAB) and term type (TTY) filters (None: all).
-
-    Suppressed rows (SUPPRESS O, E, Y) are dropped unless asked for, as MetamorphoSys does.
-    """
-    languages = set(languages) if languages else None
-    sources = set(sources) if sources else None
-    term_types = set(term_types) if term_types else None
-    for row in _read(path, MRCONSO_COLUMNS, bad):
-        if languages is not None and row["LAT"] not in languages:
-            continue
-        if sources is not None and row["SAB"] not in sources:
-            continue
-        if term_types is not None and row["TTY"] not in term_types:
-            continue
-        if not include_suppressed and row["SUPPRESS"] in ("O", "E", "Y"):
-            continue
-        if not row["STR"].strip():
-            if bad is not None:
-                bad.append(BadRow(Path(path).name, 0, "empty_string", row["CUI"]))
-            continue
+    """The rows of select_mrconso, without their line numbers."""
+    for _, row in select_mrconso(path, languages, sources, term_types, include_suppressed, bad):
         yield row
 
 
 def read_mrsty(path: str | Path, bad: list[BadRow] | None = None) -> dict[str, list[tuple[str, str]]]:
     """CUI -> [(TUI, type name)] in file order, duplicates removed."""
     types: dict[str, list[tuple[str, str]]] = {}
-    for row in _read(path, MRSTY_COLUMNS, bad):
+    for _, row in _read(path, MRSTY_COLUMNS, bad):
         entry = (row["TUI"], row["STY"])
         found = types.setdefault(row["CUI"], [])
         if entry not in found:
