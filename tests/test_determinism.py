@@ -9,6 +9,7 @@ few minutes on two cores.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -53,7 +54,7 @@ def _start_repro(repo_root: Path, clone: Path, hash_seed: str) -> subprocess.Pop
     env.pop("MEDCONCEPT_DASK_ADDRESS", None)
     with open(clone.parent / f"repro-{hash_seed}.log", "w") as log:  # the child keeps its own handle
         return subprocess.Popen([sys.executable, "-m", "dvc", "repro"], cwd=clone, env=env, stdout=log,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, start_new_session=True)
 
 
 @pytest.fixture(scope="module")
@@ -67,8 +68,8 @@ def two_clones(tmp_path_factory, repo_root) -> tuple[Path, Path]:
             assert code == 0, f"dvc repro (PYTHONHASHSEED={seed}) failed ({code}):\n{log[-4000:]}"
     finally:
         for run in runs:
-            if run.poll() is None:
-                run.kill()
+            if run.poll() is None:  # a failed or timed-out pair: stop the other run and its stages too
+                os.killpg(run.pid, signal.SIGKILL)
                 run.wait()
     return clones[0], clones[1]
 
