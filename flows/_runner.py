@@ -82,6 +82,8 @@ def run_sharded(stage: ShardedStage, cfg: dict, out: str | Path) -> dict:
     """plan -> one task per shard -> merge, with the stage's accounting and summary."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
+    # where the run started: outputs record locations relative to it (tasks.common.locations)
+    cfg = {**cfg, "run_root": str(Path.cwd())}
     summary = StageSummary(stage.name, unit=stage.unit, out_unit=stage.out_unit)
     fan_out = FanOut(stage.name, summary)
     plan = stage.plan(cfg, out, fan_out) if stage.plan_fans_out else stage.plan(cfg, out)

@@ -8,8 +8,6 @@ code version and stage chain of each model, from dvc.lock).
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from prefect import flow
 
 from flows._runner import ShardedStage, run_sharded
@@ -27,8 +25,7 @@ def evaluate_flow(params: dict) -> dict:
            # what evaluate takes from other sections, passed explicitly (declared in dvc.yaml)
            "train_conceptclip": resolve_training_preset(params["train_conceptclip"]),
            "train_fvlm": resolve_training_preset(params["train_fvlm"]),
-           "report_label_rules": params["split_reports"]["labels"],
-           "display_root": str(Path.cwd())}
+           "report_label_rules": params["split_reports"]["labels"]}
     return run_sharded(EVALUATE, cfg, params["evaluate"]["output_dir"])
 
 

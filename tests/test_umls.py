@@ -131,7 +131,7 @@ def test_stage_plan_lists_every_selected_row_and_unreadable_line(tmp_path):
     vocabulary.generate_shard(_sample(tmp_path), "vocabulary")
     terms, _ = vocabulary.vocabulary_rows()
     cfg = {**UMLS_INDEX, "meta_dir": str(tmp_path / "umls" / "META"),
-           "semantic_groups": str(tmp_path / "umls" / "SemGroups.txt")}
+           "semantic_groups": str(tmp_path / "umls" / "SemGroups.txt"), "run_root": str(tmp_path)}
     plan = stage.plan(cfg, tmp_path / "out")
     # the terms, the orphan concept's row, the malformed row (last line)
     assert plan.items == [f"MRCONSO.RRF:{n}" for n in range(1, len(terms) + 3)]

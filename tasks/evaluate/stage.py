@@ -7,7 +7,7 @@ each model, from dvc.lock and git; nothing cached reads it).
 
 cfg is the evaluate section plus, passed by the flow, each training section with its
 preset applied (`train_conceptclip`, `train_fvlm`), the reports' label rules
-(`report_label_rules`) and the folder paths are shown relative to (`display_root`).
+(`report_label_rules`); the runner adds the folder the run started in (`run_root`).
 """
 from __future__ import annotations
 
@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 import pyarrow.parquet as pq
 
+from tasks.common.locations import recorded
 from tasks.common.sharding import Merged, Plan, ShardResult
 from tasks.evaluate import cards, plots
 from tasks.evaluate.headline import headline
@@ -30,8 +31,7 @@ LINEAGE_RECORD = "lineage.json"  # uncached (dvc.yaml): the one output that may 
 def shown(path: str | Path, cfg: dict) -> str:
     """A path as outputs show it: relative to where the pipeline runs, so that a clone
     elsewhere writes the same bytes."""
-    path, root = Path(path), Path(cfg["display_root"])
-    return path.relative_to(root).as_posix() if path.is_relative_to(root) else path.as_posix()
+    return recorded(path, cfg["run_root"])
 
 
 def _lineage(artifact: str, root: str) -> dict:
@@ -165,7 +165,7 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
     _write_json(out / "metrics.json", figures)
     _write_json(out / "metrics_detail.json", detail)
     # after the cached outputs, and never read by them
-    _write_json(out / LINEAGE_RECORD, {name: _lineage(path, cfg["display_root"])
+    _write_json(out / LINEAGE_RECORD, {name: _lineage(path, cfg["run_root"])
                                        for name, path in sorted(artifacts.items())})
     for name, m in figures.items():
         print(f"[{STAGE}] {name}: zero-shot macro AUC {m['macro_auc']} "

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from tasks.common.locations import recorded
 from tasks.common.sharding import Merged, Plan, ShardResult, chunks
 from tasks.common.tables import concat_parts, write_rows, write_table
 from tasks.linking import captions
@@ -62,7 +63,7 @@ def link_shard(shard: tuple[int, int, int], cfg: dict, out: str) -> ShardResult:
     index, start, stop = shard
     rows = read_figure_rows(cfg["figures"], start, stop)
     linker = get_linker(cfg["index_dir"], cfg)  # cached per worker process
-    result = captions.link_figures(rows, linker, source=str(cfg["figures"]), max_chars=cfg["max_chars"],
+    result = captions.link_figures(rows, linker, source=recorded(cfg["figures"], cfg["run_root"]), max_chars=cfg["max_chars"],
                                    exclude_uncertain=cfg["exclude_uncertain"])
     parts = Path(out) / "_parts"
     mentions_part, concepts_part = parts / f"mentions-{index:06d}.parquet", parts / f"concepts-{index:06d}.parquet"

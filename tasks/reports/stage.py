@@ -25,6 +25,7 @@ import pyarrow.parquet as pq
 
 from tasks.common.hashing import sha256_file
 from tasks.common.params import ParamsError
+from tasks.common.locations import recorded
 from tasks.common.sharding import Merged, Plan, ShardResult, chunks
 from tasks.common.tables import concat_parts, write_rows
 from tasks.reports.processor import ReportInput, ReportProcessor, load_lexicon
@@ -183,9 +184,9 @@ class ReportsPlan(Plan):
 
 def plan(cfg: dict, out: Path) -> ReportsPlan:
     frame = read_reports(cfg)
-    source = str(cfg["reports"])
+    source = recorded(cfg["reports"], cfg["run_root"])
     reports, rejected, items = build_inputs(frame, cfg, source)
-    source_sha = sha256_file(source)
+    source_sha = sha256_file(cfg["reports"])
     shards = [(index, chunk, source_sha) for index, chunk in enumerate(chunks(reports, cfg["reports_per_task"]))]
     return ReportsPlan(items=items, shards=shards, rejected=rejected)
 
@@ -197,7 +198,7 @@ def _part(out: str | Path, name: str, index: int) -> Path:
 def split_shard(shard: tuple[int, list[dict], str], cfg: dict, out: str) -> ShardResult:
     """One shard of reports into part tables; value: (linker used, label positives)."""
     index, reports, source_sha = shard
-    result = process_shard(reports, cfg, str(cfg["reports"]), source_sha)
+    result = process_shard(reports, cfg, recorded(cfg["reports"], cfg["run_root"]), source_sha)
     write_rows(result["sentences"], SENTENCES_SCHEMA, _part(out, "sentences", index))
     write_rows(result["anatomy"], ANATOMY_SCHEMA, _part(out, "anatomy", index))
     write_rows(result["labels"], labels_schema(cfg["labels"]), _part(out, "labels", index))

@@ -22,6 +22,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tasks.common.locations import recorded
 from tasks.common.sharding import Merged, Plan, ShardResult
 from tasks.common.tables import write_rows
 from tasks.umls import rrf
@@ -53,13 +54,14 @@ def vocabulary(cfg: dict, out: Path) -> tuple[Vocabulary, list[dict]]:
         tree = Path(cfg["mesh_tree"])
         meta = out / "_parts" / "meta"
         converted = mesh_to_rrf(tree, meta, cfg["mesh_permute_inverted"])
-        rejected = [{"item": row_item(tree, line), "source": str(tree), "reason": "malformed_mesh_line",
+        shown = recorded(tree, cfg["run_root"])
+        rejected = [{"item": row_item(tree, line), "source": shown, "reason": "malformed_mesh_line",
                      "detail": text, "stage": STAGE} for line, text in converted["bad"]]
-        return Vocabulary(str(meta), str(meta / "SemGroups.txt"), str(tree), converted["descriptors"]), rejected
+        return Vocabulary(str(meta), str(meta / "SemGroups.txt"), shown, converted["descriptors"]), rejected
     groups = cfg["semantic_groups"]
     if groups and not Path(groups).is_file():
         raise FileNotFoundError(f"umls_index.semantic_groups: {groups} not found")
-    return Vocabulary(str(cfg["meta_dir"]), groups, None), []
+    return Vocabulary(str(cfg["meta_dir"]), groups, recorded(cfg["meta_dir"], cfg["run_root"])), []
 
 
 def plan(cfg: dict, out: Path) -> VocabularyPlan:

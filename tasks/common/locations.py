@@ -1,0 +1,17 @@
+"""Locations as outputs record them.
+
+Stages receive absolute paths (made so at the flow boundary, for Dask workers elsewhere);
+what they write into their tables is relative to the folder the run started in, so two
+clones in different folders write the same bytes. URLs and paths outside stay as given.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+
+def recorded(location: str | Path, run_root: str | Path) -> str:
+    text = str(location)
+    if "://" in text:
+        return text
+    path, root = Path(text), Path(run_root)
+    return path.relative_to(root).as_posix() if path.is_absolute() and path.is_relative_to(root) else path.as_posix()
