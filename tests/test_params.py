@@ -18,10 +18,17 @@ def test_overrides_apply_without_touching_the_original():
     assert params["ingest"]["shard_size"] == 1000
 
 
-@pytest.mark.parametrize("bad", ["nosection", "missing.key=1", "ingest.shard_size.deeper=1", "=3"])
+@pytest.mark.parametrize("bad", ["nosection", "ingest.shard_size.deeper=1", "=3"])
 def test_bad_overrides_are_clear_errors(bad):
     with pytest.raises(ParamsError):
         apply_overrides({"ingest": {"shard_size": 1}}, [bad])
+
+
+def test_an_unknown_section_is_added_for_the_schema_to_name(repo_root):
+    """apply_overrides adds it; load_params refuses it with the closest known section."""
+    assert apply_overrides({"ingest": {}}, ["missing.key=1"])["missing"] == {"key": 1}
+    with pytest.raises(ParamsError, match="unknown params section 'missing'"):
+        load_params(repo_root / "params.yaml", ["missing.key=1"])
 
 
 def test_repository_params_load(repo_root):
