@@ -6,7 +6,7 @@ Index: MeSH 2017 descriptors (built once into --index-dir). Captions: ROCO. Both
 loops run in this one process on one core: the bare loop is QuickUMLS's own
 n-gram matching (`_match`, what its spaCy component calls) on a blank English
 tokenizer with the linker's similarity settings; the linker adds scispaCy
-tokenisation, sentences, abbreviations, acronyms, variants, filters and ConText.
+tokenisation, sentences, abbreviations, acronyms, variants, filters and the assertion rules.
 Rates are captions per CPU-second of this one process (= per core), so other work on
 shared cores does not count; wall seconds are reported beside them. The loops alternate
 in chunks. Writes benchmarks/results/link.json.

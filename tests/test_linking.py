@@ -1,15 +1,16 @@
-"""The concept linker: ConText rules, variants, linking on the sample vocabulary, BC5CDR vs bare QuickUMLS,
-and the umls_index + link_concepts flows on tiny data."""
+"""The concept linker: assertion rules on caption sentences, variants, linking on the sample vocabulary,
+BC5CDR vs bare QuickUMLS, and the umls_index + link_concepts flows on tiny data."""
 from __future__ import annotations
 
 import json
+import re
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from tasks.common.assertion import AssertionRules
 from tasks.common.params import load_params
-from tasks.linking.context import ContextRules
 from tasks.linking.variants import variants
 from tasks.sample import vocabulary
 from tasks.umls.index import build_index
@@ -40,26 +41,30 @@ def sample_linker(sample_index):
     return get_linker(sample_index, linker_params())
 
 
-def _status(text):
-    words = text.lower().split()
-    negated, uncertain = ContextRules().token_status(words)
-    return {w: (n, u) for w, n, u in zip(words, negated, uncertain)}
+# Caption sentences: (sentence, word, (negated, uncertain)) under the linker's assertion settings.
+CAPTION_NEGATION_CASES = [
+    ("no effusion or pneumothorax but cardiomegaly", "effusion", (True, False)),
+    ("no effusion or pneumothorax but cardiomegaly", "pneumothorax", (True, False)),
+    ("no effusion or pneumothorax but cardiomegaly", "cardiomegaly", (False, False)),
+    ("pneumothorax cannot be excluded", "pneumothorax", (False, True)),  # uncertainty, not the negation "excluded"
+    ("embolism was ruled out", "embolism", (True, False)),
+    ("no change in the nodule", "nodule", (False, False)),  # pseudo-trigger
+    ("ct without contrast shows a mass", "contrast", (True, False)),
+    ("ct without contrast shows a mass", "mass", (False, False)),  # "shows" ends the scope
+    ("possible consolidation", "consolidation", (False, True)),
+]
 
 
-def test_context_rules():
-    s = _status("no effusion or pneumothorax but cardiomegaly")
-    assert s["effusion"] == (True, False) and s["pneumothorax"] == (True, False)
-    assert s["cardiomegaly"] == (False, False)
-    s = _status("pneumothorax cannot be excluded")
-    assert s["pneumothorax"] == (False, True)  # uncertainty, not the negation "excluded"
-    s = _status("embolism was ruled out")
-    assert s["embolism"] == (True, False)
-    s = _status("no change in the nodule")
-    assert s["nodule"] == (False, False)  # pseudo-trigger
-    s = _status("ct without contrast shows a mass")
-    assert s["contrast"] == (True, False) and s["mass"] == (False, False)
-    s = _status("possible consolidation")
-    assert s["consolidation"] == (False, True)
+def word_span(sentence: str, word: str) -> tuple[int, int]:
+    found = re.search(rf"\b{re.escape(word)}\b", sentence)
+    return found.start(), found.end()
+
+
+@pytest.mark.parametrize("sentence, word, expected", CAPTION_NEGATION_CASES)
+def test_assertion_rules_on_caption_sentences(sentence, word, expected):
+    settings = PARAMS["link_concepts"]
+    rules = AssertionRules(settings["context_rules"], settings["context_max_scope"])
+    assert rules.flags(rules.scan(sentence), *word_span(sentence, word)) == expected
 
 
 def test_variants():
@@ -112,6 +117,24 @@ def test_linker_filters(sample_index):
         ConceptLinker.from_index(sample_index, linker_params(overlap="widest"))
     with pytest.raises(ValueError, match="lack"):  # settings are a whole section: no defaults in code
         ConceptLinker.from_index(sample_index, {"overlap": "length"})
+
+
+def test_linker_assertion_params(sample_index):
+    """link_concepts.negation, context_max_scope and context_rules reach the linker's assertion rules."""
+    from tasks.linking.linker import ConceptLinker
+
+    def effusion(text, **changes):
+        linker = ConceptLinker.from_index(sample_index, linker_params(**changes))
+        [m] = [m for m in linker.link(text) if m.cui == "C0032227"]
+        return m.negated, m.uncertain
+
+    text = "No evidence of a large pleural effusion."
+    assert effusion(text) == (True, False)
+    assert effusion(text, negation=False) == (False, False)
+    assert effusion(text, context_max_scope=2) == (False, False)  # "a large" lies between
+    assert effusion(text, context_max_scope=3) == (True, False)
+    assert effusion(text, context_rules={"negation_pre": ["without"]}) == (False, False)
+    assert effusion("Pleural effusion?") == (False, True)
 
 
 @pytest.fixture(scope="session")

@@ -4,9 +4,9 @@ from __future__ import annotations
 import pytest
 
 from flows.split_reports import stage_config
+from tasks.common.assertion import ABSENT, PRESENT, UNCERTAIN
 from tasks.common.params import load_params
 from tasks.reports.anatomy import AnatomyLexicon
-from tasks.reports.assertion import ABSENT, PRESENT, UNCERTAIN, AssertionClassifier
 from tasks.reports.clauses import split_clauses
 from tasks.reports.labels import derive_labels, label_rules
 from tasks.reports.processor import ReportInput, ReportProcessor, load_lexicon, rejection_reason
@@ -69,7 +69,8 @@ def test_clauses_cut_two_predicates_not_lists():
         "When examined in the lung window", "aeration is normal."]
 
 
-@pytest.mark.parametrize("text, term, expected", [
+# Report clauses: (clause, finding mention, assertion) under the report processor's rules.
+REPORT_ASSERTION_CASES = [
     ("No pleural effusion.", "pleural effusion", ABSENT),
     ("Pleural effusion-thickening was not detected.", "Pleural effusion", ABSENT),
     ("Small left pleural effusion.", "pleural effusion", PRESENT),
@@ -79,18 +80,21 @@ def test_clauses_cut_two_predicates_not_lists():
     ("No mass, but a small nodule is present.", "nodule", PRESENT),
     ("Without calcification.", "calcification", ABSENT),
     ("A lymph node that did not reach pathological size.", "lymph node", PRESENT),
-])
-def test_assertion(text, term, expected):
+]
+
+
+@pytest.mark.parametrize("text, term, expected", REPORT_ASSERTION_CASES)
+def test_assertion(processor, text, term, expected):
     start = text.index(term)
-    assert AssertionClassifier().classify(text, start, start + len(term)) == expected
+    assert processor.assertion.classify(text, start, start + len(term)) == expected
 
 
-def test_normal_statements():
-    clf = AssertionClassifier()
-    assert clf.is_normal_statement("Heart size is within normal limits")
-    assert clf.is_normal_statement("Bone structures are natural")
-    assert not clf.is_normal_statement("The liver is larger than normal")
-    assert not clf.is_normal_statement("Consolidation in the left lower lobe")
+def test_normal_statements(processor):
+    normal = processor.normal
+    assert normal.is_normal_statement("Heart size is within normal limits")
+    assert normal.is_normal_statement("Bone structures are natural")
+    assert not normal.is_normal_statement("The liver is larger than normal")
+    assert not normal.is_normal_statement("Consolidation in the left lower lobe")
 
 
 def test_anatomy_lexicon_weak_terms_and_windows(lexicon):

@@ -1,1 +1,2 @@
-"""Concept linking: the reusable linker (linker.py), ConText rules, the caption stage's logic."""
+"""Concept linking: the reusable linker (linker.py) and the caption stage's logic
+(negation and uncertainty: tasks/common/assertion.py)."""

@@ -9,7 +9,8 @@ Pipeline per text: scispaCy tokenisation (hyphens split, so "Lidocaine-induced" 
 model named in params; scispaCy abbreviation detection, each short form linked as its
 long form; case-sensitive acronyms of the vocabulary; QuickUMLS candidates per sentence;
 filters (semantic types or groups, minimum similarity, stop-concepts) applied before the
-overlap policy picks non-overlapping mentions; ConText rules mark negation and uncertainty.
+overlap policy picks non-overlapping mentions; the assertion rules (tasks/common/assertion.py)
+mark negation and uncertainty, the sentence a trigger's scope.
 
 `get_linker(index_dir, params)` keeps one linker per process (one QuickUMLS matcher per
 Dask worker), since opening the databases costs far more than linking one caption.
@@ -24,8 +25,8 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Iterable
 
+from tasks.common.assertion import AssertionRules
 from tasks.common.nlp import make_pipeline
-from tasks.linking.context import ContextRules
 from tasks.linking.variants import variants
 
 # The keys of the params section `link_concepts` that the linker reads (the schema,
@@ -119,13 +120,13 @@ class ConceptLinker:
         self.concepts = concepts
         self.settings = settings
         self.acronyms = acronyms or {}
-        self.context = ContextRules(settings["context_rules"], settings["context_max_scope"]) \
+        self.assertion = AssertionRules(settings["context_rules"], settings["context_max_scope"]) \
             if settings["negation"] else None
         self._types = set(settings["semantic_types"]) if settings["semantic_types"] else None
         self._groups = set(settings["semantic_groups"]) if settings["semantic_groups"] else None
         self._stop = set(settings["stop_concepts"])
         self._long_form_cache: dict[str, dict | None] = {}
-        self._start_stop = set(matcher._stopwords) | set(matcher.negations)  # negation is ConText's job
+        self._start_stop = set(matcher._stopwords) | set(matcher.negations)  # negation is the assertion rules' job
 
     @classmethod
     def from_index(cls, index_dir: str | Path, params: dict) -> "ConceptLinker":
@@ -225,12 +226,10 @@ class ConceptLinker:
             chosen = self._select(groups)
             if not chosen:
                 continue
-            negated = uncertain = None
-            if self.context is not None:
-                negated, uncertain = self.context.token_status([t.lower_ for t in sent])
+            scan = self.assertion.scan(sent.text) if self.assertion is not None else None
             for cand in chosen:
-                first = doc.char_span(cand["start"], cand["end"], alignment_mode="expand")
-                k = (first.start - sent.start) if first is not None else 0
+                negated, uncertain = (False, False) if scan is None else self.assertion.flags(
+                    scan, cand["start"] - sent.start_char, cand["end"] - sent.start_char)
                 cui = cand["cui"]
                 name, types, group, _ = self._concept(cui)
                 mentions.append(Mention(
@@ -238,8 +237,7 @@ class ConceptLinker:
                     text=doc.text[cand["start"]:cand["end"]], cui=cui, preferred_name=name,
                     similarity=round(float(cand["similarity"]), 4),
                     semantic_types=tuple(types) or tuple(sorted(cand["semtypes"])), semantic_group=group,
-                    negated=bool(negated and 0 <= k < len(negated) and negated[k]),
-                    uncertain=bool(uncertain and 0 <= k < len(uncertain) and uncertain[k]),
+                    negated=negated, uncertain=uncertain,
                     matched_term=str(cand["term"]), abbreviation_of=cand.get("abbreviation_of"),
                 ))
         return mentions

@@ -15,12 +15,13 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
+from tasks.common.assertion import ABSENT, PRESENT, UNCERTAIN, AssertionRules
 from tasks.reports.anatomy import OTHER, AnatomyLexicon
-from tasks.reports.assertion import ABSENT, PRESENT, UNCERTAIN, AssertionClassifier
 from tasks.reports.clauses import split_clauses
 from tasks.reports.descriptions import AnatomyText, as_sentence, render
 from tasks.reports.findings import FindingMatcher, FindingMention, finding_defs
 from tasks.reports.labels import derive_labels, label_rules
+from tasks.reports.normal import NormalStatements
 from tasks.reports.sections import SectionSplitter
 from tasks.reports.sentences import split_sentences
 from tasks.reports.terms import ascii_lower
@@ -83,7 +84,8 @@ class ReportProcessor:
         defs = finding_defs(lexicon["findings"])
         self.finding_defs = {d.key: d for d in defs}
         self.matcher = FindingMatcher(defs)
-        self.assertion = AssertionClassifier()
+        self.assertion = AssertionRules()  # no word limit: the clause is a trigger's scope
+        self.normal = NormalStatements()
         self.splitter = SectionSplitter(
             None, self.config["impression_markers"], header_anatomy=self.anatomy_lexicon.header_anatomy)
         self.rules = label_rules(self.config["labels"])
@@ -147,7 +149,7 @@ class ReportProcessor:
     def _scan(self, text: str) -> tuple:
         low = ascii_lower(text)
         return (self.anatomy_lexicon.scan(low), self.matcher.scan(low),
-                self.assertion.triggers_in(low), self.assertion.scan_normal(low))
+                self.assertion.scan(low), self.normal.scan(low))
 
     def _link_segments(self, all_scans, split) -> list[list]:
         """Linker mentions per segment, offsets into the segment.
@@ -234,11 +236,8 @@ class ReportProcessor:
                 key = None
             if key and not any(x.start < m_end and m_start < x.end for x in mentions):
                 mentions.append(FindingMention(key, m_start, m_end, text[m_start:m_end], m.cui, "linker"))
-        triggers, terminators = self.assertion.within(trigger_scan, off, end)
-        found = []
-        for m in mentions:
-            assertion = self.assertion.decide(triggers, terminators, m.start + off, m.end + off)
-            found.append((m, assertion))
+        clause_scan = trigger_scan.within(off, end)
+        found = [(m, self.assertion.decide(clause_scan, m.start + off, m.end + off)) for m in mentions]
         # Findings bring their own anatomy ("no pleural effusion" speaks of the pleura).
         named = _unique(anatomies)
         implied = [self.finding_defs[m.key].anatomy for m, _ in found
@@ -264,7 +263,7 @@ class ReportProcessor:
         abnormal = any(a in counts_present for _, a, _ in placed)
         if abnormal:
             status = "abnormal"
-        elif self.assertion.normal_in(normal_scan, off, end) or any(a == ABSENT for _, a, _ in placed):
+        elif self.normal.within(normal_scan, off, end) or any(a == ABSENT for _, a, _ in placed):
             status = "normal"
         else:
             status = "neutral"

@@ -7,6 +7,10 @@ from pydantic import Field
 
 from tasks.schema.base import IntPair, IntTriple, FloatTriple, IsoDate, Location, Section
 
+# The trigger lists of tasks/common/assertion.py that link_concepts.context_rules may replace.
+AssertionRuleList = Literal["pseudo", "negation_pre", "negation_post", "uncertain_pre", "uncertain_post",
+                            "terminators"]
+
 
 class SampleVocabulary(Section):
     broken_rows: bool = True
@@ -141,4 +145,4 @@ class LinkConceptsParams(Section):
     stop_concepts: list[str] = ["C0012634", "C0039082", "C0243095", "D004194", "D013577"]
     negation: bool = True
     context_max_scope: int = Field(8, ge=1)
-    context_rules: dict[str, list[str]] = {}
+    context_rules: dict[AssertionRuleList, list[str]] = {}
