@@ -74,7 +74,7 @@ class LegacyNegex(_Engine):
             return LegacyNegex.Scan(clause, [x for x in self.terms if start <= x[0] and x[1] <= end])
 
     def __init__(self, module):
-        from tasks.reports.terms import ascii_lower
+        from tasks.common.terms import ascii_lower
 
         self.classifier, self.lower = module.AssertionClassifier(), ascii_lower
 

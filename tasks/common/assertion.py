@@ -23,7 +23,7 @@ from bisect import bisect_left
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
-from tasks.reports.terms import ascii_lower, lower_pattern
+from tasks.common.terms import ascii_lower, lower_pattern
 
 PRESENT, ABSENT, UNCERTAIN = "present", "absent", "uncertain"
 NEGATION, UNCERTAINTY = "negation", "uncertain"

@@ -9,7 +9,7 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping
 
-from tasks.reports.terms import ascii_lower, compile_terms
+from tasks.common.terms import ascii_lower, compile_terms
 
 OTHER = "other"
 

@@ -12,7 +12,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from tasks.reports.terms import ascii_lower, compile_terms
+from tasks.common.terms import ascii_lower, compile_terms
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ assertion engine's (tasks/common/assertion.py); this is the reports' own notion.
 """
 from __future__ import annotations
 
-from tasks.reports.terms import ascii_lower, compile_terms
+from tasks.common.terms import ascii_lower, compile_terms
 
 NORMAL_TERMS = [
     r"normal", r"unremarkable", r"natural", r"within (?:the )?normal limits", r"preserved",

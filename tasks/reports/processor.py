@@ -24,7 +24,7 @@ from tasks.reports.labels import derive_labels, label_rules
 from tasks.reports.normal import NormalStatements
 from tasks.reports.sections import SectionSplitter
 from tasks.reports.sentences import split_sentences
-from tasks.reports.terms import ascii_lower
+from tasks.common.terms import ascii_lower
 
 _PRONOUN = re.compile(r"\b(?:it|its|they|their|this|these|which)\b", re.I)
 

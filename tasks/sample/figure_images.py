@@ -81,7 +81,7 @@ def ct_abdomen(rng: np.random.Generator, size: int, findings: set[str]) -> np.nd
     s = size
     img = np.zeros((s, s), dtype=np.float64)
     _ellipse(img, s * 0.5, s * 0.5, s * 0.37, s * 0.46, 100)
-    liver = _ellipse(img, s * 0.45, s * 0.33, s * 0.2, s * 0.17, 130)
+    _ellipse(img, s * 0.45, s * 0.33, s * 0.2, s * 0.17, 130)
     spleen_r = s * (0.11 if "splenomegaly" in findings else 0.06)
     _ellipse(img, s * 0.42, s * 0.74, spleen_r * 1.3, spleen_r, 125)
     kidneys = []
