@@ -57,13 +57,6 @@ def make_task_runner(params: dict):
     )
 
 
-def plan_shards(items: Sequence[Any], shard_size: int) -> list[list[Any]]:
-    """Split items into consecutive shards of at most shard_size (order kept)."""
-    if shard_size < 1:
-        raise ParamsError(f"shard size must be >= 1, got {shard_size}")
-    return [list(items[i : i + shard_size]) for i in range(0, len(items), shard_size)]
-
-
 def gather(futures: Iterable, summary=None) -> list:
     """Resolve Prefect futures in submission order; a failed shard raises its error.
 
