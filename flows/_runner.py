@@ -26,7 +26,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows._stage import gather
-from tasks.common.sharding import Merged, Plan, ShardResult  # noqa: F401  (the runner's vocabulary)
+from tasks.common.sharding import Merged, Plan, ShardResult, add_counts  # noqa: F401  (the runner's vocabulary)
 from tasks.common.summary import StageSummary
 from tasks.common.tables import write_rejected
 
@@ -42,12 +42,6 @@ class ShardedStage:
     # the input item a rejected row belongs to (figures reject "PMC1/F2" of article PMC1)
     item_of: Callable[[dict], str] = lambda row: row["item"]
     plan_fans_out: bool = False      # plan is called as plan(cfg, out, fan_out)
-
-
-def add_counts(total: dict, counts: dict) -> dict:
-    for key, value in counts.items():
-        total[key] = total.get(key, 0) + value if isinstance(value, (int, float)) else value
-    return total
 
 
 class FanOut:
@@ -97,7 +91,7 @@ def run_sharded(stage: ShardedStage, cfg: dict, out: str | Path) -> dict:
     write_rejected(rejected, out / "rejected.parquet")
     summary.items_out = merged.items_out
     summary.add_rejections(row["reason"] for row in rejected)
-    counts = add_counts(dict(plan.counts), {})
+    counts = dict(plan.counts)
     for result in results:
         add_counts(counts, result.counts)
     add_counts(counts, merged.counts)

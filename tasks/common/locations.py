@@ -9,9 +9,15 @@ from __future__ import annotations
 from pathlib import Path
 
 
+def is_url(location: str | Path) -> bool:
+    """An fsspec URL (s3://, https://, ...); file:// is a local path."""
+    text = str(location)
+    return "://" in text and not text.startswith("file://")
+
+
 def recorded(location: str | Path, run_root: str | Path) -> str:
     text = str(location)
-    if "://" in text:
+    if is_url(text):
         return text
     path, root = Path(text), Path(run_root)
     return path.relative_to(root).as_posix() if path.is_absolute() and path.is_relative_to(root) else path.as_posix()

@@ -6,6 +6,14 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 
+def add_counts(total: dict, counts: dict) -> dict:
+    """Sum numeric counts into `total` (other values, e.g. a nested table, are replaced)."""
+    for key, value in counts.items():
+        numeric = isinstance(value, (int, float)) and not isinstance(value, bool)
+        total[key] = total.get(key, 0) + value if numeric else value
+    return total
+
+
 def chunks(items: Sequence[Any], size: int) -> list[list[Any]]:
     """Consecutive chunks of at most `size` items (order kept)."""
     if size < 1:

@@ -33,8 +33,9 @@ class StageSummary:
         self.rejected_by_reason.update(reasons)
 
     def merge_counts(self, counts: Mapping[str, int]) -> None:
-        for key, value in counts.items():
-            self.extra[key] = self.extra.get(key, 0) + value
+        from tasks.common.sharding import add_counts
+
+        add_counts(self.extra, dict(counts))
 
     def progress(self, done: int, total: int, force: bool = False) -> None:
         now = time.monotonic()

@@ -36,6 +36,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.common.hashing import sha256_file
+from tasks.common.locations import is_url
 from tasks.common.rejection import Rejected
 from tasks.common.tables import Rejection
 from tasks.ct.deid import pseudonyms, source_label
@@ -84,10 +85,6 @@ def discover(source: str | os.PathLike) -> tuple[list[str], list[str]]:
     dicom = [str(p) for p in files if not is_nifti(p.name)
              and not (p.suffix.lower() == ".json" and str(p.with_suffix("")) in stems)]
     return dicom, nifti
-
-
-def is_url(source: str) -> bool:
-    return "://" in str(source) and not str(source).startswith("file://")
 
 
 def stage_source(source: str, staging_dir: str | Path) -> str:

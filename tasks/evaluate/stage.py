@@ -28,12 +28,6 @@ STAGE = "evaluate"
 LINEAGE_RECORD = "lineage.json"  # uncached (dvc.yaml): the one output that may read dvc.lock and git
 
 
-def shown(path: str | Path, cfg: dict) -> str:
-    """A path as outputs show it: relative to where the pipeline runs, so that a clone
-    elsewhere writes the same bytes."""
-    return recorded(path, cfg["run_root"])
-
-
 def _lineage(artifact: str, root: str) -> dict:
     try:
         return Lineage(root).report(artifact)
@@ -94,11 +88,11 @@ def evaluate_conceptclip(cfg: dict, out_dir: str) -> dict:
         train_licences, training,
         [("zero-shot macro AUC", m["zero_shot_macro_auc"]), ("PC-Align annotation macro AUC", m["annotation_macro_auc"])]
         + [(k, v) for k, v in m["retrieval"].items()],
-        shown(train_dir / "model.safetensors", cfg), f"../{LINEAGE_RECORD}",
+        recorded(train_dir / "model.safetensors", cfg["run_root"]), f"../{LINEAGE_RECORD}",
     )
     (out / "model_cards").mkdir(parents=True, exist_ok=True)
     (out / "model_cards" / "conceptclip.md").write_text(card, encoding="utf-8")
-    return {"conceptclip": {"metrics": m, "artifact": shown(train_dir / "model.safetensors", cfg)}}
+    return {"conceptclip": {"metrics": m, "artifact": recorded(train_dir / "model.safetensors", cfg["run_root"])}}
 
 
 def evaluate_fvlm(cfg: dict, out_dir: str) -> dict:
@@ -134,11 +128,11 @@ def evaluate_fvlm(cfg: dict, out_dir: str) -> dict:
          "Held-out metrics use a deterministic split by pseudonymous patient; intervals are bootstrap over studies."],
         [f"- CT series converted: {studies}; held out: {m['heldout_studies']} studies of "
          f"{m['heldout_patients']} patients", f"- (anatomy, finding) pairs evaluated: {m['pairs_evaluated']}"],
-        Counter(), _training_summary(train_dir), rows, shown(train_dir / "model.safetensors", cfg), f"../{LINEAGE_RECORD}",
+        Counter(), _training_summary(train_dir), rows, recorded(train_dir / "model.safetensors", cfg["run_root"]), f"../{LINEAGE_RECORD}",
     )
     (out / "model_cards").mkdir(parents=True, exist_ok=True)
     (out / "model_cards" / "fvlm.md").write_text(card, encoding="utf-8")
-    return {"fvlm": {"metrics": m, "artifact": shown(train_dir / "model.safetensors", cfg)}}
+    return {"fvlm": {"metrics": m, "artifact": recorded(train_dir / "model.safetensors", cfg["run_root"])}}
 
 
 MODELS = {"conceptclip": evaluate_conceptclip, "fvlm": evaluate_fvlm}

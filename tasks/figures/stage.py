@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.common.sharding import Merged, Plan, ShardResult, chunks
+from tasks.common.sharding import Merged, Plan, ShardResult, add_counts, chunks
 from tasks.common.tables import concat_parts, write_rows, write_table
 from tasks.figures.article import STAGE, Settings, process_article
 from tasks.figures.contact_sheet import draw_contact_sheet, pick_evenly
@@ -68,8 +68,7 @@ def figures_shard(shard: tuple[int, str, list[dict]], cfg: dict, out: str) -> Sh
             continue
         samples.extend(result.samples)
         rejected.extend(result.rejected)
-        for key, value in result.counts.items():
-            counts[key] = counts.get(key, 0) + value
+        add_counts(counts, result.counts)
         for key, _, meta in result.samples:
             rows.append({**meta, "shard": name, "stage": STAGE})
     for pmcid in sorted(set(by_pmcid) - seen):

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import fsspec
 
+from tasks.common.locations import is_url
+
 OA_LIST_COLUMNS = ("File", "Accession ID", "Last Updated", "License")
 
 
@@ -20,10 +22,6 @@ class PackageSource:
     accession: str | None = None
 
 
-def _is_url(text: str) -> bool:
-    return "://" in text and not text.startswith("file://")
-
-
 def _local(text: str) -> Path:
     return Path(text[len("file://"):] if text.startswith("file://") else text)
 
@@ -33,7 +31,7 @@ def is_oa_list(source: str) -> bool:
 
 
 def list_folder(source: str) -> list[PackageSource]:
-    if _is_url(source):
+    if is_url(source):
         fs, root = fsspec.core.url_to_fs(source)
         found = sorted(p for p in fs.find(root) if p.endswith(".tar.gz"))
         protocol = source.split("://", 1)[0]
@@ -60,7 +58,7 @@ def read_oa_list(source: str, base_url: str | None, updated_after: str | None,
     missing = [c for c in OA_LIST_COLUMNS if c not in (reader.fieldnames or [])]
     if missing:
         raise ValueError(f"OA file list {source} lacks columns {missing}")
-    if _is_url(source):
+    if is_url(source):
         base = base_url or posixpath.dirname(source)
     else:
         base = base_url or str(_local(source).parent)
@@ -71,7 +69,7 @@ def read_oa_list(source: str, base_url: str | None, updated_after: str | None,
             skipped += 1
             continue
         rel = row["File"].strip()
-        uri = f"{base.rstrip('/')}/{rel}" if _is_url(base) else str(_local(base) / rel)
+        uri = f"{base.rstrip('/')}/{rel}" if is_url(base) else str(_local(base) / rel)
         sources.append(PackageSource(uri=uri, name=rel, oa_licence=row.get("License"),
                                      accession=row.get("Accession ID")))
     sources.sort(key=lambda s: s.name)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
-from tasks.common.sharding import Merged, Plan, ShardResult
+from tasks.common.sharding import Merged, Plan, ShardResult, add_counts
 
 PARTS = {
     "literature": "tasks.sample.literature",
@@ -48,8 +48,7 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
         part_results = by_part.get(part, [])
         part_counts = module.finalize(_params(cfg, out), part_results) if hasattr(module, "finalize") else {}
         for result in part_results:
-            for key, value in result.items():
-                part_counts[key] = part_counts.get(key, 0) + value if isinstance(value, int) else value
+            add_counts(part_counts, result)
         items_out += int(part_counts.get("items", 0))
         counts[part] = dict(sorted(part_counts.items()))
     return Merged(items_out=items_out, accounted={r.value[0] for r in results}, counts=counts)

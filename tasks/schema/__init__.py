@@ -4,7 +4,6 @@ plain values, or raises ParamsError with one line per problem naming the key."""
 from __future__ import annotations
 
 import difflib
-from typing import Any
 
 from pydantic import ValidationError
 
@@ -41,18 +40,13 @@ _TYPE_WORDS = {"int": "an integer", "float": "a number", "bool": "true or false"
 
 def _model_at(path: tuple) -> type[Section] | None:
     """The section model that holds the key at `path` (None past a free-form mapping)."""
-    model: Any = Params
+    model: type[Section] = Params
     for key in path:
-        field = model.model_fields.get(key) if isinstance(model, type) and issubclass(model, Section) else None
-        if field is None:
-            by_alias = {f.alias: f for f in model.model_fields.values() if f.alias} if field is None else {}
-            field = by_alias.get(key)
-        if field is None:
+        field = next((f for name, f in model.model_fields.items() if key in (name, f.alias)), None)
+        sub = getattr(field, "annotation", None)
+        if not (isinstance(sub, type) and issubclass(sub, Section)):
             return None
-        sub = field.annotation
-        model = sub if isinstance(sub, type) and issubclass(sub, Section) else None
-        if model is None:
-            return None
+        model = sub
     return model
 
 

@@ -12,6 +12,8 @@ from typing import Annotated, Any, Union, get_args, get_origin
 
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
+from tasks.common.locations import is_url
+
 
 class _LocationMarker:
     """Metadata tag: this string field is a local path or an fsspec URL."""
@@ -39,10 +41,6 @@ class Section(BaseModel):
                               protected_namespaces=())
 
 
-def is_url(text: str) -> bool:
-    return "://" in text and not text.startswith("file://")
-
-
 def _resolve_one(value: str, base: Path) -> str:
     if is_url(value):
         return value
@@ -66,7 +64,7 @@ def resolve_locations(model: Section, base: Path) -> Section:
         value = getattr(model, name)
         if isinstance(value, Section):
             updates[name] = resolve_locations(value, base)
-        elif isinstance(value, str) and _is_location(field.annotation) or (
-                isinstance(value, str) and any(isinstance(m, _LocationMarker) for m in field.metadata)):
+        elif isinstance(value, str) and (_is_location(field.annotation)
+                                         or any(isinstance(m, _LocationMarker) for m in field.metadata)):
             updates[name] = _resolve_one(value, base)
     return model.model_copy(update=updates)
