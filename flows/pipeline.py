@@ -3,7 +3,11 @@
 Stages DVC finds up to date are skipped; the others are reproduced through DVC's
 own API, so dvc.lock ends exactly as `dvc repro` leaves it.
 
-    python -m flows.pipeline [-S section.key=value ...]
+    python -m flows.pipeline [--overlay FILE ...] [-S section.key=value ...] [--target STAGE ...]
+
+`--overlay FILE` (for example params/ct_rate.yaml) is a partial params file: each of its
+values is an override, as if given with -S (and -S given after it win). `--target STAGE`
+runs only that stage and the stages it depends on, as `dvc repro STAGE` does.
 
 `-S` overrides are first checked against the params schema (a bad one stops the run with
 one line and exit status 2). DVC runs each stage with params.yaml, so an override of a
@@ -205,6 +209,28 @@ def prepare_params(root: Path, params_file: str, overrides: list[str]) -> tuple[
     return params, notes + [f"[pipeline] -S {o}: this run only" for o in own]
 
 
+def overlay_overrides(path: str | Path) -> list[str]:
+    """`section.key=value` overrides for every value of a partial params file (mappings
+    are walked into, lists and scalars are values)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ParamsError(f"--overlay {path}: no such file")
+    data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    if not isinstance(data, dict):
+        raise ParamsError(f"--overlay {path}: expected a mapping of params sections")
+    found: list[str] = []
+
+    def walk(prefix: list[str], value) -> None:
+        if isinstance(value, dict) and value:
+            for key, inner in value.items():
+                walk(prefix + [str(key)], inner)
+        else:
+            found.append(f"{'.'.join(prefix)}={yaml_text(value)}")
+
+    walk([], data)
+    return found
+
+
 # -- the flow ------------------------------------------------------------------------------------
 def run_stage_step(root: Path, stage: str) -> dict:
     logger = get_run_logger()
@@ -223,10 +249,10 @@ def run_stage_step(root: Path, stage: str) -> dict:
 
 
 @flow(name="pipeline")
-def pipeline_flow(params: dict, root: str = str(REPO_ROOT)) -> list[dict]:
+def pipeline_flow(params: dict, root: str = str(REPO_ROOT), targets: list[str] | None = None) -> list[dict]:
     settings = params[PIPELINE_SECTION]
     results = []
-    for stage in stage_order(root):
+    for stage in stage_order(root, targets):
         # One named sub-run per stage: Prefect's UI shows each with its summary artifact.
         step = flow(name=f"stage-{stage}", retries=settings["retries"],
                     retry_delay_seconds=settings["retry_delay_seconds"])(run_stage_step)
@@ -235,17 +261,24 @@ def pipeline_flow(params: dict, root: str = str(REPO_ROOT)) -> list[dict]:
 
 
 def main(argv=None) -> None:
-    args = build_arg_parser("pipeline").parse_args(argv)
+    parser = build_arg_parser("pipeline")
+    parser.add_argument("--overlay", action="append", default=[], metavar="FILE",
+                        help="a partial params file whose values override params.yaml (repeatable)")
+    parser.add_argument("--target", action="append", default=[], metavar="STAGE",
+                        help="run only this stage and what it depends on (repeatable)")
+    args = parser.parse_args(argv)
     root = Path.cwd()
     try:
-        params, notes = prepare_params(root, args.params, args.overrides)
-    except ParamsError as exc:
+        overrides = [o for f in args.overlay for o in overlay_overrides(f)] + args.overrides
+        params, notes = prepare_params(root, args.params, overrides)
+        stage_order(root, args.target)  # an unknown target fails before anything runs
+    except (ParamsError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from exc
     for note in notes:
         print(note, flush=True)
     ensure_prefect_api()
-    results = pipeline_flow(params=params, root=str(root))
+    results = pipeline_flow(params=params, root=str(root), targets=args.target or None)
     ran = [r["stage"] for r in results if r["status"] == "reproduced"]
     print(f"[pipeline] done: {len(results)} stages, {len(ran)} reproduced ({', '.join(ran) or 'none'})")
 

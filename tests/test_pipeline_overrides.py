@@ -83,3 +83,26 @@ def test_values_are_written_as_both_readers_read_them(value, text):
 
     assert pipeline.yaml_text(value) == text
     assert yaml.safe_load(f"k: {text}")["k"] == value == loads_yaml(f"k: {text}")["k"]
+
+
+def test_an_overlay_file_becomes_overrides_that_later_ones_win(tmp_path):
+    overlay = tmp_path / "overlay.yaml"
+    overlay.write_text("ct_convert:\n  source: /data/ct_rate/dataset\n  ct_rate: {reconstructions: all}\n"
+                       "train_fvlm:\n  max_steps: 5\n  keep_fov_cut: []\n")
+    assert pipeline.overlay_overrides(overlay) == [
+        "ct_convert.source=/data/ct_rate/dataset", "ct_convert.ct_rate.reconstructions=all",
+        "train_fvlm.max_steps=5", "train_fvlm.keep_fov_cut=[]"]
+    with pytest.raises(pipeline.ParamsError, match="no such file"):
+        pipeline.overlay_overrides(tmp_path / "missing.yaml")
+
+
+def test_a_target_runs_only_what_it_depends_on(repo_root):
+    from tasks.lineage.dag import stage_order
+
+    everything = stage_order(repo_root)
+    fvlm = stage_order(repo_root, ["train_fvlm"])
+    assert fvlm[-1] == "train_fvlm" and {"ct_convert", "segment", "split_reports"} <= set(fvlm)
+    assert not {"ingest", "figures", "train_conceptclip"} & set(fvlm)
+    assert [s for s in everything if s in fvlm] == fvlm  # same order as the whole DAG
+    with pytest.raises(ValueError, match="no stage nope"):
+        stage_order(repo_root, ["nope"])

@@ -7,8 +7,11 @@ import networkx as nx
 from dvc.repo import Repo
 
 
-def stage_order(root: str | Path = ".") -> list[str]:
-    """Stage names, dependencies first; ties broken by name so the order is stable."""
+def stage_order(root: str | Path = ".", targets: list[str] | None = None) -> list[str]:
+    """Stage names, dependencies first; ties broken by name so the order is stable.
+
+    With `targets`, only those stages and the stages they depend on (as `dvc repro TARGET`).
+    """
     with Repo(str(root)) as repo:
         graph = repo.index.graph  # edges point from a stage to the stages it depends on
         names = nx.DiGraph()
@@ -16,6 +19,12 @@ def stage_order(root: str | Path = ".") -> list[str]:
             names.add_node(stage.addressing)
         for dependant, dependency in graph.edges:
             names.add_edge(dependency.addressing, dependant.addressing)
+    if targets:
+        unknown = sorted(set(targets) - set(names.nodes))
+        if unknown:
+            raise ValueError(f"no stage {', '.join(unknown)} in dvc.yaml (stages: {', '.join(sorted(names.nodes))})")
+        wanted = set(targets).union(*(nx.ancestors(names, t) for t in targets))
+        names = names.subgraph(wanted)
     return list(nx.lexicographical_topological_sort(names))
 
 
