@@ -1,5 +1,6 @@
-"""`ct_convert` stage: CT studies (DICOM series in any layout, NIfTI) -> de-identified
-canonical int16 HU volumes.
+"""`ct_convert` stage: CT studies (DICOM series in any layout, NIfTI; or a CT-RATE folder
+with its metadata CSVs when ct_convert.input_kind is ct_rate) -> de-identified canonical
+int16 HU volumes.
 
 Outputs in ct_convert.output_dir: volumes/<series_id>.nii.gz, studies.parquet (columns
 documented in tasks.ct.convert), rejected.parquet, summary.json, timing.json.

@@ -1,5 +1,6 @@
 """`split_reports` stage: radiology reports -> clauses with anatomy and findings,
-one description per (study, anatomy), the 18 CT-RATE labels per report.
+one description per (study, anatomy), the 18 CT-RATE labels per report, and their
+agreement with a reference label table (CT-RATE's own) where one is given.
 
     python -m flows.split_reports [-S split_reports.reports=path.csv ...]
 

@@ -139,15 +139,15 @@ def test_both_models_learn_the_sample(reproduced):
     lineage_record = json.loads((evaluate / "lineage.json").read_text())
     commit = lineage_record["conceptclip"]["code"]["commit"]
     assert commit and lineage_record["conceptclip"]["stages"][-1]["stage"] == "train_conceptclip"
-    for card in ("conceptclip.md", "fvlm.md"):
-        text = (evaluate / "model_cards" / card).read_text()
+    for model in ("conceptclip", "fvlm"):
+        text = (evaluate / model / "model_cards" / f"{model}.md").read_text()
         assert "## Held-out metrics" in text and "## Lineage" in text and "lineage.json" in text
         assert commit not in text  # a cached card never carries the code version
     # the card names the prompts the metrics were scored with
-    assert "shows no significant abnormality" in (evaluate / "model_cards" / "fvlm.md").read_text()
-    assert list((evaluate / "galleries" / "conceptclip").glob("*.png"))
-    assert list((evaluate / "galleries" / "fvlm").glob("*.png"))
-    roc = (evaluate / "roc" / "roc_conceptclip.csv").read_text().splitlines()
+    assert "shows no significant abnormality" in (evaluate / "fvlm" / "model_cards" / "fvlm.md").read_text()
+    assert list((evaluate / "conceptclip" / "galleries").glob("*.png"))
+    assert list((evaluate / "fvlm" / "galleries").glob("*.png"))
+    roc = (evaluate / "conceptclip" / "roc" / "roc_conceptclip.csv").read_text().splitlines()
     assert roc[0] == "fpr,tpr" and len(roc) > 3
 
 
@@ -172,3 +172,106 @@ def test_lineage_of_the_conceptclip_checkpoint(reproduced):
     assert report["verify"]["ok"] is True
     pmcids = {row.get("pmcid") for row in report["samples"]}
     assert len(pmcids) >= 20 and all(str(p).startswith("PMC") for p in pmcids)
+
+
+# -- CT-RATE: the README's recipe on a CT-RATE-shaped fixture ------------------------------------
+CT_RATE_COMMAND = ["-m", "flows.pipeline", "--overlay", "params/ct_rate.yaml",
+                   "--overlay", "params/ct_rate_fixture.yaml", "--target", "evaluate_fvlm"]
+
+
+@pytest.fixture(scope="session")
+def ct_rate_run(reproduced, tmp_path_factory) -> tuple[Path, dict, str]:
+    """A copy of the reproduced clone, a CT-RATE-shaped fixture at data/ct_rate, and the
+    README's CT-RATE command run there (the sample's branches are up to date already)."""
+    import shutil
+
+    clone = tmp_path_factory.mktemp("ct_rate") / "medconcept"
+    shutil.copytree(reproduced, clone, symlinks=True)
+    run([sys.executable, "scripts/make_ct_rate_fixture.py", "data/ct_rate"], cwd=clone)
+    manifest = json.loads((clone / "data" / "ct_rate" / "manifest.json").read_text())
+    out = run([sys.executable, *CT_RATE_COMMAND], cwd=clone).stdout
+    return clone, manifest, out
+
+
+def _table(path: Path) -> list[dict]:
+    import pyarrow.parquet as pq
+
+    return pq.read_table(path).to_pylist()
+
+
+def _rows(path: Path) -> list[dict]:
+    import csv
+
+    with open(path, newline="", encoding="utf-8") as handle:
+        return list(csv.DictReader(handle))
+
+
+def test_ct_rate_recipe_runs_only_the_ct_branch(ct_rate_run):
+    clone, _, out = ct_rate_run
+    for stage in ("ct_convert", "segment", "split_reports", "fvlm_prepare", "train_fvlm", "evaluate_fvlm"):
+        assert f"[pipeline] {stage}: reproduced" in out, out[-3000:]
+    for stage in ("ingest", "figures", "train_conceptclip", "evaluate_conceptclip"):
+        assert f"[pipeline] {stage}:" not in out
+
+
+def test_ct_rate_every_volume_converts_once_in_hu(ct_rate_run):
+    clone, manifest, _ = ct_rate_run
+    studies = _table(clone / "data" / "ct_convert" / "studies.parquet")
+    rejected = _table(clone / "data" / "ct_convert" / "rejected.parquet")
+    volumes = sorted((clone / "data" / "ct_rate" / "dataset").rglob("*.nii.gz"))
+    assert len(studies) + len(rejected) == len(volumes)
+    summary = json.loads((clone / "data" / "ct_convert" / "summary.json").read_text())
+    assert summary["items_in"] == len(volumes)
+    # one row per scan (reconstructions: first); the others and the volume without metadata rejected
+    metadata = {r["VolumeName"] for f in ("train", "validation")
+                for r in _rows(clone / "data" / "ct_rate" / "dataset" / "metadata" / f"{f}_metadata.csv")}
+    unlisted = {v.name for v in volumes} - metadata
+    assert unlisted
+    reasons = sorted(r["reason"] for r in rejected)
+    assert reasons.count("no_metadata_row") == len(unlisted)
+    assert "reconstruction_not_selected" in reasons and all(r["detail"] for r in rejected)
+    already = {v["name"] for v in manifest["volumes"] if v.get("trap") == "already_hu"}
+    assert already and summary["by_hu_source"]["already_hu"] == len(already)
+    assert summary["by_hu_source"]["rescaled"] == len(studies) - len(already)
+    # raw and already-HU inputs alike end with air near -1000 HU: nothing rescaled twice
+    for row in studies:
+        assert -1030 <= row["hu_p01"] <= -950, row
+    assert {r["hu_source"] for r in studies} == {"rescaled", "already_hu"}
+
+
+def test_ct_rate_pairs_every_study_with_a_volume_and_a_report(ct_rate_run):
+    clone, _, _ = ct_rate_run
+    from tasks.ct.ct_rate_names import parse_volume_name
+
+    dataset = clone / "data" / "ct_rate" / "dataset"
+    converted_studies = {row["study_id"] for row in _table(clone / "data" / "ct_convert" / "studies.parquet")}
+    # counted from the inputs, not from the stage: studies that have a converted volume and a report
+    metadata = {r["VolumeName"] for f in ("train", "validation") for r in _rows(dataset / "metadata" / f"{f}_metadata.csv")}
+    with_volume = {parse_volume_name(v.name).study for v in dataset.rglob("*.nii.gz") if v.name in metadata}
+    with_report = {parse_volume_name(r["VolumeName"]).study for f in ("train", "validation")
+                   for r in _rows(dataset / "radiology_text_reports" / f"{f}_reports.csv")}
+    both = with_volume & with_report
+    assert len(converted_studies) == len(with_volume)
+    summary = json.loads((clone / "data" / "train_fvlm" / "summary.json").read_text())
+    assert summary["studies_paired"] == len(both) > 0, summary
+    rejected = _table(clone / "data" / "train_fvlm" / "rejected.parquet")
+    reasons = {r["reason"] for r in rejected}
+    assert {"no_descriptions", "report_without_volume", "label_without_volume"} <= reasons, reasons
+    assert sum(r["reason"] == "no_descriptions" for r in rejected) == len(with_volume - with_report)
+    assert sum(r["reason"] == "report_without_volume" for r in rejected) == len(with_report - with_volume)
+
+
+def test_ct_rate_labels_agree_and_score_per_label(ct_rate_run):
+    clone, _, _ = ct_rate_run
+    agreement = _table(clone / "data" / "split_reports" / "label_agreement.parquet")
+    assert len(agreement) == 18 and all(r["n"] > 0 for r in agreement)
+    scored = [r for r in agreement if r["reference_positives"]]
+    assert scored and all(r["agreement"] >= 0.9 for r in scored), scored
+    detail = json.loads((clone / "data" / "evaluate" / "fvlm" / "metrics_detail.json").read_text())
+    per_label = detail["ct_rate_labels"]
+    assert per_label, detail.keys()
+    for label, figures in per_label.items():
+        if figures.get("auc") is not None:
+            assert 0.0 <= figures["auc"] <= 1.0 and figures["anatomy"] in ("lung", "heart", "esophagus", "aorta")
+    card = (clone / "data" / "evaluate" / "fvlm" / "model_cards" / "fvlm.md").read_text()
+    assert "reference_labels" in card or "multi_abnormality_labels" in card

@@ -27,7 +27,9 @@ def _run(repo_root, reports_csv, out_dir, **extra):
     from flows._stage import run_stage
     from flows.split_reports import split_reports_flow
 
+    # the sample writes its reference labels beside its reports
     params = stage_params(repo_root, **{"split_reports.reports": reports_csv, "split_reports.output_dir": out_dir,
+                                        "split_reports.reference_labels": reports_csv.parent / "labels.csv",
                                         "split_reports.reports_per_task": 20, **extra})
     return params, run_stage(split_reports_flow, params)
 
@@ -82,6 +84,14 @@ def test_sample_flow(repo_root, sample_reports, tmp_path):
     assert len(duplicates) == 1 and duplicates[0]["item"].startswith("row ")
     labels = pq.read_table(out / "report_labels.parquet").to_pylist()
     assert len(labels) == n and all(r["study_id"].startswith("st-") for r in labels)
+    # the reference labels (from the phantoms' findings) keyed as the reports: every study in both
+    reference = pq.read_table(out / "reference_labels.parquet").to_pylist()
+    assert {r["study_id"] for r in labels} <= {r["study_id"] for r in reference}
+    assert summary["label_agreement_studies"] == n and summary["reference_label_conflicts"] == 0
+    # the reports say what the phantoms hold: derived and reference labels agree on every label scored
+    agreement = pq.read_table(out / "label_agreement.parquet").to_pylist()
+    assert [r["label"] for r in agreement] == sorted(params["split_reports"]["labels"])
+    assert summary["label_agreement_macro_f1"] == 1.0 and summary["label_agreement_macro_kappa"] == 1.0
     sentences = pq.read_table(out / "sentences.parquet")
     assert {"findings", "impression", "technique"} <= set(sentences.column("section").to_pylist())
     # no raw identifier in any output
@@ -95,7 +105,8 @@ def test_sample_flow(repo_root, sample_reports, tmp_path):
     # deterministic: a second run writes the same bytes
     out2 = tmp_path / "out2"
     _run(repo_root, reports_csv, out2, **{"split_reports.linker": "false"})
-    for name in ("sentences", "anatomy_texts", "report_labels", "rejected", "summary"):
+    for name in ("sentences", "anatomy_texts", "report_labels", "reference_labels", "label_agreement", "rejected",
+                 "summary"):
         suffix = ".json" if name == "summary" else ".parquet"
         assert hashlib.sha256((out / f"{name}{suffix}").read_bytes()).digest() == \
             hashlib.sha256((out2 / f"{name}{suffix}").read_bytes()).digest(), name
@@ -105,7 +116,7 @@ def test_missing_columns_are_a_params_error(repo_root, sample_reports, tmp_path)
     from tasks.common.params import ParamsError
 
     _, reports_csv, _ = sample_reports
-    with pytest.raises(ParamsError, match="columns"):
+    with pytest.raises(ParamsError, match=r"NoSuchColumn.*split_reports\.columns"):
         _run(repo_root, reports_csv, tmp_path / "x", **{"split_reports.columns.study": "NoSuchColumn"})
 
 
@@ -124,16 +135,16 @@ def test_with_concept_linker(repo_root, sample_reports, tmp_path_factory):
     params = stage_params(repo_root, **{"split_reports.reports": reports_csv,
                                         "split_reports.linker_index": root / "index",
                                         "split_reports.linker": "true", "split_reports.linker_scope": "all"})
-    cfg = stage_config(params)
+    cfg = {**stage_config(params), "run_root": str(repo_root)}
     assert cfg["linker_settings"]["stop_concepts"] == params["link_concepts"]["stop_concepts"]
     assert cfg["anatomies"] == list(params["segment"]["anatomies"])
-    reports, _, _ = rs.build_inputs(rs.read_reports(cfg), cfg, str(reports_csv))
-    out = rs.process_shard(reports, cfg, str(reports_csv), "x")
+    reports, _, _ = rs.build_inputs(rs.read_reports(cfg), cfg)
+    out = rs.process_shard(reports, cfg)
     assert out["linker"] == "quickumls"
     linked = [c for s in out["sentences"] for c in s["linked_cuis"]]
     assert "C0024109" in linked and "C0018787" in linked  # lung, heart
     _check_against_truth(out["anatomy"], _truth(params))
     # lexicon alone and with the linker agree on the labels here
     cfg_plain = {**cfg, "linker": False}
-    plain = rs.process_shard(reports, cfg_plain, str(reports_csv), "x")
+    plain = rs.process_shard(reports, cfg_plain)
     assert plain["labels"] == out["labels"] and plain["linker"] == "none"

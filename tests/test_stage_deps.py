@@ -143,3 +143,34 @@ def test_rewrite_refuses_deps_with_options():
     text = "stages:\n  a:\n    cmd: python -m flows.a\n    deps:\n      - data/x:\n          foo: 1\n"
     with pytest.raises(DvcYamlLayoutError, match="has options"):
         rewrite_deps(text, {"a": ["flows/a.py", "data/x"]})
+
+
+# Inputs a user points at their own data: dvc.yaml must follow the param, not a fixed path.
+EXTERNAL_INPUTS = {
+    "ingest": ["ingest.source"],
+    "ct_convert": ["ct_convert.source"],
+    "segment": ["segment.provided.masks_dir"],
+    "split_reports": ["split_reports.reports", "split_reports.reference_labels"],
+}
+
+
+def test_external_inputs_are_deps_that_follow_their_params(repo_root):
+    import re
+
+    from tasks.common.params import load_params
+
+    stages = yaml.safe_load((repo_root / "dvc.yaml").read_text())["stages"]
+    params = load_params(repo_root / "params.yaml")
+    for stage, keys in EXTERNAL_INPUTS.items():
+        deps = [d for d in stages[stage]["deps"] if isinstance(d, str)]
+        for key in keys:
+            assert "${" + key + "}" in deps, f"{stage}: {key} is not a templated dep"
+    for stage, entry in stages.items():
+        declared = [p for p in entry.get("params", []) if isinstance(p, str)]
+        for dep in entry.get("deps", []):
+            for key in re.findall(r"\$\{([^}]+)\}", str(dep)):
+                value = params
+                for part in key.split("."):
+                    value = value[part]
+                assert isinstance(value, str) and value, f"{stage}: {key} must name a location, not {value!r}"
+                assert any(key == d or key.startswith(d + ".") for d in declared), f"{stage}: {key} not in its params"

@@ -162,7 +162,21 @@ def ct_inputs(tmp_path_factory):
     pq.write_table(pa.Table.from_pylist(studies), root / "studies.parquet")
     pq.write_table(pa.Table.from_pylist(anat), root / "anatomy.parquet")
     pq.write_table(pa.Table.from_pylist(texts), root / "anatomy_texts.parquet")
+    # reference labels of every study, and of one whose volume is not here
+    pq.write_table(pa.Table.from_pylist([{"study_id": r["study_id"], "Cardiomegaly": 0} for r in studies]
+                                        + [{"study_id": "st99", "Cardiomegaly": 1}]), root / "reference_labels.parquet")
     return root
+
+
+def _fvlm_prepare(params: dict) -> None:
+    """fvlm_prepare's functions, as its flow runs them: the tensors train_fvlm reads."""
+    from tasks.training import fvlm_prepare_stage as stage
+
+    cfg = {**params["fvlm_prepare"], **stage.other_sections(params)}
+    out = Path(cfg["output_dir"])
+    out.mkdir(parents=True)
+    plan = stage.plan(cfg, out)
+    stage.merge(cfg, out, plan, [stage.prepare_shard(shard, cfg, str(out)) for shard in plan.shards], None)
 
 
 def test_train_fvlm_stage(ct_inputs, repo_root, tmp_path):
@@ -171,8 +185,11 @@ def test_train_fvlm_stage(ct_inputs, repo_root, tmp_path):
 
     out = tmp_path / "fv"
     params = stage_params(
-        repo_root, **{"train_fvlm.studies": ct_inputs / "studies.parquet", "train_fvlm.anatomy": ct_inputs / "anatomy.parquet",
-                      "train_fvlm.labels_dir": ct_inputs / "labels",
+        repo_root, **{"fvlm_prepare.studies": ct_inputs / "studies.parquet", "fvlm_prepare.anatomy": ct_inputs / "anatomy.parquet",
+                      "fvlm_prepare.labels_dir": ct_inputs / "labels", "fvlm_prepare.output_dir": tmp_path / "prepared",
+                      "train_fvlm.studies": ct_inputs / "studies.parquet", "train_fvlm.anatomy": ct_inputs / "anatomy.parquet",
+                      "train_fvlm.prepared": tmp_path / "prepared",
+                      "train_fvlm.reference_labels": ct_inputs / "reference_labels.parquet",
                       "train_fvlm.anatomy_texts": ct_inputs / "anatomy_texts.parquet",
                       "train_fvlm.output_dir": out, "train_fvlm.checkpoint_dir": out / "checkpoints",
                       "train_fvlm.anatomies": "[lung, liver, heart]",
@@ -181,8 +198,14 @@ def test_train_fvlm_stage(ct_inputs, repo_root, tmp_path):
                       "train_fvlm.augment": "{intensity_scale: 0.05, noise: 0.02}", "train_fvlm.lr": 0.002,
                       "train_fvlm.presets.tiny.max_steps": 50, "train_fvlm.presets.tiny.batch_size": 8,
                       "train_fvlm.presets.tiny.eval_every": 10, "train_fvlm.presets.tiny.warmup_steps": 5})
+    _fvlm_prepare(params)
     metrics = train_fvlm_flow(params=params)
     assert metrics["train_pairs"] > 0 and metrics["heldout_pairs"] > 0
+    assert (metrics["studies_with_volume"], metrics["studies_with_report"], metrics["studies_paired"]) == (36, 36, 36)
+    summary = json.loads((out / "summary.json").read_text())
+    # 36 series and one reference-label key without a volume
+    assert (summary["items_in"], summary["items_out"]) == (37, 36)
+    assert summary["rejected_by_reason"] == {"label_without_volume": 1}
     _, model, tok, config = _check_outputs(out, load_trained)
     assert config["findings"] == {"cardiomegaly": 0, "liver_mass": 1, "nodule": 2}
     split = pq.read_table(out / "split.parquet").to_pylist()
@@ -190,3 +213,26 @@ def test_train_fvlm_stage(ct_inputs, repo_root, tmp_path):
     for r in split:
         sides.setdefault(r["patient_id"], set()).add(r["split"])
     assert all(len(s) == 1 for s in sides.values()), "a patient on both sides of the split"
+    # the same params, read by two loader workers: the run resumes at its last step
+    again = train_fvlm_flow(params={**params, "train_fvlm": {**params["train_fvlm"], "num_workers": 2}})
+    assert again["heldout_loss_end"] == metrics["heldout_loss_end"]
+    assert json.loads((out / "summary.json").read_text())["resumed_from_step"] == 50
+
+
+def test_fvlm_fingerprint_covers_the_prepared_tensors(tmp_path):
+    """A resumed run must not pick up weights trained on other tensors: tensors.parquet (each
+    file's sha256) and prepared.json are part of the run's identity."""
+    from tasks.training.common import fingerprint
+    from tasks.training.fvlm_stage import _fingerprint_files
+
+    cfg = {"studies": tmp_path / "s.parquet", "anatomy": tmp_path / "a.parquet", "anatomy_texts": tmp_path / "t.parquet",
+           "prepared": tmp_path / "prepared"}
+    (tmp_path / "prepared").mkdir()
+    for path in _fingerprint_files(cfg):
+        path.write_text("x")
+    before = fingerprint("train_fvlm", {}, files=_fingerprint_files(cfg), code_dirs=())
+    for name in ("tensors.parquet", "prepared.json"):
+        (tmp_path / "prepared" / name).write_text("changed")
+        after = fingerprint("train_fvlm", {}, files=_fingerprint_files(cfg), code_dirs=())
+        assert after != before, name
+        before = after

@@ -1,4 +1,5 @@
-"""ct_convert domain logic: input discovery, one series or NIfTI file to one volume.
+"""ct_convert domain logic: input discovery, one series or NIfTI file to one volume
+(CT-RATE volumes: tasks.ct.ct_rate, on the shared parts here).
 
 Output table `studies.parquet`, one row per converted series (STUDIES_SCHEMA):
 
@@ -6,7 +7,7 @@ Output table `studies.parquet`, one row per converted series (STUDIES_SCHEMA):
                                                   null when the input has no AccessionNumber
   volume            path of the NIfTI volume relative to ct_convert.output_dir
                     ("volumes/<series_id>.nii.gz"): int16 HU, RAS+, sform = qform = affine
-  source_format     dicom | dicom-enhanced | nifti
+  source_format     dicom | dicom-enhanced | nifti (plain NIfTI and CT-RATE volumes)
   transfer_syntax   DICOM transfer syntax UID of the first file ("" for NIfTI)
   n_files, n_slices_source   input files and frames used
   shape_x/y/z       voxels along RAS+ axes; spacing_x/y/z in mm
@@ -15,6 +16,12 @@ Output table `studies.parquet`, one row per converted series (STUDIES_SCHEMA):
   hu_min, hu_max, hu_mean, hu_p01, hu_p50, hu_p99   after padding below -1024 HU is raised to -1024
   slice_thickness   mm (DICOM SliceThickness; null when absent)
   manufacturer, model, kvp, kernel, body_part, contrast   acquisition context (no serials, no names)
+  hu_source         how stored values became HU: rescaled (slope*stored+intercept: DICOM, or CT-RATE
+                    metadata) | already_hu (CT-RATE values used as stored) | header (the NIfTI
+                    header's own scl_slope/scl_inter, as for every plain NIfTI input)
+  geometry_source   where spacing/orientation came from: header (DICOM or NIfTI header) | metadata
+                    (CT-RATE metadata CSV) | header=metadata (header used, metadata agrees)
+  reconstruction    CT-RATE reconstruction number (valid_1_a_2 -> 2); null for other inputs
   notes             conversion notes joined by "; " (resampling, dropped localizers, clipped padding)
   source            keyed pseudonym of the input path (or the path with deid.source_paths=plain)
   source_sha256     SHA-256 over the input files' SHA-256s in slice order
@@ -59,7 +66,8 @@ STUDIES_SCHEMA = pa.schema([
     ("hu_min", pa.int32()), ("hu_max", pa.int32()), ("hu_mean", pa.float64()), ("hu_p01", pa.float64()),
     ("hu_p50", pa.float64()), ("hu_p99", pa.float64()), ("slice_thickness", pa.float64()),
     ("manufacturer", pa.string()), ("model", pa.string()), ("kvp", pa.string()), ("kernel", pa.string()),
-    ("body_part", pa.string()), ("contrast", pa.string()), ("notes", pa.string()), ("source", pa.string()),
+    ("body_part", pa.string()), ("contrast", pa.string()), ("hu_source", pa.string()),
+    ("geometry_source", pa.string()), ("reconstruction", pa.int32()), ("notes", pa.string()), ("source", pa.string()),
     ("source_sha256", pa.string()), ("stage", pa.string()),
 ])
 
@@ -208,6 +216,7 @@ def convert_dicom_series(series: Series, cfg: dict, key: str, out_dir: str | Pat
         manufacturer=first.info.get("Manufacturer"), model=first.info.get("ManufacturerModelName"),
         kvp=first.info.get("KVP"), kernel=first.info.get("ConvolutionKernel"),
         body_part=first.info.get("BodyPartExamined"), contrast=first.info.get("ContrastBolusAgent"),
+        hu_source="rescaled", geometry_source="header", reconstruction=None,
         notes="; ".join(notes), source=src,
         source_sha256=_files_sha(list(dict.fromkeys(files))) if opener is None else None,
     )
@@ -242,6 +251,64 @@ def nifti_ids(path: str, root: str) -> dict:
     }
 
 
+def load_nifti(path: str, max_voxels: int) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
+    """The image (header read, data not yet) and its 3-D shape; raises Rejected
+    (unreadable_file, not_3d, single_slice, too_large, invalid_affine)."""
+    try:
+        img = nib.load(path)
+    except Exception as exc:
+        raise Rejected("unreadable_file", f"NIfTI cannot be read ({type(exc).__name__})") from None
+    shape = img.shape
+    if len(shape) == 4 and shape[3] == 1:
+        shape = shape[:3]
+    if len(shape) != 3:
+        raise Rejected("not_3d", f"NIfTI of shape {tuple(img.shape)}; a 3-D volume is needed")
+    if min(shape) < 2:
+        raise Rejected("single_slice", f"NIfTI of shape {tuple(shape)}")
+    if int(np.prod(shape)) > max_voxels:
+        raise Rejected("too_large", f"{int(np.prod(shape))} voxels above limit {max_voxels}")
+    check_affine(img.affine)
+    return img, tuple(shape)
+
+
+def check_affine(affine: np.ndarray) -> None:
+    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
+        raise Rejected("invalid_affine", "affine is singular or not finite")
+
+
+def read_voxels(img: nib.Nifti1Image, shape: tuple[int, ...], scaled: bool = True) -> np.ndarray:
+    """The voxel array: with the header's scl_slope/scl_inter applied (as nibabel does) or
+    the values as stored; raises Rejected("unreadable_file") for truncated or corrupt data."""
+    try:
+        data = np.asanyarray(img.dataobj) if scaled else img.dataobj.get_unscaled()
+        return np.asarray(data).reshape(shape)
+    except Exception as exc:
+        raise Rejected("unreadable_file", f"NIfTI data cannot be read ({type(exc).__name__})") from None
+
+
+def write_volume(data: np.ndarray, affine: np.ndarray, ids: dict, src: str, cfg: dict, out_dir: str | Path,
+                 notes: list[str], **extra) -> dict | Rejection:
+    """int16 HU voxels on `affine` -> RAS+ volumes/<series_id>.nii.gz and its studies row, or
+    Rejection("implausible_hu"); `extra` fills the row's input-specific columns."""
+    source_code = orientation_code(affine)
+    volume, canon_affine = to_canonical(data, affine)
+    volume = np.ascontiguousarray(volume, dtype=np.int16)
+    if source_code != "RAS":
+        notes.append(f"reoriented from {source_code}")
+    stats, problem = _finish(volume, canon_affine, cfg, notes)
+    if problem:
+        return Rejection(ids["series_id"], src, "implausible_hu", problem, STAGE)
+    write_nifti(volume, canon_affine, Path(out_dir) / "volumes" / f"{ids['series_id']}.nii.gz")
+    return _row(ids, volume, canon_affine, stats, orientation_source=source_code, notes="; ".join(notes),
+                source=src, **extra)
+
+
+def to_int16(data: np.ndarray) -> np.ndarray:
+    if data.dtype == np.int16:
+        return data
+    return np.clip(np.rint(np.asarray(data, dtype=np.float32)), -32768, 32767).astype(np.int16)
+
+
 def convert_nifti(path: str, cfg: dict, key: str, out_dir: str | Path, root: str) -> dict | Rejection:
     """One NIfTI file -> canonical int16 HU volume and its studies row, or a Rejection.
 
@@ -250,50 +317,18 @@ def convert_nifti(path: str, cfg: dict, key: str, out_dir: str | Path, root: str
     """
     raw = nifti_ids(path, root)
     ids = pseudonyms(raw, key)
-    rel = relative(path, root)
-    src = source_label(rel, key, cfg["source_paths"])
-
-    def reject(reason, detail):
-        return Rejection(ids["series_id"], src, reason, detail, STAGE)
-
+    src = source_label(relative(path, root), key, cfg["source_paths"])
     if raw["Modality"] != "CT":
-        return reject("not_ct", f"sidecar modality {raw['Modality']}, only CT is converted")
+        return Rejection(ids["series_id"], src, "not_ct", f"sidecar modality {raw['Modality']}, only CT is converted",
+                         STAGE)
     try:
-        img = nib.load(path)
-    except Exception as exc:
-        return reject("unreadable_file", f"NIfTI cannot be read ({type(exc).__name__})")
-    shape = img.shape
-    if len(shape) == 4 and shape[3] == 1:
-        shape = shape[:3]
-    if len(shape) != 3:
-        return reject("not_3d", f"NIfTI of shape {tuple(img.shape)}; a 3-D volume is needed")
-    if min(shape) < 2:
-        return reject("single_slice", f"NIfTI of shape {tuple(shape)}")
-    max_voxels = cfg["max_voxels"]
-    if int(np.prod(shape)) > max_voxels:
-        return reject("too_large", f"{int(np.prod(shape))} voxels above limit {max_voxels}")
-    affine = img.affine
-    if not np.isfinite(affine).all() or abs(np.linalg.det(affine[:3, :3])) < 1e-9:
-        return reject("invalid_affine", "affine is singular or not finite")
-    try:
-        data = np.asanyarray(img.dataobj).reshape(shape)
-    except Exception as exc:
-        return reject("unreadable_file", f"NIfTI data cannot be read ({type(exc).__name__})")
-    if data.dtype != np.int16:
-        data = np.clip(np.rint(np.asarray(data, dtype=np.float32)), -32768, 32767).astype(np.int16)
-    notes: list[str] = []
-    source_code = orientation_code(affine)
-    volume, canon_affine = to_canonical(data, affine)
-    volume = np.ascontiguousarray(volume, dtype=np.int16)
-    if source_code != "RAS":
-        notes.append(f"reoriented from {source_code}")
-    stats, problem = _finish(volume, canon_affine, cfg, notes)
-    if problem:
-        return reject("implausible_hu", problem)
-    write_nifti(volume, canon_affine, Path(out_dir) / "volumes" / f"{ids['series_id']}.nii.gz")
-    return _row(ids, volume, canon_affine, stats, source_format="nifti", transfer_syntax="",
-                n_files=1, n_slices_source=int(shape[2]), orientation_source=source_code,
-                slice_thickness=None, notes="; ".join(notes), source=src, source_sha256=sha256_file(path))
+        img, shape = load_nifti(path, cfg["max_voxels"])
+        data = to_int16(read_voxels(img, shape))
+    except Rejected as exc:
+        return exc.as_rejection(ids["series_id"], src, STAGE)
+    return write_volume(data, img.affine, ids, src, cfg, out_dir, [], source_format="nifti", transfer_syntax="",
+                        n_files=1, n_slices_source=int(shape[2]), slice_thickness=None, hu_source="header",
+                        geometry_source="header", reconstruction=None, source_sha256=sha256_file(path))
 
 
 def file_problem_rejection(problem: FileProblem, key: str, root: str, mode: str) -> Rejection:

@@ -1,12 +1,17 @@
 """The ct_convert stage as plain functions for the stage runner (flows/_runner.py).
 
-plan (a parallel pass of its own): list the input files, read the DICOM headers (one task
-per `files_per_task` files) and group their frames into series. The items that enter are
-every DICOM series, every NIfTI file and every file whose header cannot be used; one
-task per `series_per_task` series or NIfTI files.
-convert_shard (on a worker): each series or NIfTI file to volumes/<series_id>.nii.gz and
-its studies row (tasks.ct.convert).
-merge: studies.parquet from the part tables; patients, studies and formats counted.
+plan (a parallel pass of its own), by `input_kind`:
+- files: list the input files, read the DICOM headers (one task per `files_per_task`
+  files) and group their frames into series. The items that enter are every DICOM
+  series, every NIfTI file and every file whose header cannot be used.
+- ct_rate: every .nii.gz under the source, with its CT-RATE metadata row and the
+  reconstruction choice (tasks.ct.ct_rate.plan_volumes); files rejected while planning
+  (name, metadata, reconstruction not kept) are rejected rows already.
+One task per `series_per_task` series or volumes.
+convert_shard (on a worker): each series, NIfTI file or CT-RATE volume to
+volumes/<series_id>.nii.gz and its studies row (tasks.ct.convert, tasks.ct.ct_rate).
+merge: studies.parquet from the part tables; patients, studies, formats, HU sources and
+geometry sources counted.
 
 cfg is the ct_convert section plus, from the flow: `source_paths` and `deid_key` (the
 deid section) and `root`, the local folder holding the input.
@@ -23,10 +28,12 @@ from tasks.common.sharding import Merged, Plan, ShardResult, chunks
 from tasks.common.tables import Rejection, concat_parts, write_rows
 from tasks.ct.convert import (STAGE, STUDIES_SCHEMA, convert_dicom_series, convert_nifti, discover,
                               file_problem_rejection, nifti_ids, relative)
+from tasks.ct.ct_rate import convert_ct_rate_volume, plan_volumes
 from tasks.ct.deid import pseudonym, pseudonyms, source_label
 from tasks.ct.dicom_series import FileHeader, FileProblem, group_series, scan_files
 
 STUDIES_SORT = ("patient_id", "study_id", "series_id")
+CONVERTERS = {"dicom": convert_dicom_series, "nifti": convert_nifti, "ct_rate": convert_ct_rate_volume}
 
 
 @dataclass
@@ -41,6 +48,10 @@ def scan_chunk(paths: list[str], cfg: dict) -> tuple[list[FileHeader], list[File
 def plan(cfg: dict, out: Path, fan_out) -> ConvertPlan:
     """Items: the series id of each DICOM series and NIfTI file, `file:<source>` of each
     file that is rejected before conversion (unreadable header, series id taken twice)."""
+    if cfg["input_kind"] == "ct_rate":
+        return plan_ct_rate(cfg)
+    if cfg["input_kind"] != "files":
+        raise ValueError(f"ct_convert.input_kind: unknown kind {cfg['input_kind']!r} (files | ct_rate)")
     root, key, mode = cfg["root"], cfg["deid_key"], cfg["source_paths"]
     dicom_files, nifti_files = discover(root)
     headers, problems = [], []
@@ -68,13 +79,21 @@ def plan(cfg: dict, out: Path, fan_out) -> ConvertPlan:
                        shards=shards, counts={"files": len(dicom_files) + len(nifti_files)}, rejected=rejected)
 
 
+def plan_ct_rate(cfg: dict) -> ConvertPlan:
+    """Items: the series id of each CT-RATE volume, `file:<source>` for a file whose name is
+    not CT-RATE's or repeats a series."""
+    inputs, rejected, counts = plan_volumes(cfg)
+    shards = list(enumerate(chunks([("ct_rate", volume) for _, volume in inputs], cfg["series_per_task"])))
+    return ConvertPlan(items=[series_id for series_id, _ in inputs] + [r["item"] for r in rejected],
+                       shards=shards, counts=counts, rejected=rejected)
+
+
 def convert_shard(shard: tuple[int, list[tuple[str, object]]], cfg: dict, out: str) -> ShardResult:
     """Convert one shard of series and NIfTI files; value: the part table's path."""
     index, inputs = shard
     rows, rejected = [], []
     for kind, value in inputs:
-        convert = convert_dicom_series if kind == "dicom" else convert_nifti
-        result = convert(value, cfg, cfg["deid_key"], out, cfg["root"])
+        result = CONVERTERS[kind](value, cfg, cfg["deid_key"], out, cfg["root"])
         if isinstance(result, Rejection):
             rejected.append(result.as_row())
         else:
@@ -87,9 +106,12 @@ def convert_shard(shard: tuple[int, list[tuple[str, object]]], cfg: dict, out: s
 def merge(cfg: dict, out: Path, plan: ConvertPlan, results: list[ShardResult], fan_out) -> Merged:
     studies = out / "studies.parquet"
     items_out = concat_parts([r.value for r in results], STUDIES_SCHEMA, studies, sort_by=STUDIES_SORT)
-    table = pq.read_table(studies, columns=["patient_id", "study_id", "series_id", "source_format"])
+    table = pq.read_table(studies, columns=["patient_id", "study_id", "series_id", "source_format", "hu_source",
+                                            "geometry_source"])
     counts = {"patients": len(set(table["patient_id"].to_pylist())),
               "studies": len(set(table["study_id"].to_pylist())),
-              "by_format": dict(sorted(Counter(table["source_format"].to_pylist()).items()))}
+              **{name: dict(sorted(Counter(table[column].to_pylist()).items()))
+                 for name, column in (("by_format", "source_format"), ("by_hu_source", "hu_source"),
+                                      ("by_geometry_source", "geometry_source"))}}
     return Merged(items_out=items_out, accounted=set(table["series_id"].to_pylist()), rejected=plan.rejected,
                   counts=counts)

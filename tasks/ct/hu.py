@@ -11,7 +11,7 @@ def rescale_to_hu(stored: np.ndarray, slope: float, intercept: float) -> np.ndar
     """Stored pixel values -> int16 HU (rounded, saturated at the int16 range)."""
     slope = float(slope)
     intercept = float(intercept)
-    if slope == 1.0 and intercept == int(intercept):
+    if slope == 1.0 and intercept == int(intercept) and np.issubdtype(stored.dtype, np.integer):
         hu = stored.astype(np.int32) + int(intercept)  # integer path: exact and cheaper
     else:
         hu = np.rint(stored.astype(np.float32) * slope + intercept)

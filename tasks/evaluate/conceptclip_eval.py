@@ -107,22 +107,26 @@ def evaluate(train_dir: str | Path, train_section: dict, concepts_table: str | P
         annotation = torch.cat(pc_parts).view(len(held), len(concepts), per_template).mean(-1).numpy()
 
     n_boot, boot_seed = int(params["bootstrap"]["n"]), int(params["bootstrap"]["seed"]) + seed
+    # the split unit: figures of one article share authors, style and captions, so an
+    # article's figures are resampled together
+    articles = [r.pmcid for r in held]
     ks = tuple(int(k) for k in params["retrieval_ks"])
     i2t, t2i = recall_at_k(sim, ks), recall_at_k(sim.T, ks)
     retrieval = {}
     for name, matrix, values in (("image_to_text", sim, i2t), ("text_to_image", sim.T, t2i)):
         for k in ks:
             ci = bootstrap_ci(lambda idx, m=matrix, k=k: recall_at_k(m[np.ix_(idx, idx)], (k,))[f"R@{k}"],
-                              len(held), n_boot, boot_seed)
+                              articles, n_boot, boot_seed)
             retrieval[f"{name}_R@{k}"] = {"value": values[f"R@{k}"], "ci95": list(ci) if ci else None}
     cui_names = [f"{name} ({cui})" for cui, name in concepts]
     metrics = {
         "heldout_figures": len(held),
         "heldout_articles": len({r.pmcid for r in held}),
         "concepts_evaluated": len(concepts),
-        **auc_metrics("zero_shot", labels, zero_shot, cui_names, n_boot, boot_seed),
-        **auc_metrics("annotation", labels, annotation, cui_names, n_boot, boot_seed),
+        **auc_metrics("zero_shot", labels, zero_shot, cui_names, articles, n_boot, boot_seed),
+        **auc_metrics("annotation", labels, annotation, cui_names, articles, n_boot, boot_seed),
         "retrieval": retrieval,
+        "interval": "95% percentile bootstrap over held-out articles (all figures of a drawn article)",
     }
     return ConceptEval(metrics, labels, zero_shot, concepts, held, dataset, model, tokenizer, ids, mask)
 

@@ -1,8 +1,8 @@
 """The few figures per model that `dvc metrics show/diff data/evaluate/metrics.json` prints.
 
 Flat scalars only (DVC leaves lists out of its tables): zero-shot macro AUC with its 95%
-interval as two numbers, the held-out items, units and labels it rests on, and ConceptCLIP's
-retrieval R@K. Everything else (per-label AUCs, retrieval intervals, PC-Align annotation
+interval as two numbers, the held-out items, units and labels it rests on, ConceptCLIP's
+retrieval R@K and fVLM's macro AUC over CT-RATE's labels with its interval. Everything else (per-label AUCs, retrieval intervals, PC-Align annotation
 AUC, CT-RATE per label) stays in metrics_detail.json beside it.
 """
 from __future__ import annotations
@@ -26,8 +26,10 @@ def conceptclip_headline(m: dict) -> dict:
 def fvlm_headline(m: dict) -> dict:
     out = _interval(m.get("zero_shot_macro_auc"))
     out.update(n_studies=m["heldout_studies"], n_patients=m["heldout_patients"], n_pairs=m["pairs_evaluated"])
-    if m.get("ct_rate"):
-        out["ct_rate_macro_auc"] = (m["ct_rate"].get("macro_auc") or {}).get("value")
+    # the macro over CT-RATE's labels, each through its anatomy (per label: metrics_detail.json);
+    # left out where undefined (no label scored): DVC's tables hold numbers only
+    out.update({f"ct_rate_{k}": v for k, v in _interval(m["ct_rate_macro_auc"]).items() if v is not None})
+    out["n_ct_rate_labels"] = len(m["ct_rate_labels"])
     return out
 
 

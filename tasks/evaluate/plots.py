@@ -24,13 +24,16 @@ def write_micro_roc_csv(labels: np.ndarray, scores: np.ndarray, path: Path) -> N
                 writer.writerow([f"{f:.6f}", f"{t:.6f}"])
 
 
-def roc_png(labels: np.ndarray, scores: np.ndarray, names: list[str], title: str, path: Path, max_curves: int = 12):
+def roc_png(labels: np.ndarray, scores: np.ndarray, names: list[str], title: str, path: Path, max_curves: int = 12,
+            valid: np.ndarray | None = None):
+    """One ROC curve per label (the first max_curves); valid: the cells that carry truth."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fig, ax = plt.subplots(figsize=(6, 6), dpi=100)
     for j, name in enumerate(names[:max_curves]):
-        y = labels[:, j]
+        rows = slice(None) if valid is None else valid[:, j]
+        y = labels[rows, j]
         if 0 < y.sum() < len(y):
-            fpr, tpr, _ = roc_curve(y, scores[:, j])
+            fpr, tpr, _ = roc_curve(y, scores[rows, j])
             ax.plot(fpr, tpr, lw=1.2, label=name[:40])
     ax.plot([0, 1], [0, 1], "k--", lw=0.8)
     ax.set(xlabel="false positive rate", ylabel="true positive rate", title=title)

@@ -10,7 +10,10 @@ a second report for one study.
 
 Written to data/sample/reports/reports.csv: AccessionNumber, StudyInstanceUID
 (raw identifiers, as a RIS export has them; split_reports pseudonymizes), report,
-expected (ok or the rejection reason).
+expected (ok or the rejection reason). And data/sample/reports/labels.csv, the reference
+labels a CT-RATE user has beside the reports: StudyInstanceUID then CT-RATE's 18
+abnormality labels (0/1) from the phantoms' findings (tasks/sample/ct_rate_labels.py),
+one row per CT study in StudyInstanceUID order.
 """
 from __future__ import annotations
 
@@ -21,9 +24,11 @@ from pathlib import Path
 import numpy as np
 
 from tasks.sample.ct_plan import study_specs
+from tasks.sample.ct_rate_labels import CT_RATE_LABELS, ct_rate_labels
 
 OUTPUT_SUBDIR = "reports"
 COLUMNS = ["AccessionNumber", "StudyInstanceUID", "report", "expected"]
+LABEL_COLUMNS = ["StudyInstanceUID", *CT_RATE_LABELS]
 
 LOBES = {"left": ["upper", "lower"], "right": ["upper", "middle", "lower"]}
 
@@ -99,18 +104,17 @@ def _fields(f: dict, rng) -> dict:
             "location": f.get("location") or "aortic arch"}
 
 
-def write_report(spec: dict, seed: int) -> str:
+def report_sections(spec: dict, seed: int) -> dict:
+    """The report's parts: history ("" when it has none), technique, findings as (organ header
+    or None, text) lines, impression."""
     rng = np.random.default_rng([seed, 7101, int(spec["index"])])
     by_anatomy: dict[str, list[dict]] = {}
     for f in spec["findings"]:
         by_anatomy.setdefault(f["anatomy"], []).append(f)
     headers = rng.random() < 0.5
-    lines = []
-    if rng.random() < 0.4:
-        lines.append(f"CLINICAL HISTORY: {rng.choice(HISTORY)}")
+    history = str(rng.choice(HISTORY)) if rng.random() < 0.4 else ""
     contrast = "with intravenous contrast" if spec.get("contrast") else "without contrast"
-    lines.append(f"TECHNIQUE: Axial CT of the chest and upper abdomen {contrast}.")
-    lines.append("FINDINGS:")
+    findings = []
     impression = []
     for anatomy in ORDER:
         found = by_anatomy.get(anatomy, [])
@@ -121,12 +125,19 @@ def write_report(spec: dict, seed: int) -> str:
             impression.append(IMPRESSION[f["finding"]].format(**fields))
         if not found:
             sentences.append(str(rng.choice(NORMAL[anatomy])))
-        text = " ".join(sentences)
-        lines.append(f"{HEADERS[anatomy]}: {text}" if headers else text)
-    lines.extend(str(s) for s in rng.choice(ALWAYS, size=2, replace=False))
-    lines.append("")
-    lines.append("IMPRESSION:")
-    lines.append(" ".join(impression) if impression else "No acute abnormality in the chest or upper abdomen.")
+        findings.append((HEADERS[anatomy] if headers else None, " ".join(sentences)))
+    findings.extend((None, str(s)) for s in rng.choice(ALWAYS, size=2, replace=False))
+    return {"history": history, "technique": f"Axial CT of the chest and upper abdomen {contrast}.",
+            "findings": findings,
+            "impression": " ".join(impression) if impression else "No acute abnormality in the chest or upper abdomen."}
+
+
+def write_report(spec: dict, seed: int) -> str:
+    parts = report_sections(spec, seed)
+    lines = [f"CLINICAL HISTORY: {parts['history']}"] if parts["history"] else []
+    lines += [f"TECHNIQUE: {parts['technique']}", "FINDINGS:",
+              *(f"{header}: {text}" if header else text for header, text in parts["findings"]),
+              "", "IMPRESSION:", parts["impression"]]
     return "\n".join(lines)
 
 
@@ -155,4 +166,15 @@ def generate_shard(params: dict, shard: list[dict]) -> dict:
     out = Path(params["sample"]["output_dir"]) / OUTPUT_SUBDIR / "reports.csv"
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_bytes(data)
+    write_reference_labels(shard, out.parent / "labels.csv")
     return {"items": len(rows), "reports": len(rows) - broken, "broken_reports": broken}
+
+
+def write_reference_labels(specs: list[dict], path: Path) -> None:
+    """labels.csv: each study's CT-RATE labels from its phantom's findings."""
+    rows = [{"StudyInstanceUID": s["StudyInstanceUID"], **ct_rate_labels(f["finding"] for f in s["findings"])}
+            for s in sorted(specs, key=lambda s: s["StudyInstanceUID"])]
+    with open(path, "w", newline="", encoding="utf-8") as handle:
+        writer = csv.DictWriter(handle, fieldnames=LABEL_COLUMNS, lineterminator="\n")
+        writer.writeheader()
+        writer.writerows(rows)

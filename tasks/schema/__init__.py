@@ -12,7 +12,7 @@ from tasks.schema.base import Section, resolve_locations  # noqa: F401  (re-expo
 from tasks.schema.ct import CtConvertParams, DeidParams, SegmentParams, SplitReportsParams
 from tasks.schema.literature import (FiguresParams, IngestParams, LinkConceptsParams, SampleParams,
                                      UmlsIndexParams)
-from tasks.schema.training import (PRESET_KEYS, DaskParams, EvaluateParams, PipelineParams,
+from tasks.schema.training import (PRESET_KEYS, DaskParams, EvaluateParams, FvlmPrepareParams, PipelineParams,
                                    TrainConceptclipParams, TrainFvlmParams)
 
 
@@ -29,6 +29,7 @@ class Params(Section):
     pipeline: PipelineParams = PipelineParams()
     split_reports: SplitReportsParams
     train_conceptclip: TrainConceptclipParams
+    fvlm_prepare: FvlmPrepareParams = FvlmPrepareParams()
     train_fvlm: TrainFvlmParams
     evaluate: EvaluateParams = EvaluateParams()
 
@@ -123,7 +124,8 @@ def resolve_training_preset(section: dict) -> dict:
     if name not in presets:
         raise ParamsError(f"preset {name!r} is not one of {sorted(presets)}")
     resolved = {k: v for k, v in section.items() if k != "presets"}
-    for key in PRESET_KEYS:
+    # the shared loop settings and a stage's own preset keys (train_conceptclip's cache_images)
+    for key in dict.fromkeys([*PRESET_KEYS, *presets[name]]):
         if resolved.get(key) is None:
             resolved[key] = presets[name][key]
     return resolved

@@ -3,9 +3,9 @@ from __future__ import annotations
 
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, field_validator, model_validator
 
-from tasks.schema.base import Location, Section
+from tasks.schema.base import FloatPair, Location, Section
 
 
 class DeidParams(Section):
@@ -14,9 +14,36 @@ class DeidParams(Section):
     source_paths: Literal["hashed", "plain"] = "hashed"
 
 
+class CtRateInputParams(Section):
+    """ct_convert.ct_rate: how a CT-RATE folder is read (used when input_kind is ct_rate)."""
+    metadata_glob: str = "metadata/*_metadata.csv"
+    reconstructions: Literal["first", "all", "thinnest"] = "first"
+    hu: Literal["auto", "rescale", "as_stored"] = "auto"
+    air_window: FloatPair = [-1100.0, -900.0]
+    tissue_window: FloatPair = [-100.0, 100.0]
+    min_air_fraction: float = Field(0.005, ge=0, le=1)
+    spacing_tolerance: float = Field(0.02, ge=0)
+    spacing_conflict: Literal["metadata", "reject"] = "metadata"
+
+    @field_validator("air_window", "tissue_window")
+    @classmethod
+    def _ordered(cls, value: list[float]) -> list[float]:
+        if not value[0] < value[1]:
+            raise ValueError(f"expected [low, high] with low < high, got {value}")
+        return value
+
+    @model_validator(mode="after")
+    def _apart(self) -> "CtRateInputParams":
+        if self.air_window[1] >= self.tissue_window[0]:
+            raise ValueError(f"air_window {self.air_window} must lie below tissue_window {self.tissue_window}")
+        return self
+
+
 class CtConvertParams(Section):
     source: Location = "data/sample/ct/input"
     output_dir: Location = "data/ct_convert"
+    input_kind: Literal["files", "ct_rate"] = "files"
+    ct_rate: CtRateInputParams = CtRateInputParams()
     missing_uid: Literal["folder", "reject"] = "folder"
     min_slices: int = Field(2, ge=1)
     uneven_spacing: Literal["reject", "resample"] = "reject"
@@ -71,7 +98,9 @@ class LabelRule(Section):
 class SplitReportsParams(Section):
     reports: Location = "data/sample/reports/reports.csv"
     columns: ReportColumns = ReportColumns()
-    study_key_kind: str = "study"
+    study_key_kind: Literal["study", "accession", "ct_rate_volume", "none"] = "study"
+    empty_markers: list[str] = ["Not given."]
+    reference_labels: Location | None = "data/sample/reports/labels.csv"
     output_dir: Location = "data/split_reports"
     lexicon: Location = "tasks/reports/lexicon.yaml"
     reports_per_task: int = Field(200, ge=1)

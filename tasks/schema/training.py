@@ -1,7 +1,7 @@
 """Params of the model stages (train_conceptclip, train_fvlm, evaluate) and of the runtime."""
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import Field
 
@@ -92,6 +92,12 @@ class TrainingSection(TrainingOverrides):
     presets: dict[str, TrainingPreset]
 
 
+class ConceptclipPreset(TrainingPreset):
+    """A ConceptCLIP preset: the shared loop settings and whether decoded images stay in memory."""
+
+    cache_images: bool
+
+
 class TrainConceptclipParams(TrainingSection):
     figures: Location = "data/figures/figures.parquet"
     shards_dir: Location = "data/figures/shards"
@@ -101,7 +107,8 @@ class TrainConceptclipParams(TrainingSection):
     checkpoint_dir: Location | None = "data/train_conceptclip/checkpoints"
     split: Split = Split(by="pmcid", heldout_fraction=0.2, salt="medconcept-split")
     exclude_uncertain: bool = True
-    cache_images: bool = True
+    cache_images: bool | None = None   # null: the preset's
+    presets: dict[str, ConceptclipPreset]
     tokenizer: Tokenizer = Tokenizer(vocab_size=2000)
     augment: ImageAugment = ImageAugment()
     zero_shot: ConceptZeroShot = ConceptZeroShot()
@@ -120,11 +127,32 @@ class PromptPair(Section):
     negative: str = "{anatomy} shows no significant abnormality."
 
 
-class TrainFvlmParams(TrainingSection):
+class FvlmPrepareParams(Section):
+    """fvlm_prepare: per-series fVLM training tensors at the model grid, written once."""
+
     studies: Location = "data/ct_convert/studies.parquet"
     anatomy: Location = "data/segment/anatomy.parquet"
     labels_dir: Location = "data/segment/labels"
+    output_dir: Location = "data/fvlm_prepare"
+    series_per_task: int = Field(16, ge=1)
+    # [D, H, W] in voxels; null: train_fvlm's model config ct.volume_size
+    grid: Annotated[list[Annotated[int, Field(ge=1)]], Field(min_length=3, max_length=3)] | None = None
+
+
+class FvlmPreset(TrainingPreset):
+    """An fVLM preset: the shared loop settings and whether decoded study tensors stay in memory."""
+
+    cache_in_memory: bool
+
+
+class TrainFvlmParams(TrainingSection):
+    studies: Location = "data/ct_convert/studies.parquet"
+    anatomy: Location = "data/segment/anatomy.parquet"
+    prepared: Location = "data/fvlm_prepare"
     anatomy_texts: Location = "data/split_reports/anatomy_texts.parquet"
+    reference_labels: Location | None = "data/split_reports/reference_labels.parquet"
+    cache_in_memory: bool | None = None   # null: the preset's
+    presets: dict[str, FvlmPreset]
     output_dir: Location = "data/train_fvlm"
     checkpoint_dir: Location | None = "data/train_fvlm/checkpoints"
     anatomies: list[str] | None = None
@@ -156,6 +184,16 @@ class EvaluateParams(Section):
     models: list[Literal["conceptclip", "fvlm"]] = ["conceptclip", "fvlm"]
     concepts_table: Location = "data/umls_index/concepts.parquet"
     report_labels: Location = "data/split_reports/report_labels.parquet"
+    reference_labels: Location = "data/split_reports/reference_labels.parquet"
+    label_source: Literal["reference", "derived"] = "reference"
+    ct_rate_label_anatomies: dict[str, list[str]] = {
+        "lung": ["Emphysema", "Atelectasis", "Lung nodule", "Lung opacity", "Pulmonary fibrotic sequela",
+                 "Pleural effusion", "Mosaic attenuation pattern", "Peribronchial thickening", "Consolidation",
+                 "Bronchiectasis", "Interlobular septal thickening"],
+        "heart": ["Cardiomegaly", "Pericardial effusion", "Coronary artery wall calcification"],
+        "esophagus": ["Hiatal hernia"],
+        "aorta": ["Arterial wall calcification"],
+    }
     min_positives: int = Field(3, ge=1)
     prompt_templates: list[str] = ["{name}", "an image showing {name}"]
     prompt_wording: Literal["surface", "preferred"] = "surface"

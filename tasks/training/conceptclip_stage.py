@@ -64,7 +64,9 @@ def prepare(params: dict) -> Prepared:
     cache = cfg["cache_images"]
     train = data.FigureDataset(train_recs, index, tokenizer, concept_ids, image_size, cfg["augment"], seed, cache)
     held = data.FigureDataset(held_recs, index, tokenizer, concept_ids, image_size, None, seed, cache)
-    fp = fingerprint(STAGE, {k: v for k, v in cfg.items() if k not in ("output_dir", "checkpoint_dir", "num_workers")},
+    # where images come from (memory or shard reads) and how many workers read them change no tensor
+    runtime_only = ("output_dir", "checkpoint_dir", "num_workers", "cache_images")
+    fp = fingerprint(STAGE, {k: v for k, v in cfg.items() if k not in runtime_only},
                      model_cfg, files=[_path(cfg["figures"]), _path(cfg["caption_concepts"]), _path(cfg["mentions"])])
     counts = {
         "figures_in": len(records) + len(rejected), "train_figures": len(train_recs), "heldout_figures": len(held_recs),

@@ -31,6 +31,7 @@ class Prepared:
     findings: dict
     fingerprint: str
     counts: dict = field(default_factory=dict)
+    prepared: dict = field(default_factory=dict)  # prepared.json of the tensors trained on
 
 
 def _path(p) -> Path:
@@ -51,21 +52,47 @@ def anatomy_list(cfg: dict) -> list[str]:
     return list(names)
 
 
-def load_records(cfg: dict, anatomies: list[str]) -> tuple[list, list[dict]]:
-    """Every study with its split, as training selects them (field-of-view policy included);
-    evaluation calls this too, so held-out means the same studies."""
+def load_study_table(cfg: dict, anatomies: list[str], prepared: data.PreparedSet | None = None) -> data.StudyTable:
+    """Every study with its split and prepared tensors file, as training selects them
+    (field-of-view policy included), every rejected item, and the pairing counts."""
     frac, salt = split_params(cfg)
+    labels = _path(cfg["reference_labels"]) if cfg["reference_labels"] else None
+    if labels is not None and not labels.is_file():
+        raise FileNotFoundError(f"train_fvlm.reference_labels: {labels} not found (split_reports writes it; "
+                                f"null: no reference labels)")
     return data.load_records(
-        _path(cfg["studies"]), _path(cfg["anatomy"]), _path(cfg["anatomy_texts"]), _path(cfg["labels_dir"]),
-        anatomies, frac, salt, finding_field=cfg["finding_field"],
-        drop_fov_cut=cfg["drop_fov_cut"], min_voxels=cfg["min_voxels"],
-        keep_fov_cut=tuple(cfg["keep_fov_cut"]))
+        _path(cfg["studies"]), _path(cfg["anatomy"]), _path(cfg["anatomy_texts"]),
+        prepared or data.read_prepared(_path(cfg["prepared"])), anatomies, frac, salt, finding_field=cfg["finding_field"],
+        drop_fov_cut=cfg["drop_fov_cut"], min_voxels=cfg["min_voxels"], keep_fov_cut=tuple(cfg["keep_fov_cut"]),
+        reference_labels=labels)
+
+
+def load_records(cfg: dict, anatomies: list[str]) -> tuple[list, list[dict]]:
+    """(records, rejected) of load_study_table: evaluation calls this too, so held-out means
+    the same studies."""
+    table = load_study_table(cfg, anatomies)
+    return table.records, table.rejected
+
+
+def _fingerprint_files(cfg: dict) -> list[Path]:
+    """The tables a run's weights depend on: tensors.parquet carries each tensors file's sha256."""
+    prepared = _path(cfg["prepared"])
+    return [_path(cfg["studies"]), _path(cfg["anatomy"]), _path(cfg["anatomy_texts"]),
+            prepared / "tensors.parquet", prepared / "prepared.json"]
 
 
 def prepare(params: dict) -> Prepared:
     cfg, model_cfg = resolve(params, STAGE, REPO)
     anatomies = anatomy_list(cfg)
-    records, rejected = load_records(cfg, anatomies)
+    size = tuple(int(v) for v in model_cfg["ct"]["volume_size"])
+    hu = data.hu_windows_of(cfg)
+    prepared = data.read_prepared(_path(cfg["prepared"]))
+    data.check_prepared(prepared.meta, size, hu, anatomies)
+    table = load_study_table(cfg, anatomies, prepared)
+    records, rejected = table.records, table.rejected
+    if table.counts["items_in"] != len(records) + len(rejected):
+        raise RuntimeError(f"train_fvlm accounting: {table.counts['items_in']} items in, {len(records)} studies "
+                           f"and {len(rejected)} rejected rows out")
     train_recs, held_recs = data.split_records(records)
     texts = [t["description"] for r in train_recs for t in r.texts.values()]
     tokenizer = text_tower(cfg, model_cfg, texts, REPO)
@@ -75,23 +102,23 @@ def prepare(params: dict) -> Prepared:
             model_cfg[key] = cfg[key]
     findings = {f: i for i, f in enumerate(sorted({f for r in train_recs for t in r.texts.values()
                                                      for f in t["findings"]}))}
-    size = tuple(int(v) for v in model_cfg["ct"]["volume_size"])
-    hu = data.hu_windows_of(cfg)
     model_cfg["ct"]["in_chans"] = len(hu)
-    seed = cfg["seed"]
-    train = data.StudyDataset(train_recs, anatomies, findings, tokenizer, size, hu, cfg["augment"], seed)
-    held = data.StudyDataset(held_recs, anatomies, findings, tokenizer, size, hu, None, seed)
-    fp = fingerprint(STAGE, {k: v for k, v in cfg.items() if k not in ("output_dir", "checkpoint_dir", "num_workers")},
-                     model_cfg, files=[_path(cfg["studies"]), _path(cfg["anatomy"]), _path(cfg["anatomy_texts"])])
+    seed, cache = cfg["seed"], cfg["cache_in_memory"]
+    train = data.StudyDataset(train_recs, anatomies, findings, tokenizer, size, hu, cfg["augment"], seed, cache)
+    held = data.StudyDataset(held_recs, anatomies, findings, tokenizer, size, hu, None, seed, cache)
+    # settings that change no weight stay out: a run resumes across them
+    ignored = ("output_dir", "checkpoint_dir", "num_workers", "cache_in_memory", "reference_labels")
+    fp = fingerprint(STAGE, {k: v for k, v in cfg.items() if k not in ignored}, model_cfg,
+                     files=_fingerprint_files(cfg))
     pairs = lambda ds: int((ds.usable & torch.tensor([[(i, a) in ds.text_of for a in range(len(anatomies))]
                                                       for i in range(len(ds))], dtype=torch.bool).view(len(ds), -1)).sum()) if len(ds) else 0
     counts = {
-        "studies_in": len(records) + len(rejected), "train_studies": len(train_recs), "heldout_studies": len(held_recs),
+        **table.counts, "train_studies": len(train_recs), "heldout_studies": len(held_recs),
         "train_patients": len({r.patient_id for r in train_recs}), "heldout_patients": len({r.patient_id for r in held_recs}),
         "anatomies": len(anatomies), "findings": len(findings), "train_pairs": pairs(train), "heldout_pairs": pairs(held),
         "fov_cut_pairs": sum(1 for r in records for ok in r.usable.values() if not ok), "vocab_size": tokenizer.vocab_size,
     }
-    return Prepared(cfg, model_cfg, tokenizer, train, held, records, rejected, findings, fp, counts)
+    return Prepared(cfg, model_cfg, tokenizer, train, held, records, rejected, findings, fp, counts, prepared.meta)
 
 
 def train(prep: Prepared, kill_at_step: int | None = None, log=print) -> LoopResult:
@@ -110,8 +137,9 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
     config = {
         "model": prep.model_cfg, "findings": prep.findings,
         "anatomy_names": {a: names.get(a, a.replace("_", " ").capitalize()) for a in prep.model_cfg["anatomies"]},
-        "preprocess": {"volume_size": prep.model_cfg["ct"]["volume_size"], "axes": "zyx",
-                       "hu_windows": [list(w) for w in data.hu_windows_of(prep.cfg)], "mask_pooling": "any"},
+        "preprocess": {"volume_size": prep.model_cfg["ct"]["volume_size"], "axes": prep.prepared["axes"],
+                       "hu_windows": [list(w) for w in data.hu_windows_of(prep.cfg)],
+                       "mask_pooling": prep.prepared["mask_pooling"]},
         "split": {"by": "patient_id", "heldout_fraction": frac, "salt": salt},
         "zero_shot": prep.cfg["zero_shot"], "preset": prep.cfg["preset"],
         "finding_field": prep.cfg["finding_field"],
@@ -119,14 +147,18 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
     write_model(out, result.model, config, prep.tokenizer)
     write_curve(result.curve, out / "curve.csv")
     metrics = curve_metrics(result.curve)
-    metrics.update({k: prep.counts[k] for k in ("train_studies", "heldout_studies", "train_pairs", "heldout_pairs")})
+    metrics.update({k: prep.counts[k] for k in ("train_studies", "heldout_studies", "train_pairs", "heldout_pairs",
+                                                "studies_with_volume", "studies_with_report", "studies_paired")})
     metrics["samples_seen"] = result.steps * prep.cfg["batch_size"]
     write_json(metrics, out / "metrics.json")
     schema = pa.schema([("study_id", pa.string()), ("patient_id", pa.string()), ("series_id", pa.string()),
                         ("split", pa.string())])
     write_rows([{"study_id": r.study_id, "patient_id": r.patient_id, "series_id": r.series_id, "split": r.split}
                 for r in prep.records], schema, out / "split.parquet", sort_by=("study_id",))
-    inputs = [prep.cfg["studies"], prep.cfg["anatomy"], prep.cfg["anatomy_texts"], prep.cfg["labels_dir"]]
-    write_run_record(out, REPO, STAGE, params, inputs, prep.counts, "studies_in", len(prep.records), prep.rejected, result,
+    # the prepared folder by its table (each tensors file's sha256), not by hashing every file again
+    inputs = [prep.cfg["studies"], prep.cfg["anatomy"], prep.cfg["anatomy_texts"],
+              str(Path(prep.cfg["prepared"]) / "tensors.parquet"), str(Path(prep.cfg["prepared"]) / "prepared.json"),
+              *([prep.cfg["reference_labels"]] if prep.cfg["reference_labels"] else [])]
+    write_run_record(out, REPO, STAGE, params, inputs, prep.counts, "items_in", len(prep.records), prep.rejected, result,
                      summary or StageSummary(STAGE, unit="studies"))
     return metrics
