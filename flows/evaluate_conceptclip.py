@@ -8,25 +8,11 @@ roc/roc_conceptclip.csv (DVC plots), plots/*.png, galleries/*.png, model_cards/c
 """
 from __future__ import annotations
 
-from prefect import flow
-
-from flows._runner import ShardedStage, run_sharded
-from flows.evaluate_runner import run_evaluate_cli
-from tasks.evaluate import conceptclip_stage, stage
-from tasks.schema import resolve_training_preset
+from flows.evaluate_runner import model_flow, run_evaluate_cli
+from tasks.evaluate import conceptclip_stage
 
 MODEL = "conceptclip"
-EVALUATE_CONCEPTCLIP = ShardedStage(name="evaluate_conceptclip", unit="models", plan=stage.plan_model,
-                                    work=conceptclip_stage.work, merge=stage.merge_model)
-
-
-@flow(name="evaluate_conceptclip")
-def evaluate_conceptclip_flow(params: dict, output_dir: str) -> dict:
-    # what it takes from another section, passed explicitly (declared in dvc.yaml)
-    cfg = {**params["evaluate"], "model": MODEL,
-           "train_conceptclip": resolve_training_preset(params["train_conceptclip"])}
-    return run_sharded(EVALUATE_CONCEPTCLIP, cfg, output_dir)
-
+evaluate_conceptclip_flow = model_flow(MODEL, conceptclip_stage.work, "train_conceptclip")
 
 if __name__ == "__main__":
     run_evaluate_cli(evaluate_conceptclip_flow, MODEL)

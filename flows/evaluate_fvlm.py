@@ -9,24 +9,11 @@ roc/roc_fvlm.csv (DVC plots), plots/*.png, galleries/*.png, model_cards/fvlm.md.
 """
 from __future__ import annotations
 
-from prefect import flow
-
-from flows._runner import ShardedStage, run_sharded
-from flows.evaluate_runner import run_evaluate_cli
-from tasks.evaluate import fvlm_stage, stage
-from tasks.schema import resolve_training_preset
+from flows.evaluate_runner import model_flow, run_evaluate_cli
+from tasks.evaluate import fvlm_stage
 
 MODEL = "fvlm"
-EVALUATE_FVLM = ShardedStage(name="evaluate_fvlm", unit="models", plan=stage.plan_model,
-                             work=fvlm_stage.work, merge=stage.merge_model)
-
-
-@flow(name="evaluate_fvlm")
-def evaluate_fvlm_flow(params: dict, output_dir: str) -> dict:
-    # what it takes from another section, passed explicitly (declared in dvc.yaml)
-    cfg = {**params["evaluate"], "model": MODEL, "train_fvlm": resolve_training_preset(params["train_fvlm"])}
-    return run_sharded(EVALUATE_FVLM, cfg, output_dir)
-
+evaluate_fvlm_flow = model_flow(MODEL, fvlm_stage.work, "train_fvlm")
 
 if __name__ == "__main__":
     run_evaluate_cli(evaluate_fvlm_flow, MODEL)

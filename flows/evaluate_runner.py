@@ -11,11 +11,29 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from prefect import flow
+
 from flows._outputs import atomic_output_dir
+from flows._runner import ShardedStage, run_sharded
 from flows._runtime import ensure_prefect_api
 from flows._stage import cli_params, make_task_runner
+from tasks.evaluate import stage
 from tasks.evaluate.stage import MODELS
-from tasks.schema import with_absolute_locations
+from tasks.schema import resolve_training_preset, with_absolute_locations
+
+
+def model_flow(model: str, work: Callable, training_section: str):
+    """The flow of one model's evaluate stage: `work` scores it; the model's training
+    section (its preset applied) is what it takes from another section (declared in dvc.yaml)."""
+    sharded = ShardedStage(name=f"evaluate_{model}", unit="models", plan=stage.plan_model, work=work,
+                           merge=stage.merge_model)
+
+    def evaluate_model(params: dict, output_dir: str) -> dict:
+        cfg = {**params["evaluate"], "model": model,
+               training_section: resolve_training_preset(params[training_section])}
+        return run_sharded(sharded, cfg, output_dir)
+
+    return flow(name=f"evaluate_{model}")(evaluate_model)
 
 
 def run_evaluate_stage(flow: Callable, params: dict, model: str | None) -> Any:

@@ -187,7 +187,7 @@ def ct_rate_run(reproduced, tmp_path_factory) -> tuple[Path, dict, str]:
 
     clone = tmp_path_factory.mktemp("ct_rate") / "medconcept"
     shutil.copytree(reproduced, clone, symlinks=True)
-    run([sys.executable, "scripts/make_ct_rate_fixture.py", "data/ct_rate"], cwd=clone)
+    run([sys.executable, "scripts/make_ct_rate_fixture.py", "data/ct_rate", "--patients", "40"], cwd=clone)
     manifest = json.loads((clone / "data" / "ct_rate" / "manifest.json").read_text())
     out = run([sys.executable, *CT_RATE_COMMAND], cwd=clone).stdout
     return clone, manifest, out

@@ -107,6 +107,7 @@ def segment_shard(shard: tuple[int, list[dict], dict[str, str]], cfg: dict, out:
 
 
 def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out) -> Merged:
+    (out / "overlays").mkdir(exist_ok=True)  # a DVC out even with overlays off (then empty)
     anatomy_rows = concat_parts([r.value for r in results], ANATOMY_SCHEMA, out / "anatomy.parquet",
                                 sort_by=("series_id", "anatomy"))
     labelled = {p.name[:-len(LABELS_SUFFIX)] for p in (out / "labels").glob(f"*{LABELS_SUFFIX}")}
