@@ -110,7 +110,7 @@ def test_ct_rate_keys_use_the_dicom_pseudonym_scheme():
 # ---------------------------------------------------------------- metadata values
 
 def test_metadata_values_parsed_and_bad_ones_rejected():
-    from tasks.ct.ct_rate import parse_metadata
+    from tasks.ct.ct_rate_metadata import parse_metadata
 
     meta = parse_metadata([meta_row("valid_1_a_1", xy="[0.7, 0.8]", z="1.25",
                                     ImageOrientationPatient="[1, 0, 0, 0, 1, 0]",
@@ -129,7 +129,7 @@ def test_metadata_values_parsed_and_bad_ones_rejected():
 
 
 def test_metadata_csvs_read_in_name_order_and_required_columns_checked(tmp_path):
-    from tasks.ct.ct_rate import read_metadata
+    from tasks.ct.ct_rate_metadata import read_metadata
 
     write_metadata(tmp_path, [meta_row("train_1_a_1"), {**meta_row("x"), "VolumeName": "junk"}], "train_metadata.csv")
     write_metadata(tmp_path, [meta_row("valid_1_a_1")], "validation_metadata.csv")
@@ -206,7 +206,8 @@ def test_forced_hu_modes_and_undecidable_volumes(tmp_path):
 
 
 def test_identity_rescale_is_already_hu():
-    from tasks.ct.ct_rate import decide_hu, parse_metadata
+    from tasks.ct.ct_rate import decide_hu
+    from tasks.ct.ct_rate_metadata import parse_metadata
 
     meta = parse_metadata([meta_row("valid_1_a_1", intercept=0, slope=1)])
     decision = decide_hu(phantom_hu(), None, meta, CFG["ct_rate"])
@@ -258,7 +259,7 @@ def test_no_spacing_anywhere_is_rejected(tmp_path):
 # ---------------------------------------------------------------- planning
 
 def test_reconstruction_selection_first_all_thinnest():
-    from tasks.ct.ct_rate import parse_metadata, select_reconstructions
+    from tasks.ct.ct_rate_metadata import parse_metadata, select_reconstructions
     from tasks.ct.ct_rate_names import parse_volume_name
 
     metas = {parse_volume_name(n): parse_metadata([meta_row(n, z=z)])

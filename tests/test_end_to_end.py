@@ -230,7 +230,7 @@ def test_ct_rate_every_volume_converts_once_in_hu(ct_rate_run):
     reasons = sorted(r["reason"] for r in rejected)
     assert reasons.count("no_metadata_row") == len(unlisted)
     assert "reconstruction_not_selected" in reasons and all(r["detail"] for r in rejected)
-    already = {v["name"] for v in manifest["volumes"] if v.get("trap") == "already_hu"}
+    already = {v["volume_name"] for v in manifest["volumes"] if v.get("trap") == "already_hu"}
     assert already and summary["by_hu_source"]["already_hu"] == len(already)
     assert summary["by_hu_source"]["rescaled"] == len(studies) - len(already)
     # raw and already-HU inputs alike end with air near -1000 HU: nothing rescaled twice
