@@ -14,6 +14,11 @@ writes rejected.parquet, checks that every item that entered left as an output r
 rejected row (items in are counted by `plan`, never derived from what came out), and
 writes summary.json / timing.json. The output folder `out` is the temporary sibling that
 `flows._stage.run_stage` swaps into place when the flow returns.
+
+A run in which every item was rejected because its source could not be opened (the stage's
+`open_failures` reasons: a path the Dask workers cannot see, a wrong location) raises
+StageConfigError naming the source params, instead of ending with 0 outputs. Reasons about
+an item's content never count: a stage may legitimately reject everything for those.
 """
 from __future__ import annotations
 
@@ -26,7 +31,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows._stage import gather
-from tasks.common.sharding import Merged, Plan, ShardResult, add_counts  # noqa: F401  (the runner's vocabulary)
+from tasks.common.sharding import Merged, Plan, ShardResult, StageConfigError, add_counts  # noqa: F401  (vocabulary)
 from tasks.common.summary import StageSummary
 from tasks.common.tables import write_rejected
 
@@ -42,10 +47,22 @@ class ShardedStage:
     # the input item a rejected row belongs to (figures reject "PMC1/F2" of article PMC1)
     item_of: Callable[[dict], str] = lambda row: row["item"]
     plan_fans_out: bool = False      # plan is called as plan(cfg, out, fan_out)
+    # reasons that mean "the item's source could not be opened at all", never "its content is
+    # bad", and the cfg keys (dotted below the section) naming where the sources live
+    open_failures: tuple[str, ...] = ()
+    source_params: tuple[str, ...] = ()
 
 
 class FanOut:
-    """Submits a plain function as one Prefect task per shard and gathers the results."""
+    """Submits a plain function as one Prefect task per shard and gathers the results.
+
+    No Prefect retries: a worker lost mid-task (a node gone, a SIGKILL) is recovered by Dask's
+    scheduler, which reschedules the tasks it was running and recomputes results held only
+    there (up to distributed.scheduler.allowed-failures deaths per task); Prefect retries
+    rerun a task whose function raised, and a killed worker raises nothing. Shard functions
+    are deterministic and rewrite their own part files, so a rerun gives the same bytes
+    (tests/test_dask_cluster.py).
+    """
 
     def __init__(self, stage: str, summary: StageSummary):
         self.stage, self.summary = stage, summary
@@ -72,9 +89,35 @@ def check_accounting(stage: ShardedStage, plan: Plan, merged: Merged, rejected: 
         raise RuntimeError(f"{stage.name} lost {len(lost)} {stage.unit} without a reason: {lost[:5]}")
 
 
+def _param(cfg: dict, dotted: str) -> Any:
+    value = cfg
+    for key in dotted.split("."):
+        value = value.get(key) if isinstance(value, dict) else None
+    return value
+
+
+def check_sources_opened(stage: ShardedStage, cfg: dict, plan: Plan, merged: Merged, rejected: list[dict]) -> None:
+    """Raise StageConfigError when items entered but every one failed to open its source."""
+    if not stage.open_failures or not plan.items or merged.accounted or not rejected:
+        return
+    if any(row["reason"] not in stage.open_failures for row in rejected):
+        return  # at least one item was opened (and kept or rejected for its content)
+    where = " or ".join(f"{stage.name}.{key} = {_param(cfg, key)!r}" for key in stage.source_params
+                        if _param(cfg, key) is not None) or f"the {stage.name} inputs"
+    reasons = ", ".join(sorted({row["reason"] for row in rejected}))
+    first = "; ".join(f"{row['item']}: {row.get('detail') or ''}" for row in rejected[:3])
+    raise StageConfigError(
+        f"{stage.name}: none of the {len(plan.items)} {stage.unit} could be opened ({reasons}): check {where}; "
+        f"every Dask worker must read it at that path (on a cluster: a shared filesystem or an fsspec URL). "
+        f"First errors: {first}")
+
+
 def run_sharded(stage: ShardedStage, cfg: dict, out: str | Path) -> dict:
     """plan -> one task per shard -> merge, with the stage's accounting and summary."""
     out = Path(out)
+    if not out.is_absolute():  # workers may run in other folders: see flows._stage.run_stage
+        raise ValueError(f"{stage.name}: output folder {out} is relative; run the flow through "
+                         "flows._stage.run_stage, which makes every location absolute")
     out.mkdir(parents=True, exist_ok=True)
     # where the run started: outputs record locations relative to it (tasks.common.locations)
     cfg = {**cfg, "run_root": str(Path.cwd())}
@@ -88,6 +131,7 @@ def run_sharded(stage: ShardedStage, cfg: dict, out: str | Path) -> dict:
     rejected = [row for result in results for row in result.rejected] + merged.rejected
     rejected = [dict(row, stage=row.get("stage") or stage.name) for row in rejected]
     check_accounting(stage, plan, merged, rejected)
+    check_sources_opened(stage, cfg, plan, merged, rejected)
     write_rejected(rejected, out / "rejected.parquet")
     summary.items_out = merged.items_out
     summary.add_rejections(row["reason"] for row in rejected)

@@ -14,6 +14,7 @@ from typing import Any, Callable, Iterable, Sequence
 from flows._outputs import atomic_output_dir
 from flows._runtime import ensure_prefect_api
 from tasks.common.params import ParamsError, load_params
+from tasks.common.sharding import StageConfigError
 from tasks.schema import with_absolute_locations
 
 DASK_ADDRESS_ENV = "MEDCONCEPT_DASK_ADDRESS"
@@ -87,7 +88,11 @@ def cli_params(stage: str, argv: Sequence[str] | None = None) -> dict:
 def run_stage_cli(flow: Callable, argv: Sequence[str] | None = None) -> Any:
     params = cli_params(getattr(flow, "name", None) or flow.__name__, argv)
     ensure_prefect_api()
-    return run_stage(flow, params)
+    try:
+        return run_stage(flow, params)
+    except StageConfigError as exc:  # a wrong location, said in one line like a wrong param
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from exc
 
 
 def run_in_process_cli(flow: Callable, argv: Sequence[str] | None = None) -> Any:

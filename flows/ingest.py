@@ -8,9 +8,12 @@ from prefect import flow
 
 from flows._runner import ShardedStage, run_sharded
 from flows._stage import run_stage_cli
+from tasks.common.locations import UNREADABLE_SOURCE
 from tasks.ingest import stage
 
-INGEST = ShardedStage(name="ingest", unit="packages", plan=stage.plan, work=stage.inspect_chunk, merge=stage.merge)
+# unreadable_source: a package that cannot be opened (OSError); all of them: a wrong or unshared source
+INGEST = ShardedStage(name="ingest", unit="packages", plan=stage.plan, work=stage.inspect_chunk, merge=stage.merge,
+                      open_failures=(UNREADABLE_SOURCE,), source_params=("source", "base_url"))
 
 
 @flow(name="ingest")

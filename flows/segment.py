@@ -14,11 +14,13 @@ from prefect import flow
 
 from flows._runner import ShardedStage, run_sharded
 from flows._stage import run_stage_cli
+from tasks.common.locations import UNREADABLE_SOURCE
 from tasks.ct import segment_stage
 from tasks.ct.deid import deid_key
 
 SEGMENT = ShardedStage(name="segment", unit="series", plan=segment_stage.plan, work=segment_stage.segment_shard,
-                       merge=segment_stage.merge)
+                       merge=segment_stage.merge,
+                       open_failures=(UNREADABLE_SOURCE,), source_params=("provided.masks_dir",))
 
 
 @flow(name="segment")

@@ -177,6 +177,9 @@ def test_lineage_of_the_conceptclip_checkpoint(reproduced):
 # -- CT-RATE: the README's recipe on a CT-RATE-shaped fixture ------------------------------------
 CT_RATE_COMMAND = ["-m", "flows.pipeline", "--overlay", "params/ct_rate.yaml",
                    "--overlay", "params/ct_rate_fixture.yaml", "--target", "evaluate_fvlm"]
+# The suite's budget: fewer patients and steps than the README's fixture run (the recipe is
+# the same; what the model learns is not asserted here)
+CT_RATE_TEST_SIZE = (["--patients", "12"], ["-S", "train_fvlm.max_steps=20"])
 
 
 @pytest.fixture(scope="session")
@@ -187,9 +190,10 @@ def ct_rate_run(reproduced, tmp_path_factory) -> tuple[Path, dict, str]:
 
     clone = tmp_path_factory.mktemp("ct_rate") / "medconcept"
     shutil.copytree(reproduced, clone, symlinks=True)
-    run([sys.executable, "scripts/make_ct_rate_fixture.py", "data/ct_rate", "--patients", "40"], cwd=clone)
+    patients, steps = CT_RATE_TEST_SIZE
+    run([sys.executable, "scripts/make_ct_rate_fixture.py", "data/ct_rate", *patients], cwd=clone)
     manifest = json.loads((clone / "data" / "ct_rate" / "manifest.json").read_text())
-    out = run([sys.executable, *CT_RATE_COMMAND], cwd=clone).stdout
+    out = run([sys.executable, *CT_RATE_COMMAND, *steps], cwd=clone).stdout
     return clone, manifest, out
 
 

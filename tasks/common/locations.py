@@ -21,3 +21,10 @@ def recorded(location: str | Path, run_root: str | Path) -> str:
         return text
     path, root = Path(text), Path(run_root)
     return path.relative_to(root).as_posix() if path.is_absolute() and path.is_relative_to(root) else path.as_posix()
+
+
+# What opening a location raises when it is not there for this process (a wrong path, or one
+# a Dask worker elsewhere cannot see), as opposed to errors about the file's content. Stages
+# reject such items as `unreadable_source`; when every item fails so, the runner stops.
+OPEN_ERRORS = (FileNotFoundError, PermissionError, IsADirectoryError, NotADirectoryError)
+UNREADABLE_SOURCE = "unreadable_source"

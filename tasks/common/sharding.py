@@ -6,6 +6,11 @@ from dataclasses import dataclass, field
 from typing import Any, Sequence
 
 
+class StageConfigError(RuntimeError):
+    """A stage's inputs cannot be opened at all (a path its workers cannot see, a wrong
+    location): a configuration error, not a run with bad items."""
+
+
 def add_counts(total: dict, counts: dict) -> dict:
     """Sum numeric counts into `total` (other values, e.g. a nested table, are replaced)."""
     for key, value in counts.items():

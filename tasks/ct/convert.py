@@ -43,7 +43,7 @@ import numpy as np
 import pyarrow as pa
 
 from tasks.common.hashing import sha256_file
-from tasks.common.locations import is_url
+from tasks.common.locations import OPEN_ERRORS, UNREADABLE_SOURCE, is_url
 from tasks.common.rejection import Rejected
 from tasks.common.tables import Rejection
 from tasks.ct.deid import pseudonyms, source_label
@@ -121,13 +121,13 @@ def stage_source(source: str, staging_dir: str | Path) -> str:
 
 
 @contextmanager
-def local_source(source: str) -> Iterator[str]:
+def local_source(source: str, parent: str | None = None) -> Iterator[str]:
     """The input as a local folder while the stage runs: `source` itself, or a temporary
-    copy of an fsspec URL, removed afterwards."""
+    copy of an fsspec URL under `parent` (a folder every Dask worker sees), removed afterwards."""
     if not is_url(source):
         yield stage_source(source, "")
         return
-    staging = tempfile.mkdtemp(prefix="ct_convert_src_")
+    staging = tempfile.mkdtemp(prefix="ct_convert_src_", dir=parent)
     try:
         yield stage_source(source, staging)
     finally:
@@ -253,9 +253,11 @@ def nifti_ids(path: str, root: str) -> dict:
 
 def load_nifti(path: str, max_voxels: int) -> tuple[nib.Nifti1Image, tuple[int, ...]]:
     """The image (header read, data not yet) and its 3-D shape; raises Rejected
-    (unreadable_file, not_3d, single_slice, too_large, invalid_affine)."""
+    (unreadable_source, unreadable_file, not_3d, single_slice, too_large, invalid_affine)."""
     try:
         img = nib.load(path)
+    except OPEN_ERRORS as exc:  # not the file's content: the path is not there for this worker
+        raise Rejected(UNREADABLE_SOURCE, f"NIfTI cannot be opened ({type(exc).__name__})") from None
     except Exception as exc:
         raise Rejected("unreadable_file", f"NIfTI cannot be read ({type(exc).__name__})") from None
     shape = img.shape

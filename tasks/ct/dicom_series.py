@@ -16,6 +16,8 @@ from typing import Any, Iterable
 import pydicom
 from pydicom.errors import InvalidDicomError
 
+from tasks.common.locations import OPEN_ERRORS, UNREADABLE_SOURCE
+
 ENHANCED_CT_IMAGE_STORAGE = "1.2.840.10008.5.1.4.1.1.2.1"
 
 
@@ -124,6 +126,8 @@ def scan_file(path: str, opener=None, missing_uid: str = "folder", root: str | N
         ds = pydicom.dcmread(source, stop_before_pixels=True)
     except InvalidDicomError as exc:
         return FileProblem(path, "not_dicom", f"not a DICOM file ({type(exc).__name__})")
+    except OPEN_ERRORS as exc:  # not the file's content: the path is not there for this worker
+        return FileProblem(path, UNREADABLE_SOURCE, f"the file cannot be opened ({type(exc).__name__})")
     except Exception as exc:  # truncated headers raise many kinds of errors
         return FileProblem(path, "unreadable_file", f"header cannot be read ({type(exc).__name__})")
     series_uid = _text(ds.get("SeriesInstanceUID"))

@@ -13,6 +13,7 @@ from pathlib import Path
 import nibabel as nib
 import numpy as np
 
+from tasks.common.locations import OPEN_ERRORS, UNREADABLE_SOURCE
 from tasks.common.rejection import Rejected
 from tasks.ct.deid import pseudonym
 from tasks.ct.nifti_io import same_grid, to_canonical
@@ -39,6 +40,8 @@ def load_mask(path: str, shape, affine, valid_ids, tol_mm: float = 1e-3) -> np.n
     try:
         img = nib.load(path)
         data = np.asanyarray(img.dataobj)
+    except OPEN_ERRORS as exc:  # not the mask's content: the path is not there for this worker
+        raise Rejected(UNREADABLE_SOURCE, f"mask cannot be opened ({type(exc).__name__})") from exc
     except Exception as exc:
         raise Rejected("unreadable_mask", f"mask cannot be read ({type(exc).__name__})") from exc
     if data.ndim == 4 and data.shape[3] == 1:
