@@ -179,7 +179,9 @@ CT_RATE_COMMAND = ["-m", "flows.pipeline", "--overlay", "params/ct_rate.yaml",
                    "--overlay", "params/ct_rate_fixture.yaml", "--target", "evaluate_fvlm"]
 # The suite's budget: fewer patients and steps than the README's fixture run (the recipe is
 # the same; what the model learns is not asserted here)
-CT_RATE_TEST_SIZE = (["--patients", "12"], ["-S", "train_fvlm.max_steps=20"])
+CT_RATE_TEST_SIZE = (["--patients", "16"],
+                     ["-S", "train_fvlm.max_steps=20",
+                      "-S", "train_fvlm.split={by: patient_id, heldout_fraction: 0.5, salt: medconcept-split}"])
 
 
 @pytest.fixture(scope="session")
