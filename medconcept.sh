@@ -18,7 +18,8 @@ case "${1:-}" in
     ;;
   test)
     shift
-    python -m pytest -q "$@"
+    # two workers, one test file each (tests/conftest.py puts the longest files first)
+    python -m pytest -q -n "${MEDCONCEPT_TEST_WORKERS:-2}" --dist loadfile --no-loadscope-reorder "$@"
     ;;
   *)
     echo "usage: $0 run|test [extra args]" >&2

@@ -10,6 +10,15 @@ import flows  # noqa: F401  (sets Prefect's offline defaults before Prefect is i
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_DATA_ENV = "MEDCONCEPT_TEST_DATA"
+# The longest files first: with `-n 2 --dist loadfile` (medconcept.sh test) one worker takes
+# the end-to-end clone while the other runs the determinism pair and then the rest, instead
+# of either ending last.
+LONGEST_FIRST = ("test_end_to_end.py", "test_determinism.py")
+
+
+def pytest_collection_modifyitems(session, config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(item.path.name, len(rank)))  # stable: file order kept otherwise
 
 
 @pytest.fixture(scope="session", autouse=True)

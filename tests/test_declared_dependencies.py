@@ -18,6 +18,7 @@ NEEDED_UNIMPORTED = {
     "pylibjpeg-libjpeg": "pydicom's JPEG decoders",
     "pylibjpeg-openjpeg": "pydicom's JPEG 2000 decoder",
     "pytest-timeout": "a pytest plugin",
+    "pytest-xdist": "a pytest plugin (the suite runs on two workers, one test file each)",
     "torchvision": "pinned beside torch in constraints.txt for timm and open_clip",
 }
 
