@@ -8,6 +8,7 @@ from prefect import flow
 
 from flows._runner import ShardedStage, run_sharded
 from flows._stage import run_stage_cli
+from tasks.incremental.store import fold_run_record
 from tasks.common.locations import UNREADABLE_SOURCE
 from tasks.ingest import stage
 
@@ -18,7 +19,9 @@ INGEST = ShardedStage(name="ingest", unit="packages", plan=stage.plan, work=stag
 
 @flow(name="ingest")
 def ingest_flow(params: dict) -> dict:
-    return run_sharded(INGEST, params["ingest"], params["ingest"]["output_dir"])
+    summary = run_sharded(INGEST, params["ingest"], params["ingest"]["output_dir"])
+    fold_run_record(params["ingest"]["output_dir"])  # what was computed, what reused: timing.json
+    return summary
 
 
 if __name__ == "__main__":

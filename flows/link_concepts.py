@@ -12,6 +12,7 @@ from prefect import flow
 
 from flows._runner import ShardedStage, run_sharded
 from flows._stage import run_stage_cli
+from tasks.incremental.store import fold_run_record
 from tasks.linking import stage
 
 LINK_CONCEPTS = ShardedStage(name="link_concepts", unit="figures", plan=stage.plan, work=stage.link_shard,
@@ -20,7 +21,9 @@ LINK_CONCEPTS = ShardedStage(name="link_concepts", unit="figures", plan=stage.pl
 
 @flow(name="link_concepts")
 def link_concepts_flow(params: dict) -> dict:
-    return run_sharded(LINK_CONCEPTS, params["link_concepts"], params["link_concepts"]["output_dir"])
+    summary = run_sharded(LINK_CONCEPTS, params["link_concepts"], params["link_concepts"]["output_dir"])
+    fold_run_record(params["link_concepts"]["output_dir"])  # what was computed, what reused: timing.json
+    return summary
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from flows._stage import run_stage_cli
 from tasks.umls import stage
 
 UMLS_INDEX = ShardedStage(name="umls_index", unit="vocabulary rows", out_unit="concepts", plan=stage.plan,
-                          work=stage.build, merge=stage.merge)
+                          work=stage.build, merge=stage.merge, item_of=lambda row: stage.item_code(row["item"]))
 
 
 @flow(name="umls_index")

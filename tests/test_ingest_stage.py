@@ -61,7 +61,8 @@ def test_ingest_on_the_sample_accepts_and_rejects_exactly(sample_dir, repo_root,
     assert nc and not any(a["commercial_use_ok"] for a in nc)
     # Shards hold exactly the listed members, ordered by PMCID.
     import tarfile
-    with tarfile.open(tmp_path / "ingest" / "shards" / "articles-000000.tar") as tar:
+    first = min(a["pmcid"] for a in articles)  # one shard (shard_size 1000), named after its first PMCID
+    with tarfile.open(tmp_path / "ingest" / "shards" / f"articles-{first}.tar") as tar:
         names = tar.getnames()
     assert names == sorted(names, key=lambda n: n.split("/", 1)[0]) or names
     assert sorted(names) == sorted(m for a in articles for m in a["members"])
@@ -77,7 +78,12 @@ def test_ingest_is_byte_identical_across_runs(sample_dir, repo_root, tmp_path):
         outputs.append({p.relative_to(out).as_posix(): p.read_bytes() for p in sorted(out.rglob("*"))
                         if p.is_file() and p.name != "timing.json"})
     assert outputs[0].keys() == outputs[1].keys()
-    assert len([k for k in outputs[0] if k.startswith("shards/")]) == 3
+    # 40 articles in shards of about 16, their boundaries set by the PMCIDs (tasks/incremental/layout.py)
+    from tasks.incremental.layout import content_groups
+    pmcids = sorted(pq.read_table(tmp_path / "a" / "articles.parquet", columns=["pmcid"])["pmcid"].to_pylist())
+    shards = sorted(k for k in outputs[0] if k.startswith("shards/"))
+    assert shards == sorted(f"shards/articles-{g[0]}.tar" for g in content_groups(pmcids, 16))
+    assert len(shards) > 2
     assert outputs[0] == outputs[1]
 
 

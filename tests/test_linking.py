@@ -100,6 +100,25 @@ def test_linker_on_sample_vocabulary(sample_linker):
     assert sample_linker.link("Cardiac troponin (CT) rose; CT peaked at day 2.") == []
 
 
+def test_lookup_cache_changes_no_mention(sample_index):
+    """Each distinct n-gram text is looked up once per process; the mentions are what one
+    QuickUMLS lookup per n-gram gives, the second time as the first."""
+    from tasks.linking import quickumls_adapter as qa
+    from tasks.linking.linker import ConceptLinker
+
+    texts = ["No pleural effusion. Ground-glass opacity (GGO) in the left lung.",
+             "Ground-glass opacity in the right lung; no effusion.", "Enlarged heart. The GGO is patchy.",
+             "Splenomegaly without lymphadenopathy; pleural effusion."] * 2
+    cached = ConceptLinker.from_index(sample_index, linker_params())
+    direct = ConceptLinker.from_index(sample_index, linker_params())
+    direct._candidates = lambda ngrams: qa.get_all_matches(direct.matcher, ngrams)
+    expected = direct.link_many(texts)
+    assert sum(map(len, expected)) > 10
+    assert cached.link_many(texts) == expected
+    size = len(cached._lookup_cache)
+    assert size > 0 and cached.link_many(texts) == expected and len(cached._lookup_cache) == size
+
+
 def test_linker_filters(sample_index):
     from tasks.linking.linker import ConceptLinker
 

@@ -133,12 +133,14 @@ def test_stage_plan_lists_every_selected_row_and_unreadable_line(tmp_path):
     cfg = {**UMLS_INDEX, "meta_dir": str(tmp_path / "umls" / "META"),
            "semantic_groups": str(tmp_path / "umls" / "SemGroups.txt"), "run_root": str(tmp_path)}
     plan = stage.plan(cfg, tmp_path / "out")
-    # the terms, the orphan concept's row, the malformed row (last line)
-    assert plan.items == [f"MRCONSO.RRF:{n}" for n in range(1, len(terms) + 3)]
+    # the terms, the orphan concept's row, the malformed row (last line), as int codes
+    assert list(plan.items) == [stage.item_code(f"MRCONSO.RRF:{n}") for n in range(1, len(terms) + 3)]
     assert plan.counts == {"rows_not_selected": 0} and len(plan.shards) == 1
     plan = stage.plan({**cfg, "sources": ["NO_SUCH_SOURCE"]}, tmp_path / "out")
-    assert plan.items == [f"MRCONSO.RRF:{len(terms) + 2}"]
+    assert list(plan.items) == [stage.item_code(f"MRCONSO.RRF:{len(terms) + 2}")]
     assert plan.counts == {"rows_not_selected": len(terms) + 1}
+    codes = {stage.item_code(item) for item in ("MRCONSO.RRF:7", "MRSTY.RRF:7", "tree.txt:7", "MRCONSO.RRF:8")}
+    assert len(codes) == 4 and stage.item_code("MRCONSO.RRF:7") == 7  # one code per file and line
 
 
 
@@ -147,7 +149,7 @@ import sys
 from pathlib import Path
 from types import SimpleNamespace
 from quickumls import install
-from tasks.umls.index import write_databases
+from tasks.umls.databases import write_databases
 meta, out = Path(sys.argv[1]), Path(sys.argv[2])
 options = SimpleNamespace(language="ENG", lowercase=True, normalize_unicode=True)
 out.mkdir(parents=True)
@@ -179,7 +181,7 @@ def _tree_bytes(root):
 
 def test_index_databases_do_not_depend_on_the_process(tmp_path, repo_root):
     """Set iteration (PYTHONHASHSEED) and unqlite's creation-time stamp no longer reach the files."""
-    from tasks.umls.index import UNQLITE_FIXED_TIME, UNQLITE_SIGNATURE
+    from tasks.umls.databases import UNQLITE_FIXED_TIME, UNQLITE_SIGNATURE
 
     meta = _sample_meta(tmp_path)
     for seed in ("1", "2"):

@@ -36,8 +36,9 @@ def json_bytes(record: dict) -> bytes:
     return (json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def write_shard(path: str | Path, samples: Iterable[tuple[str, bytes, dict]]) -> list[str]:
-    """samples: (key, jpeg bytes, metadata). Members sorted by key, .jpg before .json."""
+def write_shard(path: str | Path, samples: Iterable[tuple[str, bytes, dict | bytes]]) -> list[str]:
+    """samples: (key, jpeg bytes, metadata, or its json_bytes already). Members sorted by key,
+    .jpg before .json."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tar.tmp")
@@ -46,7 +47,7 @@ def write_shard(path: str | Path, samples: Iterable[tuple[str, bytes, dict]]) ->
         for key, jpeg, meta in sorted(samples, key=lambda s: s[0]):
             if keys and keys[-1] == key:
                 raise ValueError(f"duplicate key {key!r} in shard {path.name}")
-            meta_bytes = json_bytes(meta)
+            meta_bytes = meta if isinstance(meta, bytes) else json_bytes(meta)
             tar.addfile(tar_info(f"{key}.jpg", len(jpeg)), io.BytesIO(jpeg))
             tar.addfile(tar_info(f"{key}.json", len(meta_bytes)), io.BytesIO(meta_bytes))
             keys.append(key)

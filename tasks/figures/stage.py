@@ -1,9 +1,13 @@
 """The figures stage as plain functions for the stage runner (flows/_runner.py).
 
-plan: one task per slice of an ingest shard (`articles_per_task` articles).
-figures_shard (on a worker): each article's figures into one output shard `figures-NNNNNN.tar`.
-merge: concatenate the part tables, flag near-duplicate images across articles, draw a
-contact sheet.
+plan: the current articles of articles.parquet (superseded and retracted versions are left
+out); an article whose inputs (its members' hash, its metadata, the figures params and code)
+were processed before has a cache entry (tasks/incremental/store.py) and needs no task; the
+others go to tasks of `articles_per_task` articles, a slice of one ingest shard each.
+figures_shard (on a worker): each article's figures into its cache entry (tasks/figures/entries.py).
+merge: (pass 2) output shards `figures-<first PMCID>.tar` assembled from the entries of the
+articles that content sets in them (tasks/incremental/layout.py), then the part tables
+concatenated, near-duplicate images flagged across articles, a contact sheet drawn.
 """
 from __future__ import annotations
 
@@ -14,11 +18,14 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.common.sharding import Merged, Plan, ShardResult, add_counts, chunks
-from tasks.common.tables import concat_parts, write_rows, write_table
+from tasks.common.tables import concat_parts, write_table
+from tasks.figures import entries
 from tasks.figures.article import STAGE, Settings, process_article
 from tasks.figures.contact_sheet import draw_contact_sheet, pick_evenly
-from tasks.figures.images import near_duplicates
-from tasks.figures.shards import read_articles, read_samples, shard_name, write_shard
+from tasks.figures.near_duplicates import near_duplicates
+from tasks.figures.shards import read_articles, read_samples, write_shard
+from tasks.incremental.layout import content_groups
+from tasks.incremental.store import ItemCache, cache_dir_for, code_version, item_key, params_for_key, run_record
 
 SUBCAPTION = pa.struct([("panel", pa.string()), ("text", pa.string())])
 FIGURES_SCHEMA = pa.schema([
@@ -33,52 +40,105 @@ FIGURES_SCHEMA = pa.schema([
     ("source_height", pa.int32()), ("source_frames", pa.int32()),
     ("shard", pa.string()), ("near_duplicate_of", pa.string()), ("stage", pa.string()),
 ])
-ARTICLE_COLUMNS = ["pmcid", "shard", "licence", "licence_url", "commercial_use_ok", "package_sha256", "nxml"]
+ARTICLE_COLUMNS = ["pmcid", "shard", "licence", "licence_url", "commercial_use_ok", "package_sha256", "nxml",
+                   "members_sha256", "status"]
+# an article's figures depend on these fields of its row, never on the shard it sits in
+KEY_COLUMNS = ("pmcid", "licence", "licence_url", "commercial_use_ok", "package_sha256", "nxml", "members_sha256")
+LAYOUT_KEYS = ("articles", "shards_dir", "output_dir", "articles_per_task", "near_duplicate_distance",
+               "contact_sheet", "incremental")
+SHARD_PATTERN = "figures-{}.tar"
+
+
+def current_articles(cfg: dict) -> list[dict]:
+    """The rows figures works on, by PMCID: ingest's current versions (every row of a table
+    without a status column, as tests and other producers write)."""
+    table = pq.read_table(cfg["articles"])
+    if "status" in table.column_names:
+        table = table.filter(pc.equal(table["status"], "current"))
+    columns = [c for c in ARTICLE_COLUMNS if c in table.column_names]
+    return sorted(table.select(columns).to_pylist(), key=lambda r: r["pmcid"])
+
+
+def run_context(cfg: dict, out: Path) -> dict:
+    return {"cache": str(cache_dir_for(out)), "read": cfg["incremental"], "code": code_version(__name__),
+            "params": params_for_key(cfg, LAYOUT_KEYS)}
+
+
+def article_key(run: dict, row: dict) -> str:
+    # without ingest's members hash (another producer's table) the package hash stands in
+    return item_key(STAGE, run["code"], run["params"], {c: row.get(c) for c in KEY_COLUMNS})
 
 
 def plan(cfg: dict, out: Path) -> Plan:
-    """(index, ingest shard path, article rows) per task, in shard and PMCID order."""
-    table = pq.read_table(cfg["articles"])
-    columns = [c for c in ARTICLE_COLUMNS if c in table.column_names]
-    rows = sorted(table.select(columns).to_pylist(), key=lambda r: (r["shard"], r["pmcid"]))
+    """(index, ingest shard path, article rows with their entry key, run) per task, for the
+    articles without a cache entry, in shard and PMCID order."""
+    run = run_context(cfg, out)
+    cache = ItemCache.of(run)
+    rows = current_articles(cfg)
     by_shard: dict[str, list[dict]] = {}
     for row in rows:
-        by_shard.setdefault(row["shard"], []).append(row)
+        key = article_key(run, row)
+        if cache.hit(key, entries.SUFFIX) is None:
+            by_shard.setdefault(row["shard"], []).append(dict(row, entry=key))
     work = []
     for shard in sorted(by_shard):
         for chunk in chunks(by_shard[shard], cfg["articles_per_task"]):
-            work.append((len(work), str(Path(cfg["shards_dir"]) / shard), chunk))
+            work.append((len(work), str(Path(cfg["shards_dir"]) / shard), chunk, run))
     return Plan(items=[r["pmcid"] for r in rows], shards=work)
 
 
-def figures_shard(shard: tuple[int, str, list[dict]], cfg: dict, out: str) -> ShardResult:
-    """A slice of one ingest shard into one output shard; value: the part table's path."""
-    index, article_shard, metas = shard
+def figures_shard(shard: tuple[int, str, list[dict], dict], cfg: dict, out: str) -> ShardResult:
+    """A slice of one ingest shard: each article's figures into its cache entry; value: how
+    many articles were processed."""
+    index, article_shard, metas, run = shard
     settings = Settings.from_params(cfg)
-    name = shard_name(index)
+    cache = ItemCache.of(run)
     by_pmcid = {m["pmcid"]: m for m in metas}
-    samples, rows, rejected, counts, seen = [], [], [], {}, set()
+    rejected, seen = [], set()
     for pmcid, members in read_articles(article_shard, by_pmcid):
         seen.add(pmcid)
         try:
             result = process_article(pmcid, members, by_pmcid[pmcid], settings)
+            samples, article_rejected, counts = result.samples, result.rejected, result.counts
         except Exception as error:  # noqa: BLE001 - one bad article never stops the stage
-            rejected.append({"item": pmcid, "source": article_shard, "reason": "processing_error",
-                             "detail": f"{type(error).__name__}: {error}", "stage": STAGE})
-            continue
-        samples.extend(result.samples)
-        rejected.extend(result.rejected)
-        add_counts(counts, result.counts)
-        for key, _, meta in result.samples:
-            rows.append({**meta, "shard": name, "stage": STAGE})
-    for pmcid in sorted(set(by_pmcid) - seen):
+            samples, counts = [], {}
+            article_rejected = [{"item": pmcid, "source": article_shard, "reason": "processing_error",
+                                 "detail": f"{type(error).__name__}: {error}", "stage": STAGE}]
+        key = by_pmcid[pmcid]["entry"]
+        tmp = cache.temporary(key, entries.SUFFIX)
+        entries.write_entry(tmp, samples, article_rejected, counts, FIGURES_SCHEMA, by_pmcid[pmcid].get("shard"))
+        cache.commit(tmp, key, entries.SUFFIX)
+    for pmcid in sorted(set(by_pmcid) - seen):  # not cached: the shard, not the article, is wrong
         rejected.append({"item": pmcid, "source": article_shard, "reason": "missing_from_shard",
                          "detail": "articles.parquet lists the article but its shard holds no members",
                          "stage": STAGE})
+    return ShardResult(value=len(seen), rejected=rejected)
+
+
+def shard_name(first_pmcid: str) -> str:
+    return SHARD_PATTERN.format(first_pmcid)
+
+
+def assemble_shard(shard: tuple[str, list[tuple[str, str, str]]], out: str) -> dict:
+    """Output shard `name` from its articles' (pmcid, entry path, ingest shard); value: the
+    part table, the articles' rejected rows and counts."""
+    name, articles = shard
+    samples, tables, rejected, counts = [], [FIGURES_SCHEMA.empty_table()], [], {}
+    for _, entry, article_shard in articles:
+        article_samples, figures, article_rejected, article_counts = entries.read_entry(
+            entry, FIGURES_SCHEMA, article_shard)
+        samples.extend(article_samples)
+        tables.append(figures)
+        rejected.extend(article_rejected)
+        add_counts(counts, article_counts)
     write_shard(Path(out) / "shards" / name, samples)
-    part = Path(out) / "_parts" / f"figures-{index:06d}.parquet"
-    write_rows(rows, FIGURES_SCHEMA, part, sort_by=("key",))
-    return ShardResult(value=str(part), rejected=rejected, counts=counts)
+    table = pa.concat_tables(tables)
+    for column, value in (("shard", name), ("stage", STAGE)):
+        table = table.set_column(table.schema.get_field_index(column), column,
+                                 pa.array([value] * table.num_rows, pa.string()))
+    part = Path(out) / "_parts" / f"figures-{name}.parquet"
+    write_table(table.sort_by([("key", "ascending")]) if table.num_rows else table, part)
+    return {"part": str(part), "rejected": rejected, "counts": counts}
 
 
 def flag_near_duplicates(path: Path, max_distance: int) -> int:
@@ -109,15 +169,34 @@ def contact_sheet(out_dir: Path, n: int, thumb: int) -> int:
 
 
 def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out) -> Merged:
+    run = run_context(cfg, out)
+    cache = ItemCache(run["cache"])
+    present = []  # (pmcid, entry, ingest shard) of the articles that have an entry now
+    for row in current_articles(cfg):
+        key = article_key(run, row)
+        if cache.path(key, entries.SUFFIX).is_file():
+            present.append((row["pmcid"], key, str(cache.path(key, entries.SUFFIX)), row["shard"]))
+    by_pmcid = {pmcid: (entry, shard) for pmcid, _, entry, shard in present}
+    groups = content_groups([p for p, _, _, _ in present], cfg["articles_per_task"])
+    shards = [(shard_name(g[0]), [(p, *by_pmcid[p]) for p in g]) for g in groups]
+    assembled = fan_out(assemble_shard, shards, str(out), name=f"{STAGE}-assemble-shard")
     figures_path = out / "figures.parquet"
-    items_out = concat_parts([r.value for r in results], FIGURES_SCHEMA, figures_path, sort_by=("key",))
-    counts = {"near_duplicates": flag_near_duplicates(figures_path, cfg["near_duplicate_distance"]),
-              "contact_sheet_figures": contact_sheet(out, cfg["contact_sheet"]["n"], cfg["contact_sheet"]["thumb"]),
-              "shards": len(results)}
+    items_out = concat_parts([a["part"] for a in assembled], FIGURES_SCHEMA, figures_path, sort_by=("key",))
+    counts: dict = {}
+    for a in assembled:
+        add_counts(counts, a["counts"])
+    counts.update({"near_duplicates": flag_near_duplicates(figures_path, cfg["near_duplicate_distance"]),
+                   "contact_sheet_figures": contact_sheet(out, cfg["contact_sheet"]["n"],
+                                                          cfg["contact_sheet"]["thumb"]),
+                   "shards": len(groups)})
     table = pq.read_table(figures_path, columns=["pmcid", "source"])
     counts.update({f"figures_from_{v['values']}": v["counts"] for v in pc.value_counts(table["source"]).to_pylist()})
     counts["articles"] = len(plan.items)
-    return Merged(items_out=items_out, accounted=set(table["pmcid"].to_pylist()), counts=counts)
+    processed = sum(r.value for r in results)
+    pruned = cache.prune(key for _, key, _, _ in present)
+    run_record(out, STAGE, len(plan.items), processed, len(present) - processed, cfg["incremental"], pruned)
+    return Merged(items_out=items_out, accounted=set(table["pmcid"].to_pylist()),
+                  rejected=[row for a in assembled for row in a["rejected"]], counts=counts)
 
 
 def article_of(rejected_row: dict) -> str:

@@ -1,23 +1,34 @@
 """The ingest stage as plain functions for the stage runner (flows/_runner.py).
 
 plan: list the packages (a folder, an fsspec URL or an OA file list), one task per chunk.
-inspect_chunk (pass 1, on a worker): read each package once, validate it, extract its
-metadata and append its members to a staging tar.
-merge: drop duplicate PMCIDs deterministically (first by source name wins), then
-(pass 2, one task per output shard) copy accepted articles, ordered by PMCID, from the
-staging tars into the final shards, and concatenate articles.parquet.
+inspect_chunk (pass 1, on a worker): hash each package (a file whose size, mtime and inode
+are unchanged keeps its remembered hash); a package seen before (same bytes, name, params and
+code: tasks/incremental/store.py) is not read again, its cached result is used; a new one is
+read once, validated, its metadata extracted and its kept members written to its cache entry
+(a staging tar).
+merge: one version per PMCID (tasks/ingest/versions.py: duplicates, newer versions,
+retractions), then (pass 2, one task per output shard) copy the current articles, ordered by
+PMCID, from the staging tars into shards whose boundaries the PMCIDs set
+(tasks/incremental/layout.py), and write articles.parquet with every version's row.
 """
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+import fsspec
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from tasks.common.hashing import sha256_stream
+from tasks.common.locations import UNREADABLE_SOURCE, is_url
 from tasks.common.rejection import Rejected
 from tasks.common.sharding import Merged, Plan, ShardResult, chunks
 from tasks.common.tables import concat_parts, rows_to_table, write_table
+from tasks.incremental.layout import content_groups
+from tasks.incremental.store import ItemCache, cache_dir_for, code_version, item_key, params_for_key, run_record
+from tasks.ingest import versions
 from tasks.ingest.package import Policy, inspect_package
 from tasks.ingest.shards import StagingWriter, assemble_shard, shard_name
 from tasks.ingest.sources import PackageSource, is_oa_list, list_folder, read_oa_list
@@ -28,11 +39,22 @@ ARTICLES_SCHEMA = pa.schema([
     ("journal", pa.string()), ("year", pa.int32()), ("licence", pa.string()), ("licence_url", pa.string()),
     ("commercial_use_ok", pa.bool_()), ("package_sha256", pa.string()), ("shard", pa.string()),
     ("members", pa.list_(pa.string())), ("dropped_members", pa.list_(pa.string())), ("nxml", pa.string()),
+    ("members_sha256", pa.string()),      # names, sizes and bytes of the kept members
+    ("version", pa.int32()),              # 1 = the oldest package of this PMCID
+    ("version_date", pa.string()),        # the OA list's Last Updated (null for a folder)
+    ("status", pa.string()),              # current (in the shards) | superseded | retracted
+    ("superseded_by", pa.string()),       # package_sha256 of the next version
     ("source", pa.string()), ("stage", pa.string()),
 ])
 STAGING_SCHEMA = ARTICLES_SCHEMA.append(pa.field("staging", pa.string())) \
     .append(pa.field("member_offsets", pa.list_(pa.int64()))) \
     .append(pa.field("member_sizes", pa.list_(pa.int64())))
+# ingest params that place or group packages, never change one package's result
+# fsspec info fields that change with a remote object's content (S3, GCS, HTTP, Azure)
+VERSION_TAGS = ("ETag", "etag", "LastModified", "last_modified", "Last-Modified", "mtime", "md5Hash", "generation",
+                "version_id")
+LAYOUT_KEYS = ("source", "base_url", "updated_after", "updated_before", "output_dir", "shard_size",
+               "packages_per_task", "retracted", "incremental")
 
 
 def _reject(source: PackageSource, error: Rejected) -> dict:
@@ -47,72 +69,130 @@ def discover(cfg: dict) -> tuple[list[PackageSource], int]:
     return list_folder(source), 0
 
 
+def run_context(cfg: dict, out: Path) -> dict:
+    """What every task needs to find and name cache entries (plain values, for Dask)."""
+    return {"cache": str(cache_dir_for(out)), "read": cfg["incremental"], "code": code_version(__name__),
+            "params": params_for_key(cfg, LAYOUT_KEYS)}
+
+
 def plan(cfg: dict, out: Path) -> Plan:
     sources, skipped = discover(cfg)
     names = [s.name for s in sources]
     if len(set(names)) != len(names):
         raise ValueError("two packages share one source name; source names must be unique")
-    work = [(index, chunk) for index, chunk in enumerate(chunks(sources, cfg["packages_per_task"]))]
+    run = run_context(cfg, out)
+    work = [(index, chunk, run) for index, chunk in enumerate(chunks(sources, cfg["packages_per_task"]))]
     return Plan(items=names, shards=work, counts={"skipped_by_oa_list_filter": skipped})
 
 
-def inspect_chunk(shard: tuple[int, list[PackageSource]], cfg: dict, out: str) -> ShardResult:
-    """Validate one chunk of packages into a staging tar; value: ([(pmcid, source name)], rows part)."""
-    index, sources = shard
-    policy = Policy.from_params(cfg)
-    staging_dir = Path(out) / "_parts"
-    staging = staging_dir / f"chunk-{index:06d}.tar"
-    writer = StagingWriter(staging)
-    valid, rejected, rows = [], [], []
+def _stamp(source: PackageSource) -> dict | None:
+    """What says a package file is unchanged without reading it (as DVC's own state does):
+    a local file's size, mtime and inode, a remote object's size and version tags; None
+    when the filesystem gives no such tag."""
+    uri = source.uri.removeprefix("file://")
+    if not is_url(uri):
+        stat = os.stat(uri)
+        return {"uri": uri, "size": stat.st_size, "mtime_ns": stat.st_mtime_ns, "inode": stat.st_ino}
+    fs, path = fsspec.core.url_to_fs(uri)
+    info = fs.info(path)
+    tags = {k: str(info[k]) for k in VERSION_TAGS if info.get(k)}
+    return {"uri": uri, "size": info["size"], **tags} if tags and info.get("size") is not None else None
+
+
+def _package_sha256(source: PackageSource, cache: ItemCache) -> tuple[str, str | None]:
+    """(sha256 of the package file, the key of its remembered hash): read once per version."""
+    stamp = _stamp(source)
+    key = item_key(STAGE, "package-file", stamp) if stamp else None
+    known = cache.read_json(key, ".sha256") if key else None
+    if known:
+        return known, key
+    with fsspec.open(source.uri, "rb") as handle:
+        digest = sha256_stream(handle)
+    if key:
+        cache.write_json(key, ".sha256", digest)
+    return digest, key
+
+
+def _inspect_into(cache: ItemCache, key: str, source: PackageSource, policy: Policy) -> dict:
+    """Read and validate one package into its cache entry. An OSError (the source cannot be
+    read now, a passing condition) propagates and nothing is cached."""
     try:
-        for source in sources:
-            try:
-                row, members = inspect_package(source, policy)
-            except Rejected as error:
-                rejected.append(_reject(source, error))
-                continue
-            except OSError as error:
-                rejected.append(_reject(source, Rejected("unreadable_source", str(error))))
-                continue
-            placed = writer.add(row["pmcid"], members)
-            row.update(
-                members=[name for name, _, _ in placed], member_offsets=[o for _, o, _ in placed],
-                member_sizes=[s for _, _, s in placed], staging=str(staging), stage=STAGE,
-            )
-            rows.append(row)
-            valid.append((row["pmcid"], source.name))
-    finally:
-        writer.close()
-    part = staging_dir / f"rows-{index:06d}.parquet"
+        row, members = inspect_package(source, policy)
+    except Rejected as error:
+        record = {"rejected": _reject(source, error)}
+    else:
+        staging = cache.temporary(key, ".tar")
+        writer = StagingWriter(staging)
+        try:
+            placed, members_sha256 = writer.add(row["pmcid"], members)
+        finally:
+            writer.close()
+        cache.commit(staging, key, ".tar")
+        record = {"row": dict(row, members=[n for n, _, _ in placed], member_offsets=[o for _, o, _ in placed],
+                              member_sizes=[s for _, _, s in placed], members_sha256=members_sha256)}
+    cache.write_json(key, ".json", record)
+    return record
+
+
+def inspect_chunk(shard: tuple[int, list[PackageSource], dict], cfg: dict, out: str) -> ShardResult:
+    """One chunk of packages, each from the cache or read afresh; value: the valid packages as
+    (pmcid, source name, package hash, Last Updated), their rows part and what was computed."""
+    index, sources, run = shard
+    policy = Policy.from_params(cfg)
+    cache = ItemCache.of(run)
+    valid, rejected, rows, keys, stamps, processed = [], [], [], [], [], 0
+    for source in sources:
+        if source.rejection is not None or source.uri is None:  # refused while listing: never opened
+            rejected.append(_reject(source, Rejected(*(source.rejection or (UNREADABLE_SOURCE, "no location")))))
+            continue
+        try:
+            package_sha256, stamp_key = _package_sha256(source, cache)
+            stamps += [stamp_key] if stamp_key else []
+            key = item_key(STAGE, run["code"], run["params"], source.name, source.oa_licence, source.accession,
+                           package_sha256)
+            record = cache.read_json(key, ".json")
+            if record is None:
+                record = _inspect_into(cache, key, source, policy)
+                processed += 1
+        except OSError as error:
+            rejected.append(_reject(source, Rejected(UNREADABLE_SOURCE, str(error))))
+            continue
+        keys.append(key)
+        if "rejected" in record:
+            rejected.append(record["rejected"])
+            continue
+        row = dict(record["row"], staging=str(cache.path(key, ".tar")), version_date=source.updated, stage=STAGE)
+        rows.append(row)
+        valid.append((row["pmcid"], source.name, row["package_sha256"], source.updated))
+    part = Path(out) / "_parts" / f"rows-{index:06d}.parquet"
     write_table(rows_to_table(rows, STAGING_SCHEMA), part)
-    return ShardResult(value=(valid, str(part)), rejected=rejected)
+    return ShardResult(value={"valid": valid, "part": str(part), "keys": keys, "stamps": stamps,
+                              "processed": processed},
+                       rejected=rejected)
 
 
-def split_duplicates(valid: list[tuple[str, str, str]]) -> tuple[dict, list[dict]]:
-    """valid: (pmcid, source name, rows part). The first package per PMCID by source name wins."""
-    kept: dict[str, tuple[str, str]] = {}
-    rejected = []
-    for pmcid, name, part in sorted(valid, key=lambda v: v[1]):
-        if pmcid in kept:
-            rejected.append(Rejected("duplicate_pmcid", f"{pmcid} already ingested from {kept[pmcid][0]}")
-                            .as_rejection(item=name, source=name, stage=STAGE).as_row())
-        else:
-            kept[pmcid] = (name, part)
-    return kept, rejected
-
-
-def write_shard(shard: tuple[int, list[tuple[str, str]]], out: str) -> str:
-    """Assemble output shard `index` from (source name, rows part) picks sorted by PMCID."""
-    index, picks = shard
+def _rows(picks: list[tuple[str, str]], decided: dict[str, versions.Version]) -> pa.Table:
+    """The staging rows of (source name, rows part) picks, with their place in the history."""
     wanted_by_part: dict[str, list[str]] = {}
     for source_name, part in picks:
         wanted_by_part.setdefault(part, []).append(source_name)
-    tables = []
-    for part, names in wanted_by_part.items():
+    tables = [STAGING_SCHEMA.empty_table()]
+    for part, names in sorted(wanted_by_part.items()):
         table = pq.read_table(part, schema=STAGING_SCHEMA)
         tables.append(table.filter(pc.is_in(table["source"], value_set=pa.array(names))))
-    table = pa.concat_tables(tables).sort_by([("pmcid", "ascending")])
-    name = shard_name(index)
+    table = pa.concat_tables(tables)
+    sources = table["source"].to_pylist()
+    for name, values, kind in (("version", [decided[s].version for s in sources], pa.int32()),
+                               ("status", [decided[s].status for s in sources], pa.string()),
+                               ("superseded_by", [decided[s].superseded_by for s in sources], pa.string())):
+        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, kind))
+    return table.sort_by([("pmcid", "ascending"), ("version", "ascending")])
+
+
+def write_shard(shard: tuple[str, list[tuple[str, str]], dict], out: str) -> str:
+    """Assemble output shard `name` from its articles' (source name, rows part), PMCID order."""
+    name, picks, decided = shard
+    table = _rows(picks, decided)
     assemble_shard(
         Path(out) / "shards" / name,
         [(r["staging"], list(zip(r["members"], r["member_offsets"], r["member_sizes"])))
@@ -120,17 +200,29 @@ def write_shard(shard: tuple[int, list[tuple[str, str]]], out: str) -> str:
     )
     table = table.set_column(table.schema.get_field_index("shard"), "shard",
                              pa.array([name] * table.num_rows, pa.string()))
-    part = Path(out) / "_parts" / f"articles-{index:06d}.parquet"
+    part = Path(out) / "_parts" / f"articles-{name}.parquet"
     write_table(table.select(ARTICLES_SCHEMA.names).cast(ARTICLES_SCHEMA), part)
     return str(part)
 
 
 def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out) -> Merged:
-    valid = [(pmcid, name, part) for r in results for pmcid, name in r.value[0] for part in [r.value[1]]]
-    kept, duplicates = split_duplicates(valid)
-    ordered = [kept[pmcid] for pmcid in sorted(kept)]
-    shards = list(enumerate(chunks(ordered, cfg["shard_size"])))
+    candidates = [versions.Candidate(pmcid, name, sha, updated, r.value["part"])
+                  for r in results for pmcid, name, sha, updated in r.value["valid"]]
+    decision = versions.resolve(candidates, set(cfg["retracted"]), STAGE)
+    groups = content_groups(sorted(decision.current), cfg["shard_size"])
+    shards = [(shard_name(group[0]), [(decision.current[p].source, decision.current[p].part) for p in group],
+               {decision.current[p].source: decision.versions[decision.current[p].source] for p in group})
+              for group in groups]
     parts = fan_out(write_shard, shards, str(out), name=f"{STAGE}-write-shard")
-    items_out = concat_parts(parts, ARTICLES_SCHEMA, out / "articles.parquet")
+    history = out / "_parts" / "history.parquet"
+    table = _rows([(c.source, c.part) for c in decision.history], decision.versions)
+    write_table(table.select(ARTICLES_SCHEMA.names).cast(ARTICLES_SCHEMA), history)
+    concat_parts(parts + [history], ARTICLES_SCHEMA, out / "articles.parquet", sort_by=("pmcid", "version"))
     accounted = set(pq.read_table(out / "articles.parquet", columns=["source"])["source"].to_pylist())
-    return Merged(items_out=items_out, accounted=accounted, rejected=duplicates, counts={"shards": len(shards)})
+    keys = {key for r in results for key in r.value["keys"] + r.value["stamps"]}
+    processed = sum(r.value["processed"] for r in results)
+    pruned = ItemCache(cache_dir_for(out)).prune(keys)
+    reused = sum(len(r.value["keys"]) for r in results) - processed
+    run_record(out, STAGE, len(plan.items), processed, reused, cfg["incremental"], pruned)
+    return Merged(items_out=len(decision.current), accounted=accounted, rejected=decision.rejected,
+                  counts={"shards": len(groups)})

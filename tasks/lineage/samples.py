@@ -9,7 +9,8 @@ import pandas as pd
 from tasks.lineage.provenance import Lineage
 
 FIGURE_COLUMNS = ["key", "pmcid", "figure_id", "label", "source", "sha256", "licence"]
-ARTICLE_COLUMNS = ["pmcid", "pmid", "doi", "licence", "commercial_use_ok", "package_sha256", "source"]
+ARTICLE_COLUMNS = ["pmcid", "pmid", "doi", "licence", "commercial_use_ok", "package_sha256", "version",
+                   "version_date", "source"]
 STUDY_COLUMNS = ["patient_id", "study_id", "series_id", "source_sha256", "source_hash", "shape", "spacing"]
 
 
@@ -55,7 +56,10 @@ def sample_table(lineage: Lineage, artifact: str) -> pd.DataFrame:
         figures = _keep(_read_parquet(lineage, path), FIGURE_COLUMNS).rename(
             columns={"sha256": "image_sha256", "source": "figure_source"})
         if "ingest" in chain and (apath := _out(lineage, "ingest", "articles.parquet")):
-            articles = _keep(_read_parquet(lineage, apath), ARTICLE_COLUMNS).rename(
+            articles = _read_parquet(lineage, apath)
+            if "status" in articles.columns:  # ingest keeps superseded and retracted versions as history rows
+                articles = articles[articles["status"] == "current"]
+            articles = _keep(articles, ARTICLE_COLUMNS).rename(
                 columns={"source": "package", "licence": "article_licence"})
             figures = figures.merge(articles, on="pmcid", how="left")
         figures.insert(0, "sample_kind", "figure")

@@ -27,6 +27,7 @@ from typing import Iterable
 
 from tasks.common.assertion import AssertionRules
 from tasks.common.nlp import make_pipeline
+from tasks.linking import quickumls_adapter as qa
 from tasks.linking.variants import variants
 
 # The keys of the params section `link_concepts` that the linker reads (the schema,
@@ -84,33 +85,33 @@ def quickumls_dir(index_dir: str | Path) -> Path:
 
 def open_quickumls(index_dir: str | Path, **kwargs):
     """A QuickUMLS matcher that needs no download: stopwords from the index, no spaCy model."""
-    import nltk
-    from quickumls import QuickUMLS
-
     qdir = quickumls_dir(index_dir)
     nltk_dir = qdir / "nltk_data"
-    if nltk_dir.is_dir() and str(nltk_dir) not in nltk.data.path:
-        nltk.data.path.insert(0, str(nltk_dir))
     if not (qdir / "umls-simstring.db").exists():
         raise FileNotFoundError(f"no QuickUMLS index in {qdir}")
-    return QuickUMLS(str(qdir), spacy_component=True, **kwargs)
+    return qa.open_matcher(qdir, nltk_dir if nltk_dir.is_dir() else None, **kwargs)
 
 
 def load_concepts(index_dir: str | Path) -> dict[str, tuple[str, tuple[str, ...], str, frozenset]]:
-    """cui -> (preferred name, TUIs, group, all groups) from concepts.parquet, when present."""
+    """cui -> (preferred name, TUIs, group, all groups) from concepts.parquet, when present.
+
+    A full UMLS has millions of concepts and a few hundred distinct type lists, so those
+    are shared, not one object per concept, and the table is read in batches."""
     path = Path(index_dir) / "concepts.parquet"
     if not path.is_file():
         return {}
     import pyarrow.parquet as pq
 
-    table = pq.read_table(path, columns=["cui", "preferred_name", "semantic_types", "semantic_group",
-                                         "semantic_groups"]).to_pydict()
-    return {
-        cui: (name, tuple(types), group, frozenset(groups))
-        for cui, name, types, group, groups in zip(table["cui"], table["preferred_name"],
-                                                   table["semantic_types"], table["semantic_group"],
-                                                   table["semantic_groups"])
-    }
+    shared: dict = {}
+    concepts = {}
+    columns = ["cui", "preferred_name", "semantic_types", "semantic_group", "semantic_groups"]
+    for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536, columns=columns):
+        table = batch.to_pydict()
+        for cui, name, types, group, groups in zip(*(table[c] for c in columns)):
+            types, groups = tuple(types), frozenset(groups)
+            concepts[cui] = (name, shared.setdefault(types, types), shared.setdefault(group, group),
+                             shared.setdefault(groups, groups))
+    return concepts
 
 
 class ConceptLinker:
@@ -126,7 +127,8 @@ class ConceptLinker:
         self._groups = set(settings["semantic_groups"]) if settings["semantic_groups"] else None
         self._stop = set(settings["stop_concepts"])
         self._long_form_cache: dict[str, dict | None] = {}
-        self._start_stop = set(matcher._stopwords) | set(matcher.negations)  # negation is the assertion rules' job
+        self._lookup_cache: dict[str, tuple[dict, ...]] = {}
+        self._start_stop = qa.stopwords(matcher) | qa.negations(matcher)  # negation is the assertion rules' job
 
     @classmethod
     def from_index(cls, index_dir: str | Path, params: dict) -> "ConceptLinker":
@@ -177,7 +179,7 @@ class ConceptLinker:
         """Best concept for an abbreviation's long form, matched as one whole string."""
         if long_form not in self._long_form_cache:
             forms = [long_form] + (list(variants(long_form)) if self.settings["variants"] else [])
-            groups = self.matcher._get_all_matches([(0, len(long_form), f) for f in forms])
+            groups = qa.get_all_matches(self.matcher, [(0, len(long_form), f) for f in forms])
             cands = [c for group in groups for c in group if self._keep(c)]
             cands.sort(key=_rank)
             if len(self._long_form_cache) > 100_000:  # long-lived workers: keep memory flat
@@ -199,7 +201,7 @@ class ConceptLinker:
         starts = [sent.start_char for sent in sents]
         ends = [sent.end_char for sent in sents]
         ngram_groups: dict[int, list] = {}
-        for group in self.matcher._get_all_matches(self._ngrams(doc, starts, ends)):
+        for group in self._candidates(self._ngrams(doc, starts, ends)):
             kept = [c for c in group if self._keep(c)]
             # A defined short form means its long form: never another concept.
             if kept and (kept[0]["start"], kept[0]["end"]) not in abbrev:
@@ -242,12 +244,30 @@ class ConceptLinker:
                 ))
         return mentions
 
+    def _candidates(self, ngrams) -> list[list[dict]]:
+        """QuickUMLS's candidate groups for the n-grams, as one `_get_all_matches` call gives
+        them (it looks each n-gram up on its own), but each distinct text looked up once per
+        process: captions repeat their phrases, and the simstring lookups are most of the time."""
+        cache = self._lookup_cache
+        groups = []
+        for start, end, ngram in ngrams:
+            found = cache.get(ngram)
+            if found is None:
+                group = qa.get_all_matches(self.matcher, [(0, 0, ngram)])
+                found = tuple(group[0]) if group else ()
+                if len(cache) > 200_000:  # long-lived workers: keep memory flat
+                    cache.clear()
+                cache[ngram] = found
+            if found:
+                groups.append([dict(cand, start=start, end=end) for cand in found])
+        return groups
+
     def _ngrams(self, doc, starts: list[int], ends: list[int]):
         """QuickUMLS's n-grams within sentences, minus those opening with a stopword: without a
         POS tagger QuickUMLS lets "with X" compete with "X" and the longer one wins on length."""
         stop = self._start_stop
         single = len(starts) == 1
-        for start, end, ngram in self.matcher._make_ngrams(doc):
+        for start, end, ngram in qa.make_ngrams(self.matcher, doc):
             if not single and end > ends[bisect_right(starts, start) - 1]:
                 continue
             first = ngram.split(" ", 1)[0].lower()

@@ -1,25 +1,36 @@
 """The link_concepts stage as plain functions for the stage runner (flows/_runner.py).
 
-Items are figures (the keys of figures.parquet). plan: row ranges of `figures_per_task`
-figures, so each task reads only its own rows. link_shard (on a worker, one QuickUMLS
-matcher per worker process): a shard's captions and subcaptions into part tables.
-merge: mentions.parquet, caption_concepts.parquet (one row per linked figure),
-concept_frequency.parquet.
+Items are figures (the keys of figures.parquet), cached by article: an article whose figure
+texts, the link params, the UMLS index content and the code were linked before has a cache
+entry (tasks/incremental/store.py) and needs no task. plan: the other articles, in tasks of
+about `figures_per_task` figures. link_shard (on a worker, one QuickUMLS matcher per worker
+process): their captions and subcaptions linked, one entry per article (Arrow tables:
+tasks/incremental/tables.py). merge: mentions.parquet, caption_concepts.parquet (one row per
+linked figure) and concept_frequency.parquet from every article's entry.
 """
 from __future__ import annotations
 
 from pathlib import Path
 
+import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.common.locations import recorded
-from tasks.common.sharding import Merged, Plan, ShardResult, chunks
-from tasks.common.tables import concat_parts, write_rows, write_table
+from tasks.common.sharding import Merged, Plan, ShardResult
+from tasks.common.tables import REJECTED_SCHEMA, rows_to_table, write_table
+from tasks.incremental.store import (ItemCache, cache_dir_for, code_version, fingerprint, item_key,
+                                     params_for_key, run_record)
+from tasks.incremental.tables import read_tables, write_tables
 from tasks.linking import captions
-from tasks.linking.linker import get_linker
+from tasks.linking.linker import get_linker, quickumls_dir
 
 STAGE = captions.STAGE
 FIGURE_COLUMNS = ("key", "pmcid", "figure_id", "caption", "subcaptions")
+LAYOUT_KEYS = ("figures", "index_dir", "output_dir", "figures_per_task", "incremental")
+SUFFIX = ".arrow"
+ENTRY_SCHEMAS = {"mentions": captions.MENTIONS_SCHEMA, "concepts": captions.CAPTION_CONCEPTS_SCHEMA,
+                 "rejected": REJECTED_SCHEMA}
 
 
 def figure_columns(path: str | Path) -> list[str]:
@@ -34,57 +45,109 @@ def figure_columns(path: str | Path) -> list[str]:
     return [c for c in FIGURE_COLUMNS if c in names]
 
 
-def read_figure_rows(path: str | Path, start: int, stop: int) -> list[dict]:
-    """Rows [start, stop) of figures.parquet, reading only the row groups that hold them,
-    so a task's memory is its shard, not the corpus."""
-    columns = figure_columns(path)
-    parquet = pq.ParquetFile(path)
-    rows, offset = [], 0
-    for group in range(parquet.num_row_groups):
-        n = parquet.metadata.row_group(group).num_rows
-        if offset < stop and start < offset + n:
-            table = parquet.read_row_group(group, columns=columns)
-            lo, hi = max(start - offset, 0), min(stop - offset, n)
-            rows += table.slice(lo, hi - lo).to_pylist()
-        offset += n
-    return rows
+def article_groups(path: str | Path) -> tuple[list[str], list[tuple[str, list[dict]]]]:
+    """(every figure key in table order, [(article, its figure rows by key)] by article)."""
+    table = pq.read_table(path, columns=figure_columns(path))
+    rows = table.to_pylist()
+    groups: dict[str, list[dict]] = {}
+    for row in rows:
+        groups.setdefault(row.get("pmcid") or row["key"], []).append(row)
+    return [r["key"] for r in rows], [(a, sorted(groups[a], key=lambda r: r["key"])) for a in sorted(groups)]
+
+
+def index_fingerprint(cfg: dict, cache: Path) -> str:
+    """The content hash of what the linker reads of the UMLS index (its QuickUMLS folder and
+    concepts.parquet), unchanged files not read again."""
+    index = Path(cfg["index_dir"])
+    files = [p for p in quickumls_dir(index).rglob("*") if p.is_file()]
+    files += [index / "concepts.parquet"] if (index / "concepts.parquet").is_file() else []
+    return fingerprint(files, index, cache / "index-files.json")
+
+
+def run_context(cfg: dict, out: Path) -> dict:
+    cache = cache_dir_for(out)
+    return {"cache": str(cache), "read": cfg["incremental"], "code": code_version(__name__),
+            "params": params_for_key(cfg, LAYOUT_KEYS), "index": index_fingerprint(cfg, cache),
+            "source": recorded(cfg["figures"], cfg["run_root"])}
+
+
+def group_key(run: dict, rows: list[dict]) -> str:
+    return item_key(STAGE, run["code"], run["params"], run["index"], run["source"], rows)
+
+
+def _batches(groups: list[tuple[str, list[dict]]], size: int) -> list[list[tuple[str, list[dict]]]]:
+    """Whole articles in batches of about `size` figures."""
+    batches, current, n = [], [], 0
+    for group in groups:
+        if current and n + len(group[1]) > size:
+            batches.append(current)
+            current, n = [], 0
+        current.append(group)
+        n += len(group[1])
+    return batches + ([current] if current else [])
 
 
 def plan(cfg: dict, out: Path) -> Plan:
-    figure_columns(cfg["figures"])  # fail early on a missing or wrong table
-    keys = pq.read_table(cfg["figures"], columns=["key"])["key"].to_pylist()
-    ranges = [(index, rows[0], rows[-1] + 1) for index, rows in enumerate(chunks(range(len(keys)),
-                                                                                 cfg["figures_per_task"]))]
-    return Plan(items=keys, shards=ranges)
+    run = run_context(cfg, out)
+    cache = ItemCache.of(run)
+    keys, groups = article_groups(cfg["figures"])
+    todo = [(group_key(run, rows), rows) for _, rows in groups]
+    todo = [(key, rows) for key, rows in todo if cache.hit(key, SUFFIX) is None]
+    batches = _batches(todo, cfg["figures_per_task"])
+    return Plan(items=keys, shards=[(index, batch, run) for index, batch in enumerate(batches)])
 
 
-def link_shard(shard: tuple[int, int, int], cfg: dict, out: str) -> ShardResult:
-    """Figures [start, stop) linked; value: (mentions part, caption concepts part)."""
-    index, start, stop = shard
-    rows = read_figure_rows(cfg["figures"], start, stop)
+def link_shard(shard: tuple[int, list[tuple[str, list[dict]]], dict], cfg: dict, out: str) -> ShardResult:
+    """Whole articles' figures linked, one cache entry each; value: how many figures."""
+    index, groups, run = shard
+    rows = [row for _, group in groups for row in group]
     linker = get_linker(cfg["index_dir"], cfg)  # cached per worker process
-    result = captions.link_figures(rows, linker, source=recorded(cfg["figures"], cfg["run_root"]), max_chars=cfg["max_chars"],
+    result = captions.link_figures(rows, linker, source=run["source"], max_chars=cfg["max_chars"],
                                    exclude_uncertain=cfg["exclude_uncertain"])
-    parts = Path(out) / "_parts"
-    mentions_part, concepts_part = parts / f"mentions-{index:06d}.parquet", parts / f"concepts-{index:06d}.parquet"
-    write_rows(result["mentions"], captions.MENTIONS_SCHEMA, mentions_part)
-    write_rows(result["concepts"], captions.CAPTION_CONCEPTS_SCHEMA, concepts_part)
-    mentions = result["mentions"]
-    counts = {"negated_mentions": sum(1 for m in mentions if m["negated"]),
-              "uncertain_mentions": sum(1 for m in mentions if m["uncertain"]),
-              "abbreviation_mentions": sum(1 for m in mentions if m["abbreviation_of"])}
-    return ShardResult(value=(str(mentions_part), str(concepts_part)), rejected=result["rejected"], counts=counts)
+    entry_of = {row["key"]: key for key, group in groups for row in group}
+    split = {key: {"mentions": [], "concepts": [], "rejected": []} for key, _ in groups}
+    for kind, item in (("mentions", "key"), ("concepts", "key"), ("rejected", "item")):
+        for row in result[kind]:
+            split[entry_of[row[item]]][kind].append(row)
+    cache = ItemCache.of(run)
+    for key, value in split.items():
+        tmp = cache.temporary(key, SUFFIX)
+        write_tables(tmp, {kind: rows_to_table(value[kind], ENTRY_SCHEMAS[kind]) for kind in ENTRY_SCHEMAS})
+        cache.commit(tmp, key, SUFFIX)
+    return ShardResult(value=len(rows))
+
+
+def _sorted(tables: list[pa.Table], schema: pa.Schema, sort_by: tuple[str, ...]) -> pa.Table:
+    table = pa.concat_tables([schema.empty_table(), *tables])
+    return table.sort_by([(name, "ascending") for name in sort_by]) if table.num_rows else table
 
 
 def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out) -> Merged:
+    """The tables from every article's entry (Arrow reads, no per-row Python)."""
+    run = run_context(cfg, out)
+    cache = ItemCache(run["cache"])
+    _, groups = article_groups(cfg["figures"])
+    keys = [group_key(run, rows) for _, rows in groups]
+    parts: dict[str, list[pa.Table]] = {kind: [] for kind in ENTRY_SCHEMAS}
+    for key in keys:
+        tables, _ = read_tables(cache.path(key, SUFFIX), ENTRY_SCHEMAS)
+        for kind, table in tables.items():
+            parts[kind].append(table)
+    mentions = _sorted(parts["mentions"], captions.MENTIONS_SCHEMA, ("key", "text_field", "start", "end", "cui"))
+    concepts = _sorted(parts["concepts"], captions.CAPTION_CONCEPTS_SCHEMA, ("key",))
     mentions_path, concepts_path = out / "mentions.parquet", out / "caption_concepts.parquet"
-    n_mentions = concat_parts([r.value[0] for r in results], captions.MENTIONS_SCHEMA, mentions_path,
-                              sort_by=("key", "text_field", "start", "end", "cui"))
-    n_figures = concat_parts([r.value[1] for r in results], captions.CAPTION_CONCEPTS_SCHEMA, concepts_path,
-                             sort_by=("key",))
+    write_table(mentions, mentions_path)
+    write_table(concepts, concepts_path)
     frequency = captions.concept_frequency_table(mentions_path, concepts_path)
     write_table(frequency, out / "concept_frequency.parquet")
-    table = pq.read_table(concepts_path, columns=["key", "cuis"])
-    counts = {"mentions": n_mentions, "concepts": frequency.num_rows,
-              "figures_without_concepts": sum(1 for cuis in table["cuis"].to_pylist() if not cuis)}
-    return Merged(items_out=n_figures, accounted=set(table["key"].to_pylist()), counts=counts)
+    counts = {"mentions": mentions.num_rows, "concepts": frequency.num_rows,
+              "figures_without_concepts": sum(1 for cuis in concepts["cuis"].to_pylist() if not cuis),
+              "negated_mentions": pc.sum(pc.cast(mentions["negated"], "int64")).as_py() or 0,
+              "uncertain_mentions": pc.sum(pc.cast(mentions["uncertain"], "int64")).as_py() or 0,
+              "abbreviation_mentions": sum(1 for v in mentions["abbreviation_of"].to_pylist() if v)}
+    processed = sum(r.value for r in results)
+    pruned = cache.prune(keys)
+    run_record(out, STAGE, len(plan.items), processed, len(plan.items) - processed, cfg["incremental"], pruned)
+    rejected = pa.concat_tables([REJECTED_SCHEMA.empty_table(), *parts["rejected"]]).to_pylist()
+    return Merged(items_out=concepts.num_rows, accounted=set(concepts["key"].to_pylist()), rejected=rejected,
+                  counts=counts)

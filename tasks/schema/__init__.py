@@ -63,6 +63,8 @@ def _expected(error: dict) -> str:
     kind = error["type"]
     if kind == "literal_error":
         return f"one of {error['ctx']['expected']}"
+    if kind == "string_pattern_mismatch":  # e.g. ingest.retracted: PMC ids
+        return f"text matching {error['ctx']['pattern']}"
     for word, phrase in _TYPE_WORDS.items():
         if kind.startswith(word):
             return phrase

@@ -1,12 +1,14 @@
 """Params of the literature stages: sample, ingest, figures, umls_index, link_concepts."""
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import Field
+from pydantic import Field, StringConstraints
 
 from tasks.schema.base import IntPair, IntTriple, FloatTriple, IsoDate, Location, Section
 
+# A PMC article id as ingest writes it (ingest.retracted)
+PmcId = Annotated[str, StringConstraints(pattern=r"^PMC[0-9]+$")]
 # The trigger lists of tasks/common/assertion.py that link_concepts.context_rules may replace.
 AssertionRuleList = Literal["pseudo", "negation_pre", "negation_post", "uncertain_pre", "uncertain_post",
                             "terminators"]
@@ -75,6 +77,8 @@ class IngestParams(Section):
     max_xml_bytes: int = Field(33554432, ge=1)
     keep_suffixes: list[str] = [".nxml", ".xml", ".pdf", ".jpg", ".jpeg", ".png", ".gif", ".tif", ".tiff", ".txt"]
     licences: Licences = Licences()
+    retracted: list[PmcId] = []
+    incremental: bool = True
 
 
 class ContactSheet(Section):
@@ -101,6 +105,7 @@ class FiguresParams(Section):
     max_caption_gap_pt: float = Field(144, ge=0)
     near_duplicate_distance: int = 6
     contact_sheet: ContactSheet = ContactSheet()
+    incremental: bool = True
 
 
 class UmlsIndexParams(Section):
@@ -146,3 +151,4 @@ class LinkConceptsParams(Section):
     negation: bool = True
     context_max_scope: int = Field(8, ge=1)
     context_rules: dict[AssertionRuleList, list[str]] = {}
+    incremental: bool = True

@@ -1,121 +1,52 @@
-"""Build a QuickUMLS index (and the concepts table) from a UMLS-format META folder.
+"""Build a QuickUMLS index (and the concepts table) from a UMLS-format META folder, streamed.
 
-Terms are extracted by QuickUMLS's own `install.extract_from_mrconso` and stored with
-its own database writers (`toolbox.SimstringDBWriter`, `toolbox.CuiSemTypesDB`), but in
-sorted order and with set values pickled in sorted order: QuickUMLS's
-`parse_and_encode_ngrams` pickles Python sets, whose byte order follows string hashing
-(PYTHONHASHSEED), so two builds of one vocabulary gave different database bytes; and
-unqlite stamps each file's header with its creation time, which is set to a fixed one
-here. (The leveldb backend keeps logs and numbered files: not byte-reproducible.) This
-module also filters the RRF input first (sources, term types, semantic types), writes
-the flag files QuickUMLS's CLI would write, and adds what QuickUMLS lacks: preferred
-names and semantic groups (concepts.parquet), case-sensitive acronyms, and the
-stopword list QuickUMLS would otherwise try to download.
+A full release has millions of MRCONSO rows, so nothing here holds the vocabulary: rows
+are filtered while read (language, sources, term types, suppressed; tasks.umls.rrf) and
+taken one concept at a time beside its MRSTY rows, straight from files sorted by CUI (as
+NLM ships them), or from sorted runs on disk (tasks.umls.spill). Whole concepts go to QuickUMLS's own
+`install.extract_from_mrconso` in chunks of about CHUNK_ROWS rows (it folds case and
+unicode and drops a concept's repeated strings, which never crosses a concept), and its
+terms to QuickUMLS's own database writers in sorted order (tasks.umls.databases). This
+module also writes the flag files QuickUMLS's CLI would write, and adds what QuickUMLS
+lacks: preferred names and semantic groups (concepts.parquet), case-sensitive acronyms,
+and the stopword list QuickUMLS would otherwise try to download.
 """
 from __future__ import annotations
 
 import contextlib
+import gc
 import io
+import itertools
 import json
-import pickle
 import shutil
 import tempfile
 from collections import Counter
+from operator import itemgetter
 from pathlib import Path
-from types import SimpleNamespace
+from typing import Iterator
 
 import pyarrow as pa
 
-from tasks.common.tables import write_rows
+from tasks.linking import quickumls_adapter as qa
 from tasks.umls import rrf
+from tasks.umls.concepts import CONCEPTS_SCHEMA, StreamedTable, concept_row
+from tasks.umls.databases import DatabaseWriter, release_freed_memory
+from tasks.umls.spill import SortedSpill
 from tasks.umls.stopwords import write_nltk_stopwords
 
 QUICKUMLS_SUBDIR = "quickumls"
 NLTK_SUBDIR = "nltk_data"
 ACRONYMS_FILE = "acronyms.json"
 LANGUAGE_NAMES = {"ENG": "english"}
-
-CONCEPTS_SCHEMA = pa.schema([
-    ("cui", pa.string()),
-    ("preferred_name", pa.string()),
-    ("semantic_types", pa.list_(pa.string())),
-    ("semantic_type_names", pa.list_(pa.string())),
-    ("semantic_groups", pa.list_(pa.string())),
-    ("semantic_group", pa.string()),  # the first type's group: one label per concept
-    ("n_terms", pa.int32()),
-    ("sources", pa.list_(pa.string())),
-])
+CHUNK_ROWS = 100_000  # MRCONSO rows (whole concepts) per call of QuickUMLS's extractor
+INDEXED_SCHEMA = pa.schema([("line", pa.int64()), ("cui", pa.string())])  # MRCONSO rows indexed
 
 
 def _is_acronym(text: str, max_len: int) -> bool:
+    if not 2 <= len(text) <= max_len or " " in text:  # the cheap test first: most strings are longer
+        return False
     letters = [c for c in text if c.isalpha()]
-    return 2 <= len(text) <= max_len and " " not in text and bool(letters) and all(c.isupper() for c in letters)
-
-
-class _SortedSet:
-    """Pickles as `set(sorted items)`: the same bytes in every process, loads as a plain set."""
-
-    def __init__(self, items):
-        self.items = sorted(items)
-
-    def __reduce__(self):
-        return set, (self.items,)
-
-
-def _set_bytes(items) -> bytes:
-    return pickle.dumps(_SortedSet(items))
-
-
-UNQLITE_SIGNATURE = b"unqlite" + bytes.fromhex("db7c2712")  # signature + magic number
-UNQLITE_FIXED_TIME = (1 << 5 | 1) << 16  # DOS date 1980-01-01 00:00, as reproducible zips use
-
-
-def _fix_unqlite_creation_time(path: Path) -> None:
-    """Overwrite the header's creation time (DOS format, 4 bytes after the magic number).
-
-    unqlite reads it back for information only; nothing checks it."""
-    with open(path, "r+b") as handle:
-        header = handle.read(len(UNQLITE_SIGNATURE))
-        if header != UNQLITE_SIGNATURE:
-            raise ValueError(f"umls_index: {path} is not an unqlite database")
-        handle.write(UNQLITE_FIXED_TIME.to_bytes(4, "big"))
-
-
-def write_databases(extracted, qu_dir: Path, database_backend: str) -> None:
-    """QuickUMLS's simstring and CUI/semantic-type databases, the same bytes for the same terms.
-
-    Stores what `install.parse_and_encode_ngrams` stores (term -> {(cui, preferred)},
-    cui -> {semantic types}), every key once and in sorted order.
-    """
-    from quickumls.toolbox import (CuiSemTypesDB, SimstringDBWriter, db_key_encode, mkdir,
-                                   prepare_string_for_db_input, safe_unicode)
-
-    cuis_of: dict[str, set[tuple[str, int]]] = {}
-    types_of: dict[str, list[str]] = {}
-    for term, cui, semtypes, preferred in extracted:
-        key = prepare_string_for_db_input(safe_unicode(term))  # what QuickUMLS's insert stores
-        cui = prepare_string_for_db_input(safe_unicode(cui))
-        cuis_of.setdefault(key, set()).add((cui, preferred))
-        types_of.setdefault(cui, list(semtypes))  # the first row's types, as QuickUMLS keeps them
-    simstring_dir, cuisty_dir = qu_dir / "umls-simstring.db", qu_dir / "cui-semtypes.db"
-    mkdir(str(simstring_dir))
-    mkdir(str(cuisty_dir))
-    simstring = SimstringDBWriter(str(simstring_dir))
-    for term in sorted(cuis_of):
-        simstring.insert(term)
-    simstring.db.close()
-    cuisty = CuiSemTypesDB(str(cuisty_dir), database_backend=database_backend)
-    for term in sorted(cuis_of):
-        cuisty.cui_db_put(db_key_encode(term), _set_bytes(cuis_of[term]))
-    for cui in sorted(types_of):
-        cuisty.semtypes_db_put(db_key_encode(cui), _set_bytes(set(types_of[cui])))
-    for db in (cuisty.cui_db, cuisty.semtypes_db):
-        if hasattr(db, "close"):  # unqlite; leveldb flushes when released
-            db.close()
-    del cuisty
-    if database_backend == "unqlite":
-        for path in sorted(cuisty_dir.glob("*.unqlite")):
-            _fix_unqlite_creation_time(path)
+    return bool(letters) and all(c.isupper() for c in letters)
 
 
 def row_item(file: str | Path, line: int) -> str:
@@ -124,10 +55,10 @@ def row_item(file: str | Path, line: int) -> str:
 
 
 def select_terms(conso_path: str | Path, cfg: dict, bad: list[rrf.BadRow],
-                 not_selected: Counter | None = None):
-    """(line, row) of the MRCONSO rows the section's filters keep (language, sources, term types)."""
-    return rrf.select_mrconso(conso_path, [cfg["language"]], cfg["sources"], cfg["term_types"],
-                              bad=bad, not_selected=not_selected)
+                 not_selected: Counter | None = None) -> Iterator[tuple[int, list[str]]]:
+    """(line, fields) of the MRCONSO rows the section's filters keep (language, sources, term types)."""
+    return rrf.select_mrconso_fields(conso_path, [cfg["language"]], cfg["sources"], cfg["term_types"],
+                                     bad=bad, not_selected=not_selected)
 
 
 def meta_files(meta_dir: str | Path) -> tuple[Path, Path]:
@@ -139,73 +70,158 @@ def meta_files(meta_dir: str | Path) -> tuple[Path, Path]:
     return paths
 
 
+def _rows_by_cui(conso_path: Path, sty_path: Path, cfg: dict, bad: list[rrf.BadRow], tmp: Path):
+    """(cui, [(line, MRCONSO fields)]) of the kept rows and (cui, [(TUI, type name)]) of MRSTY,
+    both in CUI order, each CUI once, its rows in file order. Files sorted by CUI (as NLM
+    ships them) are read as they are; others are sorted on disk first."""
+    if rrf.sorted_by_first_field(conso_path) and rrf.sorted_by_first_field(sty_path):
+        conso = ((cui, list(rows)) for cui, rows in
+                 itertools.groupby(select_terms(conso_path, cfg, bad), key=lambda row: row[1][rrf.CUI]))
+        sty = ((cui, [(fields[1], fields[3]) for _, fields in rows]) for cui, rows in
+               itertools.groupby(rrf.iter_fields(sty_path, len(rrf.MRSTY_COLUMNS), bad), key=lambda row: row[1][0]))
+        return conso, sty
+    sty_rows = SortedSpill(tmp, key=itemgetter(0))       # (cui, TUI, type name)
+    for _, fields in rrf.iter_fields(sty_path, len(rrf.MRSTY_COLUMNS), bad):
+        sty_rows.add((fields[0], fields[1], fields[3]))
+    conso_rows = SortedSpill(tmp, key=itemgetter(0))     # (cui, line, the row as read)
+    for line, fields in select_terms(conso_path, cfg, bad):
+        conso_rows.add((fields[rrf.CUI], line, "|".join(fields)))
+    conso = ((cui, [(line, text.split("|")) for _, line, text in rows]) for cui, rows in conso_rows.groups())
+    sty = ((cui, [(tui, name) for _, tui, name in rows]) for cui, rows in sty_rows.groups())
+    return conso, sty
+
+
+def _concepts_with_types(conso_groups, sty_groups) -> Iterator[tuple[str, list, list[tuple[str, str]]]]:
+    """(cui, its MRCONSO rows, its (TUI, type name)s without repeats): two CUI-sorted streams joined."""
+    sty = iter(sty_groups)
+    current = next(sty, None)
+    for cui, rows in conso_groups:
+        while current is not None and current[0] < cui:
+            current = next(sty, None)
+        types: list[tuple[str, str]] = []
+        if current is not None and current[0] == cui:
+            for entry in current[1]:
+                if entry not in types:
+                    types.append(entry)
+        yield cui, rows, types
+    for _ in sty:  # read to the end: its unreadable lines are reported too
+        pass
+
+
+class _Extraction:
+    """Whole concepts collected into a small MRCONSO/MRSTY pair and run through QuickUMLS's own
+    `install.extract_from_mrconso`; its rows go to the database writer."""
+
+    def __init__(self, folder: Path, opts: dict, databases: DatabaseWriter):
+        self.conso, self.sty = folder / "MRCONSO.RRF", folder / "MRSTY.RRF"
+        self.opts, self.databases = opts, databases
+        self.lines: list[str] = []
+        self.sty_lines: list[str] = []
+
+    def add(self, cui: str, rows: list[tuple[int, list[str]]], types: list[tuple[str, str]]) -> None:
+        self.lines += ["|".join(fields) + "|\n" for _, fields in rows]  # as rrf.write_mrconso writes them
+        # MRSTY's CUI|TUI|STN|STY|ATUI|CVF| (fields read from RRF hold no '|')
+        self.sty_lines += [f"{cui}|{tui}||{name}|||\n" for tui, name in types]
+        if len(self.lines) >= CHUNK_ROWS:
+            self.run()
+
+    def run(self) -> None:
+        if not self.lines:
+            return
+        self.conso.write_text("".join(self.lines), encoding="utf-8")
+        self.sty.write_text("".join(self.sty_lines), encoding="utf-8")
+        self.lines, self.sty_lines = [], []
+        add = self.databases.add
+        # QuickUMLS prints progress per 100k rows; keep stage output readable.
+        with contextlib.redirect_stdout(io.StringIO()):
+            for term, cui, semtypes, preferred in qa.extract_from_mrconso(self.conso, self.sty, **self.opts):
+                add(term, cui, semtypes, preferred)
+
+
+def write_acronyms(pairs: SortedSpill, path: Path) -> int:
+    """acronyms.json ({term: [CUIs]}, keys and CUIs sorted, as json.dumps(indent=0)), streamed."""
+    count = 0
+    with open(path, "w", encoding="utf-8") as handle:
+        handle.write("{")
+        for text, rows in pairs.groups():
+            entry = json.dumps(text) + ": " + json.dumps(sorted({cui for _, cui in rows}), indent=0)
+            handle.write(("\n" if count == 0 else ",\n") + entry)
+            count += 1
+        handle.write("\n}\n" if count else "}\n")
+    return count
+
+
 def build_index(meta_dir: str | Path, out_dir: str | Path, cfg: dict, *,
                 semantic_groups_file: str | Path | None = None, source: str | None = None,
-                stage: str = "umls_index") -> dict:
+                stage: str = "umls_index", indexed_path: str | Path | None = None) -> dict:
     """Write `<out_dir>/quickumls/` and `<out_dir>/concepts.parquet`.
 
     cfg: the umls_index section (language, sources, term_types, semantic_types, lowercase,
     normalize_unicode, database_backend, acronym_max_len). source: what rejected rows name
-    as their source (default: the META folder's files).
-    Returns {"counts", "reasons", "rejected": rows for rejected.parquet,
-    "indexed": [(item, cui)] of the MRCONSO rows handed to QuickUMLS}.
+    as their source (default: the META folder's files). indexed_path: where to write the
+    (line, cui) table of the MRCONSO rows handed to QuickUMLS.
+    Returns {"counts", "reasons", "rejected": rows for rejected.parquet}.
     """
-    from quickumls import install  # QuickUMLS's own index builder
-
     language, lowercase = cfg["language"], cfg["lowercase"]
     normalize_unicode, database_backend = cfg["normalize_unicode"], cfg["database_backend"]
     out_dir = Path(out_dir)
     conso_path, sty_path = meta_files(meta_dir)
-    bad: list[rrf.BadRow] = []
-    stys = rrf.read_mrsty(sty_path, bad)
     groups = rrf.read_semgroups(semantic_groups_file) if semantic_groups_file else {}
     kept_types = set(cfg["semantic_types"]) if cfg["semantic_types"] else None
-
+    bad: list[rrf.BadRow] = []
     rejected: list[dict] = []
-    concepts: dict[str, dict] = {}
-    rows: list[dict] = []
-    indexed: list[tuple[str, str]] = []
+    qu_dir = out_dir / QUICKUMLS_SUBDIR
+    if qu_dir.exists():
+        shutil.rmtree(qu_dir)
+    qu_dir.mkdir(parents=True)
 
     def reject(line: int, reason: str, detail: str, where: Path) -> None:
         rejected.append({"item": row_item(conso_path, line), "source": source or str(where), "reason": reason,
                          "detail": detail, "stage": stage})
 
-    for line, row in select_terms(conso_path, cfg, bad):
-        cui = row["CUI"]
-        types = stys.get(cui)
-        if not types:
-            reject(line, "no_semantic_type", f"{cui} has no MRSTY row", conso_path)
-            continue
-        if kept_types is not None and not any(t in kept_types for t, _ in types):
-            reject(line, "semantic_type_not_kept",
-                   f"{cui}: none of its semantic types is in umls_index.semantic_types", sty_path)
-            continue
-        rows.append(row)
-        indexed.append((row_item(conso_path, line), cui))
-        concept = concepts.setdefault(cui, {"pref": None, "first": row["STR"], "n": 0, "sab": set()})
-        concept["n"] += 1
-        concept["sab"].add(row["SAB"])
-        # UMLS's preferred name: TS=P, STT=PF, ISPREF=Y (first such row).
-        if concept["pref"] is None and row["TS"] == "P" and row["STT"] == "PF" and row["ISPREF"] == "Y":
-            concept["pref"] = row["STR"]
+    with tempfile.TemporaryDirectory(prefix=".umls_index_", dir=out_dir) as tmp:
+        tmp = Path(tmp)
+        databases = DatabaseWriter(tmp)
+        acronyms = SortedSpill(tmp, key=itemgetter(0))       # (term, cui)
+        extraction = _Extraction(tmp, {"language": language, "lowercase": lowercase,
+                                       "normalize_unicode": normalize_unicode}, databases)
+        concepts = StreamedTable(out_dir / "concepts.parquet", CONCEPTS_SCHEMA)
+        indexed = StreamedTable(indexed_path, INDEXED_SCHEMA) if indexed_path else None
+        n_terms = without_group = 0
+        max_acronym = cfg["acronym_max_len"]
+        for cui, records, types in _concepts_with_types(*_rows_by_cui(conso_path, sty_path, cfg, bad, tmp)):
+            if not types:
+                for line, _ in records:
+                    reject(line, "no_semantic_type", f"{cui} has no MRSTY row", conso_path)
+                continue
+            if kept_types is not None and not any(t in kept_types for t, _ in types):
+                for line, _ in records:
+                    reject(line, "semantic_type_not_kept",
+                           f"{cui}: none of its semantic types is in umls_index.semantic_types", sty_path)
+                continue
+            row = concept_row(cui, [fields for _, fields in records], types, groups)
+            concepts.add(row)
+            without_group += row["semantic_group"] == "UNKN"
+            n_terms += len(records)
+            for line, fields in records:
+                if indexed is not None:
+                    indexed.append(line, cui)
+                text = fields[rrf.STR].strip()
+                if len(text) <= max_acronym and _is_acronym(text, max_acronym):
+                    acronyms.add((text, cui))
+            extraction.add(cui, records, types)
+        extraction.run()
+        n_concepts = concepts.close()
+        if indexed is not None:
+            indexed.close()
+        del concepts, indexed, extraction
+        gc.collect()  # QuickUMLS's writers come next, and they need the most
+        release_freed_memory()
+        databases.write(qu_dir, database_backend)
+        n_acronyms = write_acronyms(acronyms, qu_dir / ACRONYMS_FILE)
     for row in bad:
         rejected.append({"item": f"{row.file}:{row.line}", "source": source or str(Path(meta_dir)),
                          "reason": row.reason, "detail": row.text, "stage": stage})
-
-    qu_dir = out_dir / QUICKUMLS_SUBDIR
-    if qu_dir.exists():
-        shutil.rmtree(qu_dir)
-    qu_dir.mkdir(parents=True)
-    with tempfile.TemporaryDirectory(prefix="umls_index_") as tmp:
-        tmp = Path(tmp)
-        rrf.write_mrconso(rows, tmp / "MRCONSO.RRF")
-        rrf.write_mrsty(({"CUI": cui, "TUI": t, "STY": n} for cui in sorted(concepts)
-                         for t, n in stys[cui]), tmp / "MRSTY.RRF")
-        opts = SimpleNamespace(language=language, lowercase=lowercase, normalize_unicode=normalize_unicode)
-        # QuickUMLS prints progress per 100k rows; keep stage output readable.
-        with contextlib.redirect_stdout(io.StringIO()):
-            extracted = install.extract_from_mrconso(str(tmp / "MRCONSO.RRF"), str(tmp / "MRSTY.RRF"), opts)
-            write_databases(extracted, qu_dir, database_backend)
     # The flag files QuickUMLS's installer writes beside the databases.
     if lowercase:
         (qu_dir / "lowercase.flag").write_text("")
@@ -214,30 +230,6 @@ def build_index(meta_dir: str | Path, out_dir: str | Path, cfg: dict, *,
     (qu_dir / "language.flag").write_text(language)
     (qu_dir / "database_backend.flag").write_text(database_backend)
     write_nltk_stopwords(qu_dir / NLTK_SUBDIR, LANGUAGE_NAMES.get(language, "english"))
-
-    acronyms: dict[str, set[str]] = {}
-    for row in rows:
-        text = row["STR"].strip()
-        if _is_acronym(text, cfg["acronym_max_len"]):
-            acronyms.setdefault(text, set()).add(row["CUI"])
-    (qu_dir / ACRONYMS_FILE).write_text(
-        json.dumps({k: sorted(v) for k, v in sorted(acronyms.items())}, indent=0) + "\n", encoding="utf-8")
-
-    concept_rows = []
-    for cui in sorted(concepts):
-        info = concepts[cui]
-        types = stys[cui]
-        type_groups = [groups.get(t, ("UNKN", ""))[0] for t, _ in types]
-        concept_rows.append({
-            "cui": cui, "preferred_name": info["pref"] or info["first"],
-            "semantic_types": [t for t, _ in types], "semantic_type_names": [n for _, n in types],
-            "semantic_groups": sorted(set(type_groups)), "semantic_group": type_groups[0],
-            "n_terms": info["n"], "sources": sorted(info["sab"]),
-        })
-    write_rows(concept_rows, CONCEPTS_SCHEMA, out_dir / "concepts.parquet", sort_by=("cui",))
-    reasons = Counter(r["reason"] for r in rejected)
-    counts = {
-        "concepts": len(concept_rows), "terms": len(rows), "acronyms": len(acronyms),
-        "concepts_without_group": sum(1 for r in concept_rows if r["semantic_group"] == "UNKN"),
-    }
-    return {"counts": counts, "rejected": rejected, "reasons": dict(reasons), "indexed": indexed}
+    counts = {"concepts": n_concepts, "terms": n_terms, "acronyms": n_acronyms,
+              "concepts_without_group": without_group}
+    return {"counts": counts, "rejected": rejected, "reasons": dict(Counter(r["reason"] for r in rejected))}

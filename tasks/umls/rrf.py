@@ -35,50 +35,84 @@ def split_row(line: str, n_columns: int) -> list[str] | None:
     return fields if len(fields) == n_columns else None
 
 
-def _read(path: str | Path, columns: tuple[str, ...], bad: list[BadRow] | None) -> Iterator[tuple[int, dict]]:
-    """(line number, row) of every well-formed line; malformed ones go to `bad`."""
+def iter_fields(path: str | Path, n_columns: int, bad: list[BadRow] | None) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of every well-formed line, streamed; malformed ones go to `bad`."""
     path = Path(path)
     with path.open(encoding="utf-8", errors="replace") as handle:
         for number, line in enumerate(handle, start=1):
-            if not line.strip():
-                continue
-            fields = split_row(line, len(columns))
+            fields = split_row(line, n_columns)
             if fields is None or not fields[0]:
-                if bad is not None:
+                if line.strip() and bad is not None:
                     bad.append(BadRow(path.name, number, "malformed_row",
-                                      f"expected {len(columns)} fields: {line[:200]!r}"))
+                                      f"expected {n_columns} fields: {line[:200]!r}"))
                 continue
-            yield number, dict(zip(columns, fields))
+            yield number, fields
+
+
+def sorted_by_first_field(path: str | Path) -> bool:
+    """Whether the lines come in order of their first field (NLM ships MRCONSO and MRSTY
+    sorted by CUI), so that readers can group them as they stream past."""
+    last = ""
+    with Path(path).open(encoding="utf-8", errors="replace") as handle:
+        for line in handle:
+            first = line.partition("|")[0]
+            if first < last:
+                return False
+            last = first
+    return True
+
+
+def _read(path: str | Path, columns: tuple[str, ...], bad: list[BadRow] | None) -> Iterator[tuple[int, dict]]:
+    """(line number, row) of every well-formed line; malformed ones go to `bad`."""
+    for number, fields in iter_fields(path, len(columns), bad):
+        yield number, dict(zip(columns, fields))
+
+
+# MRCONSO column positions, for readers that keep rows as field lists
+CUI, LAT, TS, STT, ISPREF, SAB, TTY, STR, SUPPRESS = (MRCONSO_COLUMNS.index(c) for c in (
+    "CUI", "LAT", "TS", "STT", "ISPREF", "SAB", "TTY", "STR", "SUPPRESS"))
+SUPPRESSED = frozenset(("O", "E", "Y"))
+
+
+def select_mrconso_fields(path: str | Path, languages: Iterable[str] | None = ("ENG",),
+                          sources: Iterable[str] | None = None, term_types: Iterable[str] | None = None,
+                          include_suppressed: bool = False, bad: list[BadRow] | None = None,
+                          not_selected: Counter | None = None) -> Iterator[tuple[int, list[str]]]:
+    """(line number, fields) of the MRCONSO rows kept by language, source (SAB) and term type
+    (TTY) filters (None: all); `not_selected` counts the others by the filter that dropped them.
+
+    Suppressed rows (SUPPRESS O, E, Y) are dropped unless asked for, as MetamorphoSys does.
+    A kept row without a string goes to `bad` (empty_string). Streams: one row at a time.
+    """
+    languages = set(languages) if languages else None
+    sources = set(sources) if sources else None
+    term_types = set(term_types) if term_types else None
+    not_selected = Counter() if not_selected is None else not_selected
+    name = Path(path).name
+    for number, row in iter_fields(path, len(MRCONSO_COLUMNS), bad):
+        if languages is not None and row[LAT] not in languages:
+            not_selected["language"] += 1
+        elif sources is not None and row[SAB] not in sources:
+            not_selected["source"] += 1
+        elif term_types is not None and row[TTY] not in term_types:
+            not_selected["term_type"] += 1
+        elif not include_suppressed and row[SUPPRESS] in SUPPRESSED:
+            not_selected["suppressed"] += 1
+        elif not row[STR].strip():
+            if bad is not None:
+                bad.append(BadRow(name, number, "empty_string", f"{row[CUI]} has an empty STR"))
+        else:
+            yield number, row
 
 
 def select_mrconso(path: str | Path, languages: Iterable[str] | None = ("ENG",),
                    sources: Iterable[str] | None = None, term_types: Iterable[str] | None = None,
                    include_suppressed: bool = False, bad: list[BadRow] | None = None,
                    not_selected: Counter | None = None) -> Iterator[tuple[int, dict]]:
-    """(line number, row) of the MRCONSO rows kept by language, source (SAB) and term type
-    (TTY) filters (None: all); `not_selected` counts the others by the filter that dropped them.
-
-    Suppressed rows (SUPPRESS O, E, Y) are dropped unless asked for, as MetamorphoSys does.
-    A kept row without a string goes to `bad` (empty_string).
-    """
-    languages = set(languages) if languages else None
-    sources = set(sources) if sources else None
-    term_types = set(term_types) if term_types else None
-    not_selected = Counter() if not_selected is None else not_selected
-    for number, row in _read(path, MRCONSO_COLUMNS, bad):
-        if languages is not None and row["LAT"] not in languages:
-            not_selected["language"] += 1
-        elif sources is not None and row["SAB"] not in sources:
-            not_selected["source"] += 1
-        elif term_types is not None and row["TTY"] not in term_types:
-            not_selected["term_type"] += 1
-        elif not include_suppressed and row["SUPPRESS"] in ("O", "E", "Y"):
-            not_selected["suppressed"] += 1
-        elif not row["STR"].strip():
-            if bad is not None:
-                bad.append(BadRow(Path(path).name, number, "empty_string", f"{row['CUI']} has an empty STR"))
-        else:
-            yield number, row
+    """select_mrconso_fields with each row as a dict of MRCONSO's columns."""
+    for number, fields in select_mrconso_fields(path, languages, sources, term_types, include_suppressed,
+                                                bad, not_selected):
+        yield number, dict(zip(MRCONSO_COLUMNS, fields))
 
 
 def read_mrconso(path: str | Path, languages: Iterable[str] | None = ("ENG",),

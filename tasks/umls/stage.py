@@ -11,26 +11,38 @@ plan: convert the MeSH tree first when one is named (into out/_parts/meta), list
 build (one task: QuickUMLS's databases are written by one process): the index and
 concepts.parquet, and a part table of the indexed rows.
 merge: accounted = the indexed rows whose concept is in the written concepts.parquet.
+
+A full release has millions of rows, so Plan.items holds each as an int code in an array
+(8 bytes a row; a str a row would cost the runner's accounting gigabytes): the MRCONSO
+line number, or FILE_CODES[file] << LINE_BITS | line for other files. Rejected rows keep
+their `<file>:<line>` item, which `item_code` maps to the same code (the flow's item_of).
 """
 from __future__ import annotations
 
+from array import array
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from tasks.common.locations import recorded
 from tasks.common.sharding import Merged, Plan, ShardResult
-from tasks.common.tables import write_rows
 from tasks.umls import rrf
 from tasks.umls.index import build_index, meta_files, row_item, select_terms
 from tasks.umls.mesh import mesh_to_rrf
 
 STAGE = "umls_index"
-INDEXED_SCHEMA = pa.schema([("item", pa.string()), ("cui", pa.string())])
+FILE_CODES = {"MRCONSO.RRF": 0, "MRSTY.RRF": 1}  # any other file: the MeSH tree the META was made from
+OTHER_FILE = 2
+LINE_BITS = 40
+
+
+def item_code(item: str) -> int:
+    """The int code of a `<file>:<line>` item."""
+    name, _, line = item.rpartition(":")
+    return FILE_CODES.get(name, OTHER_FILE) << LINE_BITS | int(line)
 
 
 @dataclass(frozen=True)
@@ -69,9 +81,11 @@ def plan(cfg: dict, out: Path) -> VocabularyPlan:
     conso_path, sty_path = meta_files(vocab.meta_dir)
     bad: list[rrf.BadRow] = []
     not_selected: Counter = Counter()
-    items = [row_item(conso_path, line) for line, _ in select_terms(conso_path, cfg, bad, not_selected)]
-    rrf.read_mrsty(sty_path, bad)
-    items += [f"{row.file}:{row.line}" for row in bad] + [row["item"] for row in rejected]
+    items = array("q", (line for line, _ in select_terms(conso_path, cfg, bad, not_selected)))
+    for _ in rrf.iter_fields(sty_path, len(rrf.MRSTY_COLUMNS), bad):  # only its unreadable lines are items
+        pass
+    items.extend(item_code(f"{row.file}:{row.line}") for row in bad)
+    items.extend(item_code(row["item"]) for row in rejected)
     counts = {"rows_not_selected": sum(not_selected.values())}
     if vocab.mesh_descriptors is not None:
         counts["mesh_descriptors"] = vocab.mesh_descriptors
@@ -80,10 +94,9 @@ def plan(cfg: dict, out: Path) -> VocabularyPlan:
 
 def build(vocab: Vocabulary, cfg: dict, out: str) -> ShardResult:
     """The index and concepts.parquet under out; value: the part table of indexed rows."""
-    result = build_index(vocab.meta_dir, out, cfg, semantic_groups_file=vocab.semantic_groups,
-                         source=vocab.source, stage=STAGE)
     part = Path(out) / "_parts" / "indexed.parquet"
-    write_rows([{"item": item, "cui": cui} for item, cui in result["indexed"]], INDEXED_SCHEMA, part)
+    result = build_index(vocab.meta_dir, out, cfg, semantic_groups_file=vocab.semantic_groups,
+                         source=vocab.source, stage=STAGE, indexed_path=part)
     return ShardResult(value=str(part), rejected=result["rejected"], counts=result["counts"])
 
 
@@ -92,4 +105,4 @@ def merge(cfg: dict, out: Path, plan: VocabularyPlan, results: list[ShardResult]
     concepts = pq.read_table(out / "concepts.parquet", columns=["cui"])["cui"]
     indexed = pq.read_table(result.value)
     reached = indexed.filter(pc.is_in(indexed["cui"], value_set=concepts))
-    return Merged(items_out=len(concepts), accounted=set(reached["item"].to_pylist()), rejected=plan.rejected)
+    return Merged(items_out=len(concepts), accounted=set(reached["line"].to_pylist()), rejected=plan.rejected)

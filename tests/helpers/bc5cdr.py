@@ -91,6 +91,7 @@ def linker_predictor(linker) -> Callable:
 def bare_quickumls_predictor(index_dir: str | Path, concepts: dict) -> Callable:
     """QuickUMLS with its default settings on a blank English pipeline (no model can be downloaded)."""
     from tasks.common.nlp import make_pipeline
+    from tasks.linking import quickumls_adapter as qa
     from tasks.linking.linker import open_quickumls
 
     matcher = open_quickumls(index_dir)
@@ -98,7 +99,7 @@ def bare_quickumls_predictor(index_dir: str | Path, concepts: dict) -> Callable:
 
     def predict(text):
         out = []
-        for group in matcher._match(nlp(text)):
+        for group in qa.match_doc(matcher, nlp(text)):
             best = group[0]
             groups = concepts.get(best["cui"], (None, (), None, frozenset()))[3]
             out.append((int(best["start"]), int(best["end"]), best["cui"], groups))
