@@ -23,7 +23,8 @@ from tests.helpers.pmc_corpus import Package
 
 RUN_RECORD = "timing.json"  # what a run says about itself (seconds, items processed): not an output
 STAGES = ("ingest", "figures", "link_concepts")
-A, B, C, D, E = (f"PMC{8100001 + i}" for i in range(5))
+# PMCIDs whose content-defined layout keeps A alone in its shard through the update
+A, B, C, D, E = (f"PMC{8100005 + i}" for i in range(5))
 FIRST = [Package(A, 0), Package(B, 1), Package(C, 2), Package(D, 3)]
 UPDATE = [Package(E, 4), Package(B, 1, updated="2025-03-01 10:00:00", revised=True, version=2)]
 
@@ -64,6 +65,12 @@ def outputs(work: Path) -> dict[str, bytes]:
             if p.is_file() and p.name != RUN_RECORD}
 
 
+def shard_files(work: Path) -> dict[str, tuple[bytes, int, int]]:
+    """Output shards: (bytes, inode, mtime) by path."""
+    return {p.relative_to(work).as_posix(): (p.read_bytes(), p.stat().st_ino, p.stat().st_mtime_ns)
+            for s in ("ingest", "figures") for p in sorted((work / s / "shards").iterdir())}
+
+
 def table(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
@@ -80,13 +87,14 @@ def updated(tmp_path_factory, repo_root, index_dir):
     rows: list[dict] = []
     truth = pmc_corpus.write(corpus, params, FIRST, rows)
     first = run_chain(repo_root, corpus, work, index_dir)
+    first_shards = shard_files(work)
     truth.update(pmc_corpus.write(corpus, params, UPDATE, rows))
     update = run_chain(repo_root, corpus, work, index_dir, retracted=f"[{C}]")
-    snapshot = outputs(work)
+    snapshot, update_shards = outputs(work), shard_files(work)
     shutil.rmtree(work)  # the caches beside the outputs go too
     scratch = run_chain(repo_root, corpus, work, index_dir, retracted=f"[{C}]")
     return {"work": work, "truth": truth, "first": first, "update": update, "scratch": scratch,
-            "snapshot": snapshot}
+            "snapshot": snapshot, "first_shards": first_shards, "update_shards": update_shards}
 
 
 def test_an_update_processes_only_new_and_changed_articles(updated):
@@ -109,6 +117,19 @@ def test_update_outputs_are_the_bytes_of_a_run_from_scratch(updated):
     assert any(k.startswith("ingest/shards/") for k in snapshot) and "link_concepts/mentions.parquet" in snapshot
     assert snapshot.keys() == again.keys()
     assert [k for k in snapshot if snapshot[k] != again[k]] == []
+
+
+def test_an_unchanged_shard_is_the_same_file_after_an_update(updated):
+    """Same inode and mtime: DVC's state then knows its hash without reading it, and its cache
+    already holds it; a changed shard is a new file."""
+    first, update = updated["first_shards"], updated["update_shards"]
+    same = [k for k in first if k in update and first[k][0] == update[k][0]]
+    changed = [k for k in update if k not in first or first[k][0] != update[k][0]]
+    assert same and changed
+    assert [k for k in same if first[k][1:] != update[k][1:]] == []
+    assert all(update[k][1] not in {v[1] for v in first.values()} for k in changed)
+    assert updated["update"]["ingest"]["shards_reused"] + updated["update"]["figures"]["shards_reused"] == len(same)
+    assert [updated["scratch"][s]["shards_reused"] for s in ("ingest", "figures")] == [0, 0]
 
 
 def test_a_newer_version_supersedes_the_old_one_downstream(updated):

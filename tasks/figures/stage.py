@@ -11,6 +11,8 @@ concatenated, near-duplicate images flagged across articles, a contact sheet dra
 """
 from __future__ import annotations
 
+import json
+
 from pathlib import Path
 
 import pyarrow as pa
@@ -119,10 +121,7 @@ def shard_name(first_pmcid: str) -> str:
     return SHARD_PATTERN.format(first_pmcid)
 
 
-def assemble_shard(shard: tuple[str, list[tuple[str, str, str]]], out: str) -> dict:
-    """Output shard `name` from its articles' (pmcid, entry path, ingest shard); value: the
-    part table, the articles' rejected rows and counts."""
-    name, articles = shard
+def _build_shard(articles: list[tuple[str, str, str]], name: str, tar_path: Path, part_path: Path) -> dict:
     samples, tables, rejected, counts = [], [FIGURES_SCHEMA.empty_table()], [], {}
     for _, entry, article_shard in articles:
         article_samples, figures, article_rejected, article_counts = entries.read_entry(
@@ -131,14 +130,39 @@ def assemble_shard(shard: tuple[str, list[tuple[str, str, str]]], out: str) -> d
         tables.append(figures)
         rejected.extend(article_rejected)
         add_counts(counts, article_counts)
-    write_shard(Path(out) / "shards" / name, samples)
+    write_shard(tar_path, samples)
     table = pa.concat_tables(tables)
     for column, value in (("shard", name), ("stage", STAGE)):
         table = table.set_column(table.schema.get_field_index(column), column,
                                  pa.array([value] * table.num_rows, pa.string()))
-    part = Path(out) / "_parts" / f"figures-{name}.parquet"
-    write_table(table.sort_by([("key", "ascending")]) if table.num_rows else table, part)
-    return {"part": str(part), "rejected": rejected, "counts": counts}
+    write_table(table.sort_by([("key", "ascending")]) if table.num_rows else table, part_path)
+    return {"rejected": rejected, "counts": counts}
+
+
+def assemble_shard(shard: tuple[str, list[tuple[str, str, str]], dict], out: str) -> dict:
+    """Output shard `name` from its articles' (pmcid, entry path, ingest shard), kept in the
+    cache as one entry keyed by those entries and placed as a hard link (an unchanged shard
+    is not rewritten: tasks/incremental/store.py); value: the part table, the articles'
+    rejected rows and counts, the entry key."""
+    name, articles, run = shard
+    cache = ItemCache.of(run)
+    key = item_key(STAGE, "shard", run["code"], name, [(p, Path(e).name, s) for p, e, s in articles])
+    part, meta = cache.path(key, ".part.parquet"), cache.path(key, ".shard.json")
+    built: dict = {}
+    if not (part.is_file() and meta.is_file()):  # an entry missing a piece is built again
+        cache.path(key, ".shard.tar").unlink(missing_ok=True)
+
+    def build(tmp: Path) -> None:
+        part_tmp = cache.temporary(key, ".part.parquet")
+        built.update(_build_shard(articles, name, tmp, part_tmp))
+        cache.commit(part_tmp, key, ".part.parquet")
+        cache.write_json(key, ".shard.json", built)
+
+    reused = cache.place(key, ".shard.tar", Path(out) / "shards" / name, build)
+    # the tar is written last of the three, so its presence means the others are there
+    value = built or json.loads(meta.read_text(encoding="utf-8"))
+    return {"part": str(part), "rejected": value["rejected"], "counts": value["counts"], "key": key,
+            "reused": reused}
 
 
 def flag_near_duplicates(path: Path, max_distance: int) -> int:
@@ -178,7 +202,7 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
             present.append((row["pmcid"], key, str(cache.path(key, entries.SUFFIX)), row["shard"]))
     by_pmcid = {pmcid: (entry, shard) for pmcid, _, entry, shard in present}
     groups = content_groups([p for p, _, _, _ in present], cfg["articles_per_task"])
-    shards = [(shard_name(g[0]), [(p, *by_pmcid[p]) for p in g]) for g in groups]
+    shards = [(shard_name(g[0]), [(p, *by_pmcid[p]) for p in g], run) for g in groups]
     assembled = fan_out(assemble_shard, shards, str(out), name=f"{STAGE}-assemble-shard")
     figures_path = out / "figures.parquet"
     items_out = concat_parts([a["part"] for a in assembled], FIGURES_SCHEMA, figures_path, sort_by=("key",))
@@ -193,8 +217,9 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
     counts.update({f"figures_from_{v['values']}": v["counts"] for v in pc.value_counts(table["source"]).to_pylist()})
     counts["articles"] = len(plan.items)
     processed = sum(r.value for r in results)
-    pruned = cache.prune(key for _, key, _, _ in present)
-    run_record(out, STAGE, len(plan.items), processed, len(present) - processed, cfg["incremental"], pruned)
+    pruned = cache.prune([key for _, key, _, _ in present] + [a["key"] for a in assembled])
+    run_record(out, STAGE, len(plan.items), processed, len(present) - processed, cfg["incremental"], pruned,
+               shards_reused=sum(a["reused"] for a in assembled))
     return Merged(items_out=items_out, accounted=set(table["pmcid"].to_pylist()),
                   rejected=[row for a in assembled for row in a["rejected"]], counts=counts)
 

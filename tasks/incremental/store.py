@@ -13,6 +13,13 @@ are the same bytes.
 The cache is not a DVC output: dvc status, dvc.lock and lineage never see it, and deleting
 it costs one full recomputation. Entries are written atomically (a temporary name, then a
 rename) and never changed; entries no run used for PRUNE_AFTER_S are deleted.
+
+Output shards are entries too (keyed by the entries they are assembled from) and are placed in
+the output folder as hard links (`place`): an unchanged shard keeps its inode, size and mtime,
+so DVC's state finds its hash without reading it and its cache already holds it; an update
+then costs what changed, not the corpus. A use is marked on an entry's access time, never its
+modification time, for the same reason. Never edit an output shard in place: it is the cache
+entry's bytes too (DVC removes outputs by unlinking, which is safe).
 """
 from __future__ import annotations
 
@@ -20,12 +27,13 @@ import hashlib
 import json
 import os
 import re
+import shutil
 import time
 import uuid
 from functools import lru_cache
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 PRUNE_AFTER_S = 24 * 3600   # an entry unused this long goes (a day: a run switched back finds it)
 # Libraries whose version changes output bytes (JPEG encoding, PDF rendering, tables, NLP).
@@ -100,7 +108,7 @@ class ItemCache:
             return None
         path = self.path(key, suffix)
         try:
-            os.utime(path)
+            mark_used(path)
         except FileNotFoundError:
             return None
         return path
@@ -124,6 +132,23 @@ class ItemCache:
         path = self.hit(key, suffix)
         return None if path is None else json.loads(path.read_text(encoding="utf-8"))
 
+    def place(self, key: str, suffix: str, dest: str | Path, build: Callable[[Path], None]) -> bool:
+        """Put entry `key` at `dest` as a hard link (a copy across filesystems), building it with
+        `build(temporary path)` first when there is none; True when it was reused."""
+        entry = self.hit(key, suffix)
+        reused = entry is not None
+        if not reused:
+            tmp = self.temporary(key, suffix)
+            build(tmp)
+            entry = self.commit(tmp, key, suffix)
+        dest = Path(dest)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            os.link(entry, dest)
+        except OSError:
+            shutil.copy2(entry, dest)
+        return reused
+
     def prune(self, live: Iterable[str], older_than_s: float = PRUNE_AFTER_S) -> int:
         """Delete entries whose key is not in `live` and that no run used for `older_than_s`."""
         live, cutoff, removed = set(live), time.time() - older_than_s, 0
@@ -133,12 +158,19 @@ class ItemCache:
             for path in folder.iterdir() if folder.is_dir() else ():
                 key = path.name.split(".", 1)[0]
                 try:
-                    if key not in live and path.stat().st_mtime < cutoff:
+                    stat = path.stat()
+                    if key not in live and max(stat.st_atime, stat.st_mtime) < cutoff:
                         path.unlink()
                         removed += 1
                 except FileNotFoundError:
                     continue
         return removed
+
+
+def mark_used(path: Path) -> None:
+    """Set the access time to now and keep the modification time (see the module doc)."""
+    stat = os.stat(path)
+    os.utime(path, ns=(time.time_ns(), stat.st_mtime_ns))
 
 
 def fingerprint(files: Iterable[Path], root: Path, memo: Path) -> str:
@@ -171,12 +203,13 @@ RUN_RECORD = "incremental.json"
 
 
 def run_record(out: Path, stage: str, items: int, processed: int, reused: int, incremental: bool,
-               pruned: int) -> Path:
+               pruned: int, shards_reused: int = 0) -> Path:
     """What this run computed and what it reused, for fold_run_record to put in timing.json
     (a run record, like the seconds: an update and a from-scratch run differ there only)."""
     path = Path(out) / RUN_RECORD
     path.write_text(json.dumps({"stage": stage, "items": items, "processed": processed, "reused": reused,
-                                "incremental": incremental, "cache_entries_pruned": pruned}), encoding="utf-8")
+                                "incremental": incremental, "cache_entries_pruned": pruned,
+                                "shards_reused": shards_reused}), encoding="utf-8")
     return path
 
 

@@ -53,6 +53,7 @@ STAGING_SCHEMA = ARTICLES_SCHEMA.append(pa.field("staging", pa.string())) \
 # fsspec info fields that change with a remote object's content (S3, GCS, HTTP, Azure)
 VERSION_TAGS = ("ETag", "etag", "LastModified", "last_modified", "Last-Modified", "mtime", "md5Hash", "generation",
                 "version_id")
+SHARD_SUFFIX = ".shard.tar"
 LAYOUT_KEYS = ("source", "base_url", "updated_after", "updated_before", "output_dir", "shard_size",
                "packages_per_task", "retracted", "incremental")
 
@@ -189,20 +190,22 @@ def _rows(picks: list[tuple[str, str]], decided: dict[str, versions.Version]) ->
     return table.sort_by([("pmcid", "ascending"), ("version", "ascending")])
 
 
-def write_shard(shard: tuple[str, list[tuple[str, str]], dict], out: str) -> str:
-    """Assemble output shard `name` from its articles' (source name, rows part), PMCID order."""
-    name, picks, decided = shard
-    table = _rows(picks, decided)
-    assemble_shard(
-        Path(out) / "shards" / name,
-        [(r["staging"], list(zip(r["members"], r["member_offsets"], r["member_sizes"])))
-         for r in table.select(["staging", "members", "member_offsets", "member_sizes"]).to_pylist()],
-    )
+def write_shard(shard: tuple[str, list[dict], dict], out: str) -> dict:
+    """Output shard `name` from its articles' staging rows (PMCID order): the shard is an entry
+    of the cache keyed by those rows, placed as a hard link (tasks/incremental/store.py), so an
+    unchanged shard is not copied again; value: its articles part and entry key."""
+    name, rows, run = shard
+    cache = ItemCache.of(run)
+    key = item_key(STAGE, "shard", run["code"], name, rows)
+    table = rows_to_table(rows, STAGING_SCHEMA)
+    articles = [(r["staging"], list(zip(r["members"], r["member_offsets"], r["member_sizes"])))
+                for r in table.select(["staging", "members", "member_offsets", "member_sizes"]).to_pylist()]
+    reused = cache.place(key, SHARD_SUFFIX, Path(out) / "shards" / name, lambda tmp: assemble_shard(tmp, articles))
     table = table.set_column(table.schema.get_field_index("shard"), "shard",
                              pa.array([name] * table.num_rows, pa.string()))
     part = Path(out) / "_parts" / f"articles-{name}.parquet"
     write_table(table.select(ARTICLES_SCHEMA.names).cast(ARTICLES_SCHEMA), part)
-    return str(part)
+    return {"part": str(part), "key": key, "reused": reused}
 
 
 def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out) -> Merged:
@@ -210,19 +213,26 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
                   for r in results for pmcid, name, sha, updated in r.value["valid"]]
     decision = versions.resolve(candidates, set(cfg["retracted"]), STAGE)
     groups = content_groups(sorted(decision.current), cfg["shard_size"])
-    shards = [(shard_name(group[0]), [(decision.current[p].source, decision.current[p].part) for p in group],
-               {decision.current[p].source: decision.versions[decision.current[p].source] for p in group})
-              for group in groups]
-    parts = fan_out(write_shard, shards, str(out), name=f"{STAGE}-write-shard")
+    # every rows part is read once here (a shard's articles come from any part)
+    current = _rows([(decision.current[p].source, decision.current[p].part) for p in decision.current],
+                    decision.versions).to_pylist()
+    starts = [0]
+    for group in groups:
+        starts.append(starts[-1] + len(group))
+    run = run_context(cfg, out)
+    shards = [(shard_name(group[0]), current[start: start + len(group)], run) for group, start in zip(groups, starts)]
+    written = fan_out(write_shard, shards, str(out), name=f"{STAGE}-write-shard")
     history = out / "_parts" / "history.parquet"
     table = _rows([(c.source, c.part) for c in decision.history], decision.versions)
     write_table(table.select(ARTICLES_SCHEMA.names).cast(ARTICLES_SCHEMA), history)
-    concat_parts(parts + [history], ARTICLES_SCHEMA, out / "articles.parquet", sort_by=("pmcid", "version"))
+    concat_parts([w["part"] for w in written] + [history], ARTICLES_SCHEMA, out / "articles.parquet",
+                 sort_by=("pmcid", "version"))
     accounted = set(pq.read_table(out / "articles.parquet", columns=["source"])["source"].to_pylist())
-    keys = {key for r in results for key in r.value["keys"] + r.value["stamps"]}
+    keys = {key for r in results for key in r.value["keys"] + r.value["stamps"]} | {w["key"] for w in written}
     processed = sum(r.value["processed"] for r in results)
     pruned = ItemCache(cache_dir_for(out)).prune(keys)
     reused = sum(len(r.value["keys"]) for r in results) - processed
-    run_record(out, STAGE, len(plan.items), processed, reused, cfg["incremental"], pruned)
+    run_record(out, STAGE, len(plan.items), processed, reused, cfg["incremental"], pruned,
+               shards_reused=sum(w["reused"] for w in written))
     return Merged(items_out=len(decision.current), accounted=accounted, rejected=decision.rejected,
                   counts={"shards": len(groups)})
