@@ -12,28 +12,26 @@ import psutil
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-class PeakRSS:
-    """Samples the RSS of this process and its children; keeps the peaks."""
+class TreeSampler:
+    """A background thread that calls `sample(processes)` every `interval` seconds with a
+    process (this one by default) and all its descendants, until the `with` block ends."""
 
-    def __init__(self, interval: float = 0.1):
+    def __init__(self, interval: float = 0.1, pid: int | None = None):
         self.interval = interval
-        self.peak_total = 0
-        self.peak_single = 0
+        self.root = psutil.Process(pid or os.getpid())
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, daemon=True)
 
+    def sample(self, processes: list[psutil.Process]) -> None:
+        raise NotImplementedError
+
     def _run(self):
-        me = psutil.Process(os.getpid())
         while not self._stop.is_set():
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    rss = proc.memory_info().rss
-                except psutil.Error:
-                    continue
-                total += rss
-                self.peak_single = max(self.peak_single, rss)
-            self.peak_total = max(self.peak_total, total)
+            try:
+                processes = [self.root, *self.root.children(recursive=True)]
+            except psutil.Error:
+                processes = []
+            self.sample(processes)
             time.sleep(self.interval)
 
     def __enter__(self):
@@ -43,6 +41,26 @@ class PeakRSS:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join()
+
+
+class PeakRSS(TreeSampler):
+    """Peak RSS of the tree summed, and of its largest process."""
+
+    def __init__(self, interval: float = 0.1, pid: int | None = None):
+        super().__init__(interval, pid)
+        self.peak_total = 0
+        self.peak_single = 0
+
+    def sample(self, processes):
+        total = 0
+        for proc in processes:
+            try:
+                rss = proc.memory_info().rss
+            except psutil.Error:
+                continue
+            total += rss
+            self.peak_single = max(self.peak_single, rss)
+        self.peak_total = max(self.peak_total, total)
 
 
 def write_result(name: str, result: dict) -> Path:

@@ -31,7 +31,6 @@ import shutil
 import sys
 import tarfile
 import tempfile
-import threading
 import time
 from pathlib import Path
 
@@ -40,7 +39,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import flows  # noqa: E402,F401  (offline Prefect defaults)
-from benchmarks._measure import write_result  # noqa: E402
+from benchmarks._measure import TreeSampler, write_result  # noqa: E402
 from flows._runtime import ensure_prefect_api  # noqa: E402
 from flows._stage import run_stage  # noqa: E402
 from flows.ingest import ingest_flow  # noqa: E402
@@ -125,13 +124,12 @@ class _Zeros:
 
 # ---- measuring ----------------------------------------------------------------------------
 
-class RolePeaks:
+class RolePeaks(TreeSampler):
     """Peak RSS per process role: this flow process, each Dask worker, the Prefect server, the tree."""
 
     def __init__(self, interval: float = 0.1):
-        self.interval, self.peaks, self.tree = interval, {}, 0
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
+        super().__init__(interval)
+        self.peaks, self.tree = {}, 0
 
     @staticmethod
     def _role(proc: psutil.Process, me: int) -> str:
@@ -144,27 +142,16 @@ class RolePeaks:
             return "worker"
         return "prefect_server" if "prefect" in cmd or "uvicorn" in cmd else "other"
 
-    def _run(self):
-        me = psutil.Process(os.getpid())
-        while not self._stop.is_set():
-            total = 0
-            for proc in [me, *me.children(recursive=True)]:
-                try:
-                    rss, role = proc.memory_info().rss, self._role(proc, me.pid)
-                except psutil.Error:
-                    continue
-                total += rss
-                self.peaks[role] = max(self.peaks.get(role, 0), rss)  # workers: the largest one
-            self.tree = max(self.tree, total)
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+    def sample(self, processes):
+        total = 0
+        for proc in processes:
+            try:
+                rss, role = proc.memory_info().rss, self._role(proc, self.root.pid)
+            except psutil.Error:
+                continue
+            total += rss
+            self.peaks[role] = max(self.peaks.get(role, 0), rss)  # workers: the largest one
+        self.tree = max(self.tree, total)
 
     def as_mb(self) -> dict:
         return {f"peak_rss_{role}_mb": round(v / MB, 1) for role, v in sorted(self.peaks.items())} | {

@@ -23,7 +23,6 @@ import shutil
 import struct
 import subprocess
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -32,7 +31,7 @@ import psutil
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 import flows  # noqa: E402,F401  (offline defaults, inherited by the subprocesses)
-from benchmarks._measure import write_result  # noqa: E402
+from benchmarks._measure import TreeSampler, write_result  # noqa: E402
 from benchmarks.make_umls_release import write_release  # noqa: E402
 from tasks.linking.quickumls_adapter import installer_command  # noqa: E402
 
@@ -40,46 +39,30 @@ REPO = Path(__file__).resolve().parent.parent
 GB = 2**30
 
 
-class TreeSampler:
+class CommandSampler(TreeSampler):
     """Peak summed RSS and CPU seconds of a process and all its descendants."""
 
     def __init__(self, pid: int, interval: float = 0.2):
-        self.root, self.interval = psutil.Process(pid), interval
+        super().__init__(interval, pid)
         self.peak = 0
         self.cpu: dict[tuple[int, float], float] = {}  # (pid, start time) -> user + sys seconds
         self.peak_of: dict[tuple[int, float], tuple[int, str]] = {}  # -> (peak RSS, what it runs)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
 
-    def _run(self):
-        while not self._stop.is_set():
-            total = 0
+    def sample(self, processes):
+        total = 0
+        for proc in processes:
             try:
-                procs = [self.root, *self.root.children(recursive=True)]
+                with proc.oneshot():
+                    rss = proc.memory_info().rss
+                    times = proc.cpu_times()
+                    key = (proc.pid, proc.create_time())
+                    self.cpu[key] = times.user + times.system
+                    if rss > self.peak_of.get(key, (0, ""))[0]:
+                        self.peak_of[key] = (rss, " ".join(proc.cmdline())[:80])
+                    total += rss
             except psutil.Error:
-                procs = []
-            for proc in procs:
-                try:
-                    with proc.oneshot():
-                        rss = proc.memory_info().rss
-                        times = proc.cpu_times()
-                        key = (proc.pid, proc.create_time())
-                        self.cpu[key] = times.user + times.system
-                        if rss > self.peak_of.get(key, (0, ""))[0]:
-                            self.peak_of[key] = (rss, " ".join(proc.cmdline())[:80])
-                        total += rss
-                except psutil.Error:
-                    continue
-            self.peak = max(self.peak, total)
-            time.sleep(self.interval)
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
+                continue
+        self.peak = max(self.peak, total)
 
 
 def measured(cmd: list[str], log: Path) -> dict:
@@ -87,7 +70,7 @@ def measured(cmd: list[str], log: Path) -> dict:
     start = time.perf_counter()
     with open(log, "w") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT)
-        with TreeSampler(proc.pid) as tree:
+        with CommandSampler(proc.pid) as tree:
             code = proc.wait()
     wall = time.perf_counter() - start
     if code != 0:
