@@ -44,23 +44,29 @@ class TreeSampler:
 
 
 class PeakRSS(TreeSampler):
-    """Peak RSS of the tree summed, and of its largest process."""
+    """Peak RSS of the tree summed, and of its largest process; with `pss`, also the peak of
+    the tree's summed PSS (a page shared by forked processes counted once, split between
+    them, where RSS counts it in each: the memory the tree really holds)."""
 
-    def __init__(self, interval: float = 0.1, pid: int | None = None):
+    def __init__(self, interval: float = 0.1, pid: int | None = None, pss: bool = False):
         super().__init__(interval, pid)
+        self.pss = pss
         self.peak_total = 0
         self.peak_single = 0
+        self.peak_pss_total = 0
 
     def sample(self, processes):
-        total = 0
+        total = total_pss = 0
         for proc in processes:
             try:
                 rss = proc.memory_info().rss
+                total_pss += proc.memory_full_info().pss if self.pss else 0
             except psutil.Error:
                 continue
             total += rss
             self.peak_single = max(self.peak_single, rss)
         self.peak_total = max(self.peak_total, total)
+        self.peak_pss_total = max(self.peak_pss_total, total_pss)
 
 
 def write_result(name: str, result: dict) -> Path:

@@ -174,15 +174,22 @@ def load_records(studies: Path, anatomy: Path, texts: Path, prepared: PreparedSe
 
     wanted = set(anatomies)
     by_key: dict[str, dict[str, dict]] = {}
+    # one object per distinct (description, normal, findings): most anatomy descriptions repeat
+    # across studies ("No pleural effusion."), so the records grow by references, not strings
+    distinct: dict[tuple, dict] = {}
     for r in text_rows:
         if r["anatomy"] not in wanted or not (r.get("description") or "").strip():
             continue
         found = r.get(finding_field)
         if found is None:
             found = r.get("finding_cuis") or []
-        by_key.setdefault(r["study_id"], {})[r["anatomy"]] = {
-            "description": r["description"].strip(), "normal": bool(r.get("is_normal")),
-            "findings": sorted(set(found or [])) if not r.get("is_normal") else []}
+        normal = bool(r.get("is_normal"))
+        entry = (r["description"].strip(), normal, tuple(sorted(set(found or []))) if not normal else ())
+        text = distinct.get(entry)
+        if text is None:
+            text = distinct[entry] = {"description": entry[0], "normal": normal, "findings": list(entry[2])}
+        by_key.setdefault(r["study_id"], {})[r["anatomy"]] = text
+    del text_rows
     by_series: dict[str, list[dict]] = {}
     for r in anat_rows:
         by_series.setdefault(r["series_id"], []).append(r)
@@ -242,20 +249,22 @@ class StudyDataset:
     def __init__(self, records: list[StudyRecord], anatomies: list[str], findings: dict[str, int], tokenizer,
                  size: tuple[int, int, int], hu_windows=((-1000.0, 1000.0),), augment: dict | None = None,
                  seed: int = 0, cache_in_memory: bool = False):
-        self.records, self.anatomies, self.size = list(records), list(anatomies), tuple(int(v) for v in size)
+        records = list(records)
+        self.anatomies, self.size = list(anatomies), tuple(int(v) for v in size)
         self.channels = len(list(hu_windows))
         self.augment, self.seed, self.cache_in_memory = dict(augment or {}), int(seed), bool(cache_in_memory)
         self._cache: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         a_index = {a: i for i, a in enumerate(self.anatomies)}
-        n, A = len(self.records), len(self.anatomies)
+        n, A = len(records), len(self.anatomies)
         self.usable = torch.zeros(n, A, dtype=torch.bool)
         self.normal = torch.zeros(n, A, dtype=torch.bool)
         self.findings = torch.zeros(n, A, max(1, len(findings)), dtype=torch.bool)
         # mask channel of each model anatomy in the study's file; -1: not segmented there
         self.mask_channels = torch.full((n, A), -1, dtype=torch.long)
+        # the encoded description of each (study, anatomy); -1: none
+        self.text_index = torch.full((n, A), -1, dtype=torch.int32)
         distinct: dict[str, int] = {}  # many descriptions repeat ("Lung shows no ..."): encode each once
-        self.text_of: dict[tuple[int, int], int] = {}
-        for i, r in enumerate(self.records):
+        for i, r in enumerate(records):
             for name, ok in r.usable.items():
                 self.usable[i, a_index[name]] = ok
             for name, channel in r.mask_index.items():
@@ -266,18 +275,23 @@ class StudyDataset:
                 for f in t["findings"]:
                     if f in findings:
                         self.findings[i, a, findings[f]] = True
-                self.text_of[(i, a)] = distinct.setdefault(t["description"], len(distinct))
+                self.text_index[i, a] = distinct.setdefault(t["description"], len(distinct))
         enc = tokenizer.encode(list(distinct)) if distinct else {
             "input_ids": torch.zeros(0, 2, dtype=torch.long), "attention_mask": torch.zeros(0, 2, dtype=torch.long)}
         # stored narrow (a quarter and an eighth of int64), handed out as the model's int64
         self.text_ids, self.text_mask = enc["input_ids"].to(torch.int32), enc["attention_mask"].to(torch.uint8)
-        # one numpy array, not a Python object per study: forked loader workers read it without
-        # touching (and so copying) the pages that hold the records
-        self._paths = np.array([str(r.tensors) for r in self.records] or [""])
+        # arrays only, no Python object per study (the records are not kept): memory grows by
+        # bytes per study, and forked loader workers read it without touching (so copying) pages
+        self._paths = np.array([str(r.tensors) for r in records] or [""])
         self._identity = (self.mask_channels == torch.arange(A)).all(1)  # the file's channels are ours
+        self._n = n
 
     def __len__(self) -> int:
-        return len(self.records)
+        return self._n
+
+    def pairs(self) -> int:
+        """(study, anatomy) pairs that train: the anatomy usable and described."""
+        return int((self.usable & (self.text_index >= 0)).sum())
 
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_cache": {}}
@@ -320,7 +334,7 @@ class StudyDataset:
                 d = [int(v) for v in torch.randint(-shift, shift + 1, (3,), generator=g)]
                 vol, masks = roll3(vol, d), roll3(masks, d)
         rows = [(a_, self.text_ids[k].long(), self.text_mask[k].long()) for a_ in range(len(self.anatomies))
-                if self.usable[i, a_] and (k := self.text_of.get((i, a_))) is not None]
+                if self.usable[i, a_] and (k := int(self.text_index[i, a_])) >= 0]
         return {"volume": vol, "masks": masks, "usable": self.usable[i], "normal": self.normal[i],
                 "findings": self.findings[i], "texts": rows}
 

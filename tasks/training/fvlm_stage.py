@@ -110,12 +110,10 @@ def prepare(params: dict) -> Prepared:
     ignored = ("output_dir", "checkpoint_dir", "num_workers", "cache_in_memory", "reference_labels")
     fp = fingerprint(STAGE, {k: v for k, v in cfg.items() if k not in ignored}, model_cfg,
                      files=_fingerprint_files(cfg))
-    pairs = lambda ds: int((ds.usable & torch.tensor([[(i, a) in ds.text_of for a in range(len(anatomies))]
-                                                      for i in range(len(ds))], dtype=torch.bool).view(len(ds), -1)).sum()) if len(ds) else 0
     counts = {
         **table.counts, "train_studies": len(train_recs), "heldout_studies": len(held_recs),
         "train_patients": len({r.patient_id for r in train_recs}), "heldout_patients": len({r.patient_id for r in held_recs}),
-        "anatomies": len(anatomies), "findings": len(findings), "train_pairs": pairs(train), "heldout_pairs": pairs(held),
+        "anatomies": len(anatomies), "findings": len(findings), "train_pairs": train.pairs(), "heldout_pairs": held.pairs(),
         "fov_cut_pairs": sum(1 for r in records for ok in r.usable.values() if not ok), "vocab_size": tokenizer.vocab_size,
     }
     return Prepared(cfg, model_cfg, tokenizer, train, held, records, rejected, findings, fp, counts, prepared.meta)
