@@ -5,12 +5,19 @@
 Builds an N-package corpus with the sample's generators (tasks/sample: JATS, PDF and JPEG
 figures), listed in an OA file list, in a throwaway copy of this working tree (git + DVC),
 and runs `dvc repro link_concepts` there (the full run). Then a newer OA file list adds
-`--new` packages (PMCIDs between the existing ones, the worst case for shard layouts) and
-`--versions` newer versions of existing PMCIDs (a revised title and caption, a later Last
+`--new` packages and `--versions` newer versions of existing PMCIDs (a revised title and caption, a later Last
 Updated, another package path): the update `dvc repro`. A second copy runs the same command
 from scratch over the union. Reports the update's wall time as a fraction of the full run
 (goal <= 5 %), how many items each stage processed (its timing.json), and whether every
 output byte matches the from-scratch run. Writes benchmarks/results/update.json.
+
+`--placement end` (default) gives the new articles PMCIDs above the corpus's, as PMC assigns
+them (a monthly update is mostly new, higher PMCIDs plus revisions of older ones); `spread`
+puts them between the existing ones, the worst case for a layout set by PMCIDs (every shard
+touched). `--prefect shared` (default) runs every repro under one Prefect server, as a Prefect
+deployment does (a long-running `prefect server start` named by PREFECT_API_URL) and as
+`medconcept run` does; `per-stage` leaves each stage process to start its own temporary
+server (about 5 s a stage on 2 cores), as a bare `dvc repro` without PREFECT_API_URL does.
 
 Articles are drawn from a pool of `--pool` distinct sample articles, each package under its own
 PMCID (the nxml relabelled, as benchmarks/ingest.py does), so the corpus costs seconds per
@@ -37,7 +44,7 @@ sys.path.insert(0, str(REPO))
 
 from benchmarks._measure import write_result  # noqa: E402
 
-BASE = 20_000_000            # corpus PMCIDs: BASE + 2 i; new articles take odd numbers between them
+BASE = 20_000_000            # corpus PMCIDs: BASE + 2 i; new ones from BASE + 2 N up, or odd numbers between
 OA_COLUMNS = ["File", "Article Citation", "Accession ID", "Last Updated", "PMID", "License"]
 STAGES = ("ingest", "figures", "link_concepts")
 VOLATILE = {"timing.json"}   # the run record (seconds, items processed), not an output (not DVC-tracked)
@@ -180,14 +187,26 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=2)
     parser.add_argument("--workdir", type=Path, default=None)
     parser.add_argument("--keep", action="store_true", help="keep the throwaway repositories")
+    parser.add_argument("--placement", choices=("end", "spread"), default="end",
+                        help="new PMCIDs above the corpus (as PMC assigns them) or between its PMCIDs")
+    parser.add_argument("--prefect", choices=("shared", "per-stage"), default="shared",
+                        help="one Prefect server for every stage process, or one per stage process")
     args = parser.parse_args()
+    if args.prefect == "shared":  # exported: every dvc repro below, and its stages, inherit it
+        import flows  # noqa: F401  (offline Prefect defaults)
+        from flows._runtime import ensure_prefect_api
+
+        ensure_prefect_api()
+    else:
+        os.environ.pop("PREFECT_API_URL", None)
     work = Path(tempfile.mkdtemp(prefix="update-bench-", dir=args.workdir))
     try:
         t0 = time.perf_counter()
         pool = _pool_members(min(args.pool, args.n))
         corpus = [f"PMC{BASE + 2 * i}" for i in range(args.n)]
         step = max(1, args.n // max(args.new, 1))
-        new = [f"PMC{BASE + 2 * i + 1}" for i in range(0, args.n, step)][: args.new]
+        new = ([f"PMC{BASE + 2 * args.n + i}" for i in range(args.new)] if args.placement == "end" else
+               [f"PMC{BASE + 2 * i + 1}" for i in range(0, args.n, step)][: args.new])
         revised = corpus[step // 2:: step][: args.versions]
         incremental, scratch = (make_repo(Path(tempfile.mkdtemp(dir=work)), args.workers) for _ in range(2))
         packages = incremental / "data" / "corpus"
@@ -212,7 +231,7 @@ def main() -> None:
         differing = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
         result = {
             "benchmark": "update", "n": args.n, "new": len(new), "newer_versions": len(revised),
-            "pool": len(pool), "workers": args.workers, "generate_seconds": round(generate_s, 1),
+            "pool": len(pool), "workers": args.workers, "placement": args.placement, "prefect": args.prefect, "generate_seconds": round(generate_s, 1),
             "full_repro_seconds": round(full_s, 1), "update_repro_seconds": round(update_s, 1),
             "scratch_repro_seconds": round(scratch_s, 1),
             "update_fraction_of_full": round(update_s / full_s, 4),
