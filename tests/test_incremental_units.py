@@ -86,3 +86,21 @@ def test_fingerprint_follows_content_and_rereads_only_changed_files(tmp_path):
     b.write_text("tw0")
     assert fingerprint([a, b], tmp_path / "i", memo) != first
     assert set(json.loads(memo.read_text())) == {"a", "b"}
+
+
+def test_cached_shards_run_in_the_flow_process_and_the_rest_as_tasks_in_order():
+    from tasks.incremental.store import fan_out_unless_cached
+
+    submitted, here = [], []
+
+    def fan_out(fn, shards, *shared, name):
+        submitted.extend(shards)
+        return [("task", s, *shared) for s in shards]
+
+    def fn(shard, extra):
+        here.append(shard)
+        return ("here", shard, extra)
+
+    results = fan_out_unless_cached(fan_out, fn, ["a", "b", "c", "d"], lambda s: s in {"b", "d"}, "x", name="t")
+    assert results == [("task", "a", "x"), ("here", "b", "x"), ("task", "c", "x"), ("here", "d", "x")]
+    assert submitted == ["a", "c"] and here == ["b", "d"]

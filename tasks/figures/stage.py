@@ -27,7 +27,8 @@ from tasks.figures.contact_sheet import draw_contact_sheet, pick_evenly
 from tasks.figures.near_duplicates import near_duplicates
 from tasks.figures.shards import read_articles, read_samples, write_shard
 from tasks.incremental.layout import content_groups
-from tasks.incremental.store import ItemCache, cache_dir_for, code_version, item_key, params_for_key, run_record
+from tasks.incremental.store import (ItemCache, cache_dir_for, code_version, fan_out_unless_cached, item_key,
+                                     params_for_key, run_record)
 
 SUBCAPTION = pa.struct([("panel", pa.string()), ("text", pa.string())])
 FIGURES_SCHEMA = pa.schema([
@@ -139,6 +140,18 @@ def _build_shard(articles: list[tuple[str, str, str]], name: str, tar_path: Path
     return {"rejected": rejected, "counts": counts}
 
 
+def shard_key(shard: tuple[str, list[tuple[str, str, str]], dict]) -> str:
+    name, articles, run = shard
+    return item_key(STAGE, "shard", run["code"], name, [(p, Path(e).name, s) for p, e, s in articles])
+
+
+def shard_cached(shard: tuple[str, list[tuple[str, str, str]], dict]) -> bool:
+    run = shard[2]
+    cache, key = ItemCache.of(run), shard_key(shard)
+    return run["read"] and all(cache.path(key, suffix).is_file() for suffix in (".shard.tar", ".part.parquet",
+                                                                                 ".shard.json"))
+
+
 def assemble_shard(shard: tuple[str, list[tuple[str, str, str]], dict], out: str) -> dict:
     """Output shard `name` from its articles' (pmcid, entry path, ingest shard), kept in the
     cache as one entry keyed by those entries and placed as a hard link (an unchanged shard
@@ -146,7 +159,7 @@ def assemble_shard(shard: tuple[str, list[tuple[str, str, str]], dict], out: str
     rejected rows and counts, the entry key."""
     name, articles, run = shard
     cache = ItemCache.of(run)
-    key = item_key(STAGE, "shard", run["code"], name, [(p, Path(e).name, s) for p, e, s in articles])
+    key = shard_key(shard)
     part, meta = cache.path(key, ".part.parquet"), cache.path(key, ".shard.json")
     built: dict = {}
     if not (part.is_file() and meta.is_file()):  # an entry missing a piece is built again
@@ -203,7 +216,8 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
     by_pmcid = {pmcid: (entry, shard) for pmcid, _, entry, shard in present}
     groups = content_groups([p for p, _, _, _ in present], cfg["articles_per_task"])
     shards = [(shard_name(g[0]), [(p, *by_pmcid[p]) for p in g], run) for g in groups]
-    assembled = fan_out(assemble_shard, shards, str(out), name=f"{STAGE}-assemble-shard")
+    assembled = fan_out_unless_cached(fan_out, assemble_shard, shards, shard_cached, str(out),
+                                      name=f"{STAGE}-assemble-shard")
     figures_path = out / "figures.parquet"
     items_out = concat_parts([a["part"] for a in assembled], FIGURES_SCHEMA, figures_path, sort_by=("key",))
     counts: dict = {}

@@ -167,6 +167,17 @@ class ItemCache:
         return removed
 
 
+def fan_out_unless_cached(fan_out, fn: Callable, shards: list, cached: Callable[[Any], bool], *shared: Any,
+                          name: str) -> list:
+    """fn over every shard, in order: the shards whose entries exist (`cached`) run here, in
+    the flow process (a hard link and a small read, cheaper than a task's own overhead on a
+    worker), the rest as tasks through `fan_out`. An update that touches a few output shards
+    then submits a few tasks, not one per shard of the corpus."""
+    here = [bool(cached(shard)) for shard in shards]
+    built = iter(fan_out(fn, [s for s, h in zip(shards, here) if not h], *shared, name=name))
+    return [fn(shard, *shared) if h else next(built) for shard, h in zip(shards, here)]
+
+
 def mark_used(path: Path) -> None:
     """Set the access time to now and keep the modification time (see the module doc)."""
     stat = os.stat(path)

@@ -27,7 +27,8 @@ from tasks.common.rejection import Rejected
 from tasks.common.sharding import Merged, Plan, ShardResult, chunks
 from tasks.common.tables import concat_parts, rows_to_table, write_table
 from tasks.incremental.layout import content_groups
-from tasks.incremental.store import ItemCache, cache_dir_for, code_version, item_key, params_for_key, run_record
+from tasks.incremental.store import (ItemCache, cache_dir_for, code_version, fan_out_unless_cached, item_key,
+                                     params_for_key, run_record)
 from tasks.ingest import versions
 from tasks.ingest.package import Policy, inspect_package
 from tasks.ingest.shards import StagingWriter, assemble_shard, shard_name
@@ -190,13 +191,23 @@ def _rows(picks: list[tuple[str, str]], decided: dict[str, versions.Version]) ->
     return table.sort_by([("pmcid", "ascending"), ("version", "ascending")])
 
 
+def shard_key(shard: tuple[str, list[dict], dict]) -> str:
+    name, rows, run = shard
+    return item_key(STAGE, "shard", run["code"], name, rows)
+
+
+def shard_cached(shard: tuple[str, list[dict], dict]) -> bool:
+    run = shard[2]
+    return run["read"] and ItemCache.of(run).path(shard_key(shard), SHARD_SUFFIX).is_file()
+
+
 def write_shard(shard: tuple[str, list[dict], dict], out: str) -> dict:
     """Output shard `name` from its articles' staging rows (PMCID order): the shard is an entry
     of the cache keyed by those rows, placed as a hard link (tasks/incremental/store.py), so an
     unchanged shard is not copied again; value: its articles part and entry key."""
     name, rows, run = shard
     cache = ItemCache.of(run)
-    key = item_key(STAGE, "shard", run["code"], name, rows)
+    key = shard_key(shard)
     table = rows_to_table(rows, STAGING_SCHEMA)
     articles = [(r["staging"], list(zip(r["members"], r["member_offsets"], r["member_sizes"])))
                 for r in table.select(["staging", "members", "member_offsets", "member_sizes"]).to_pylist()]
@@ -221,7 +232,7 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
         starts.append(starts[-1] + len(group))
     run = run_context(cfg, out)
     shards = [(shard_name(group[0]), current[start: start + len(group)], run) for group, start in zip(groups, starts)]
-    written = fan_out(write_shard, shards, str(out), name=f"{STAGE}-write-shard")
+    written = fan_out_unless_cached(fan_out, write_shard, shards, shard_cached, str(out), name=f"{STAGE}-write-shard")
     history = out / "_parts" / "history.parquet"
     table = _rows([(c.source, c.part) for c in decision.history], decision.versions)
     write_table(table.select(ARTICLES_SCHEMA.names).cast(ARTICLES_SCHEMA), history)
