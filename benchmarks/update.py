@@ -14,9 +14,9 @@ output byte matches the from-scratch run. Writes benchmarks/results/update.json.
 `--placement end` (default) gives the new articles PMCIDs above the corpus's, as PMC assigns
 them (a monthly update is mostly new, higher PMCIDs plus revisions of older ones); `spread`
 puts them between the existing ones, the worst case for a layout set by PMCIDs (every shard
-touched). `--prefect shared` (default) runs every repro under one Prefect server, as a Prefect
-deployment does (a long-running `prefect server start` named by PREFECT_API_URL) and as
-`medconcept run` does; `per-stage` leaves each stage process to start its own temporary
+touched). `--prefect shared` (default) runs every repro under one Prefect server, as
+`python -m flows.with_prefect dvc repro` (what `./medconcept.sh run` runs) and a Prefect
+deployment (a long-running `prefect server start` named by PREFECT_API_URL) do; `per-stage` leaves each stage process to start its own temporary
 server (about 5 s a stage on 2 cores), as a bare `dvc repro` without PREFECT_API_URL does.
 
 Articles are drawn from a pool of `--pool` distinct sample articles, each package under its own
