@@ -104,3 +104,17 @@ def test_cached_shards_run_in_the_flow_process_and_the_rest_as_tasks_in_order():
     results = fan_out_unless_cached(fan_out, fn, ["a", "b", "c", "d"], lambda s: s in {"b", "d"}, "x", name="t")
     assert results == [("task", "a", "x"), ("here", "b", "x"), ("task", "c", "x"), ("here", "d", "x")]
     assert submitted == ["a", "c"] and here == ["b", "d"]
+
+
+def test_placing_an_entry_twice_or_over_an_old_file_leaves_the_entry_there(tmp_path):
+    cache = ItemCache(tmp_path / "cache")
+    dest = tmp_path / "out" / "shard.tar"
+    built = []
+    build = lambda tmp: (built.append(tmp), tmp.write_bytes(b"shard"))
+    assert cache.place("k1", ".tar", dest, build) is False
+    assert cache.place("k1", ".tar", dest, build) is True       # same folder again: no error
+    assert os.path.samefile(dest, cache.path("k1", ".tar")) and len(built) == 1
+    dest.unlink()
+    dest.write_bytes(b"stale")                                    # an old file of that name
+    assert cache.place("k1", ".tar", dest, build) is True
+    assert dest.read_bytes() == b"shard" and os.path.samefile(dest, cache.path("k1", ".tar"))

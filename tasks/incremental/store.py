@@ -143,6 +143,9 @@ class ItemCache:
             entry = self.commit(tmp, key, suffix)
         dest = Path(dest)
         dest.parent.mkdir(parents=True, exist_ok=True)
+        if dest.exists() and os.path.samefile(entry, dest):
+            return reused  # placed already (a second call with the same folder)
+        dest.unlink(missing_ok=True)
         try:
             os.link(entry, dest)
         except OSError:
