@@ -59,8 +59,8 @@ class PeakRSS(TreeSampler):
         total = total_pss = 0
         for proc in processes:
             try:
-                rss = proc.memory_info().rss
-                total_pss += proc.memory_full_info().pss if self.pss else 0
+                info = proc.memory_full_info() if self.pss else proc.memory_info()
+                rss, total_pss = info.rss, total_pss + getattr(info, "pss", 0)
             except psutil.Error:
                 continue
             total += rss

@@ -5,8 +5,8 @@
 Builds an N-package corpus with the sample's generators (tasks/sample: JATS, PDF and JPEG
 figures), listed in an OA file list, in a throwaway copy of this working tree (git + DVC),
 and runs `dvc repro link_concepts` there (the full run). Then a newer OA file list adds
-`--new` packages and `--versions` newer versions of existing PMCIDs (a revised title and caption, a later Last
-Updated, another package path): the update `dvc repro`. A second copy runs the same command
+`--new` packages and `--versions` newer versions of existing PMCIDs (a revised title and
+caption, a later Last Updated, another package path): the update `dvc repro`. A second copy runs the same command
 from scratch over the union. Reports the update's wall time as a fraction of the full run
 (goal <= 5 %), how many items each stage processed (its timing.json), and whether every
 output byte matches the from-scratch run. Writes benchmarks/results/update.json.
@@ -16,8 +16,9 @@ them (a monthly update is mostly new, higher PMCIDs plus revisions of older ones
 puts them between the existing ones, the worst case for a layout set by PMCIDs (every shard
 touched). `--prefect shared` (default) runs every repro under one Prefect server, as
 `python -m flows.with_prefect dvc repro` (what `./medconcept.sh run` runs) and a Prefect
-deployment (a long-running `prefect server start` named by PREFECT_API_URL) do; `per-stage` leaves each stage process to start its own temporary
-server (about 5 s a stage on 2 cores), as a bare `dvc repro` without PREFECT_API_URL does.
+deployment (a long-running `prefect server start` named by PREFECT_API_URL) do; `per-stage`
+leaves each stage process to start its own temporary server (about 5 s a stage on 2 cores),
+as a bare `dvc repro` without PREFECT_API_URL does.
 
 Articles are drawn from a pool of `--pool` distinct sample articles, each package under its own
 PMCID (the nxml relabelled, as benchmarks/ingest.py does), so the corpus costs seconds per
@@ -231,7 +232,8 @@ def main() -> None:
         differing = sorted(k for k in set(ours) | set(theirs) if ours.get(k) != theirs.get(k))
         result = {
             "benchmark": "update", "n": args.n, "new": len(new), "newer_versions": len(revised),
-            "pool": len(pool), "workers": args.workers, "placement": args.placement, "prefect": args.prefect, "generate_seconds": round(generate_s, 1),
+            "pool": len(pool), "workers": args.workers, "placement": args.placement, "prefect": args.prefect,
+            "generate_seconds": round(generate_s, 1),
             "full_repro_seconds": round(full_s, 1), "update_repro_seconds": round(update_s, 1),
             "scratch_repro_seconds": round(scratch_s, 1),
             "update_fraction_of_full": round(update_s / full_s, 4),

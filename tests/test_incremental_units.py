@@ -89,7 +89,7 @@ def test_fingerprint_follows_content_and_rereads_only_changed_files(tmp_path):
 
 
 def test_cached_shards_run_in_the_flow_process_and_the_rest_as_tasks_in_order():
-    from tasks.incremental.store import fan_out_unless_cached
+    from tasks.common.sharding import fan_out_unless_cached
 
     submitted, here = [], []
 
@@ -114,6 +114,8 @@ def test_placing_an_entry_twice_or_over_an_old_file_leaves_the_entry_there(tmp_p
     assert cache.place("k1", ".tar", dest, build) is False
     assert cache.place("k1", ".tar", dest, build) is True       # same folder again: no error
     assert os.path.samefile(dest, cache.path("k1", ".tar")) and len(built) == 1
+    assert cache.has("k1", ".tar") and not cache.has("k1", ".tar", ".json")
+    assert not ItemCache(tmp_path / "cache", read=False).has("k1", ".tar")  # incremental off: no hit
     dest.unlink()
     dest.write_bytes(b"stale")                                    # an old file of that name
     assert cache.place("k1", ".tar", dest, build) is True

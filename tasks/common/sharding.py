@@ -3,7 +3,7 @@ items that enter and the shards to run, each shard's result, and the merged outc
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 
 class StageConfigError(RuntimeError):
@@ -46,3 +46,14 @@ class Merged:
     accounted: set[str]              # items (as in Plan.items) that reached an output row
     rejected: list[dict] = field(default_factory=list)   # found while merging (duplicates, ...)
     counts: dict = field(default_factory=dict)
+
+
+def fan_out_unless_cached(fan_out, fn: Callable, shards: list, cached: Callable[[Any], bool], *shared: Any,
+                          name: str) -> list:
+    """fn over every shard, in order: the shards whose entries exist (`cached`) run here, in
+    the flow process (a hard link and a small read, cheaper than a task's own overhead on a
+    worker), the rest as tasks through `fan_out`. An update that touches a few output shards
+    then submits a few tasks, not one per shard of the corpus."""
+    here = [bool(cached(shard)) for shard in shards]
+    built = iter(fan_out(fn, [s for s, h in zip(shards, here) if not h], *shared, name=name))
+    return [fn(shard, *shared) if h else next(built) for shard, h in zip(shards, here)]

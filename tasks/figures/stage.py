@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from tasks.common.sharding import Merged, Plan, ShardResult, add_counts, chunks
+from tasks.common.sharding import Merged, Plan, ShardResult, add_counts, chunks, fan_out_unless_cached
 from tasks.common.tables import concat_parts, write_table
 from tasks.figures import entries
 from tasks.figures.article import STAGE, Settings, process_article
@@ -27,8 +27,7 @@ from tasks.figures.contact_sheet import draw_contact_sheet, pick_evenly
 from tasks.figures.near_duplicates import near_duplicates
 from tasks.figures.shards import read_articles, read_samples, write_shard
 from tasks.incremental.layout import content_groups
-from tasks.incremental.store import (ItemCache, cache_dir_for, code_version, fan_out_unless_cached, item_key,
-                                     params_for_key, run_record)
+from tasks.incremental.store import ItemCache, cache_dir_for, code_version, item_key, params_for_key, run_record
 
 SUBCAPTION = pa.struct([("panel", pa.string()), ("text", pa.string())])
 FIGURES_SCHEMA = pa.schema([
@@ -146,10 +145,7 @@ def shard_key(shard: tuple[str, list[tuple[str, str, str]], dict]) -> str:
 
 
 def shard_cached(shard: tuple[str, list[tuple[str, str, str]], dict]) -> bool:
-    run = shard[2]
-    cache, key = ItemCache.of(run), shard_key(shard)
-    return run["read"] and all(cache.path(key, suffix).is_file() for suffix in (".shard.tar", ".part.parquet",
-                                                                                 ".shard.json"))
+    return ItemCache.of(shard[2]).has(shard_key(shard), ".shard.tar", ".part.parquet", ".shard.json")
 
 
 def assemble_shard(shard: tuple[str, list[tuple[str, str, str]], dict], out: str) -> dict:

@@ -113,6 +113,10 @@ class ItemCache:
             return None
         return path
 
+    def has(self, key: str, *suffixes: str) -> bool:
+        """Whether every piece of the entry exists (and reading is on); marks no use."""
+        return self.read and all(self.path(key, suffix).is_file() for suffix in suffixes)
+
     def temporary(self, key: str, suffix: str) -> Path:
         path = self.path(key, suffix)
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -168,17 +172,6 @@ class ItemCache:
                 except FileNotFoundError:
                     continue
         return removed
-
-
-def fan_out_unless_cached(fan_out, fn: Callable, shards: list, cached: Callable[[Any], bool], *shared: Any,
-                          name: str) -> list:
-    """fn over every shard, in order: the shards whose entries exist (`cached`) run here, in
-    the flow process (a hard link and a small read, cheaper than a task's own overhead on a
-    worker), the rest as tasks through `fan_out`. An update that touches a few output shards
-    then submits a few tasks, not one per shard of the corpus."""
-    here = [bool(cached(shard)) for shard in shards]
-    built = iter(fan_out(fn, [s for s, h in zip(shards, here) if not h], *shared, name=name))
-    return [fn(shard, *shared) if h else next(built) for shard, h in zip(shards, here)]
 
 
 def mark_used(path: Path) -> None:

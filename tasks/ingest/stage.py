@@ -24,11 +24,10 @@ import pyarrow.parquet as pq
 from tasks.common.hashing import sha256_stream
 from tasks.common.locations import UNREADABLE_SOURCE, is_url
 from tasks.common.rejection import Rejected
-from tasks.common.sharding import Merged, Plan, ShardResult, chunks
+from tasks.common.sharding import Merged, Plan, ShardResult, chunks, fan_out_unless_cached
 from tasks.common.tables import concat_parts, rows_to_table, write_table
 from tasks.incremental.layout import content_groups
-from tasks.incremental.store import (ItemCache, cache_dir_for, code_version, fan_out_unless_cached, item_key,
-                                     params_for_key, run_record)
+from tasks.incremental.store import ItemCache, cache_dir_for, code_version, item_key, params_for_key, run_record
 from tasks.ingest import versions
 from tasks.ingest.package import Policy, inspect_package
 from tasks.ingest.shards import StagingWriter, assemble_shard, shard_name
@@ -197,8 +196,7 @@ def shard_key(shard: tuple[str, list[dict], dict]) -> str:
 
 
 def shard_cached(shard: tuple[str, list[dict], dict]) -> bool:
-    run = shard[2]
-    return run["read"] and ItemCache.of(run).path(shard_key(shard), SHARD_SUFFIX).is_file()
+    return ItemCache.of(shard[2]).has(shard_key(shard), SHARD_SUFFIX)
 
 
 def write_shard(shard: tuple[str, list[dict], dict], out: str) -> dict:
