@@ -23,6 +23,7 @@ an item's content never count: a stage may legitimately reject everything for th
 from __future__ import annotations
 
 import shutil
+import uuid
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -31,7 +32,8 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from flows._stage import gather
-from tasks.common.sharding import Merged, Plan, ShardResult, StageConfigError, add_counts  # noqa: F401  (vocabulary)
+from tasks.common.sharding import (Merged, Plan, ShardResult, StageConfigError,  # noqa: F401  (vocabulary)
+                                   add_counts, fan_out_unless_cached)
 from tasks.common.summary import StageSummary
 from tasks.common.tables import write_rejected
 
@@ -47,6 +49,9 @@ class ShardedStage:
     # the input item a rejected row belongs to (figures reject "PMC1/F2" of article PMC1)
     item_of: Callable[[dict], str] = lambda row: row["item"]
     plan_fans_out: bool = False      # plan is called as plan(cfg, out, fan_out)
+    # shard -> whether its result is in the stage's cache: such a shard runs in the flow
+    # process (a small read, cheaper than a task), the rest as tasks
+    cached: Callable[[Any], bool] | None = None
     # reasons that mean "the item's source could not be opened at all", never "its content is
     # bad", and the cfg keys (dotted below the section) naming where the sources live
     open_failures: tuple[str, ...] = ()
@@ -68,8 +73,31 @@ class FanOut:
         self.stage, self.summary = stage, summary
 
     def __call__(self, fn: Callable, shards: Sequence[Any], *shared: Any, name: str | None = None) -> list:
-        shard_task = task(fn, name=name or f"{self.stage}-{fn.__name__}", cache_policy=NO_CACHE)
-        return gather([shard_task.submit(shard, *shared) for shard in shards], self.summary)
+        shard_task = task(_on_opaque(fn), name=name or f"{self.stage}-{fn.__name__}", cache_policy=NO_CACHE)
+        shared_arg = Opaque(shared)
+        return gather([shard_task.submit(Opaque(shard), shared_arg) for shard in shards], self.summary)
+
+
+class Opaque:
+    """A task's argument as one object that Prefect does not walk (looking for futures in
+    every nested list and dict) and Dask does not hash item by item: with shards of hundreds
+    of rows, those walks cost more than the task itself (0.25 s a submit)."""
+
+    __slots__ = ("value", "token")
+
+    def __init__(self, value: Any):
+        self.value, self.token = value, uuid.uuid4().hex
+
+    def __dask_tokenize__(self) -> str:
+        return self.token
+
+
+def _on_opaque(fn: Callable) -> Callable:
+    def run_shard(shard: Opaque, shared: Opaque) -> Any:
+        return fn(shard.value, *shared.value)
+
+    run_shard.__name__ = run_shard.__qualname__ = fn.__name__  # what Dask names its keys after
+    return run_shard
 
 
 def check_accounting(stage: ShardedStage, plan: Plan, merged: Merged, rejected: list[dict]) -> None:
@@ -126,7 +154,11 @@ def run_sharded(stage: ShardedStage, cfg: dict, out: str | Path) -> dict:
     plan = stage.plan(cfg, out, fan_out) if stage.plan_fans_out else stage.plan(cfg, out)
     summary.items_in = len(plan.items)
     print(f"[{stage.name}] {len(plan.items)} {stage.unit} in {len(plan.shards)} tasks", flush=True)
-    results = fan_out(stage.work, plan.shards, cfg, str(out), name=f"{stage.name}-shard")
+    if stage.cached is None:
+        results = fan_out(stage.work, plan.shards, cfg, str(out), name=f"{stage.name}-shard")
+    else:
+        results = fan_out_unless_cached(fan_out, stage.work, plan.shards, stage.cached, cfg, str(out),
+                                        name=f"{stage.name}-shard")
     merged = stage.merge(cfg, out, plan, results, fan_out)
     rejected = [row for result in results for row in result.rejected] + merged.rejected
     rejected = [dict(row, stage=row.get("stage") or stage.name) for row in rejected]

@@ -6,18 +6,16 @@ A stage module defines a Prefect flow taking the whole params dict and calls
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 from pathlib import Path
 from typing import Any, Callable, Iterable, Sequence
 
+from flows._cluster import make_task_runner
 from flows._outputs import atomic_output_dir
 from flows._runtime import ensure_prefect_api
 from tasks.common.params import ParamsError, load_params
 from tasks.common.sharding import StageConfigError
 from tasks.schema import with_absolute_locations
-
-DASK_ADDRESS_ENV = "MEDCONCEPT_DASK_ADDRESS"
 
 
 def build_arg_parser(stage: str) -> argparse.ArgumentParser:
@@ -31,31 +29,6 @@ def build_arg_parser(stage: str) -> argparse.ArgumentParser:
         help="override one param, as `dvc exp run -S` does (repeatable)",
     )
     return parser
-
-
-def dask_address(params: dict) -> str | None:
-    return os.environ.get(DASK_ADDRESS_ENV) or params["dask"]["address"]
-
-
-def make_task_runner(params: dict):
-    """A DaskTaskRunner on the scheduler named in params/environment, else a LocalCluster."""
-    from prefect_dask import DaskTaskRunner
-
-    address = dask_address(params)
-    if address:
-        return DaskTaskRunner(address=address)
-    dask_params = params["dask"]
-    n_workers = dask_params["n_workers"] or max(1, os.cpu_count() or 1)
-    return DaskTaskRunner(
-        cluster_class="distributed.LocalCluster",
-        cluster_kwargs={
-            "n_workers": int(n_workers),
-            "threads_per_worker": dask_params["threads_per_worker"],
-            "processes": dask_params["processes"],
-            "memory_limit": dask_params["memory_limit"],
-            "dashboard_address": dask_params["dashboard_address"],
-        },
-    )
 
 
 def gather(futures: Iterable, summary=None) -> list:

@@ -16,7 +16,8 @@ from prefect import flow
 from flows._outputs import atomic_output_dir
 from flows._runner import ShardedStage, run_sharded
 from flows._runtime import ensure_prefect_api
-from flows._stage import cli_params, make_task_runner
+from flows._cluster import make_task_runner
+from flows._stage import cli_params
 from tasks.evaluate import stage
 from tasks.evaluate.stage import MODELS
 from tasks.schema import resolve_training_preset, with_absolute_locations

@@ -14,7 +14,7 @@ from tasks.ingest import stage
 
 # unreadable_source: a package that cannot be opened (OSError); all of them: a wrong or unshared source
 INGEST = ShardedStage(name="ingest", unit="packages", plan=stage.plan, work=stage.inspect_chunk, merge=stage.merge,
-                      open_failures=(UNREADABLE_SOURCE,), source_params=("source", "base_url"))
+                      cached=stage.chunk_cached, open_failures=(UNREADABLE_SOURCE,), source_params=("source", "base_url"))
 
 
 @flow(name="ingest")

@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pyarrow as pa
 import pyarrow.parquet as pq
+import pytest
 import webdataset as wds
 from lxml import etree
 from PIL import Image
@@ -204,3 +205,16 @@ def test_stage_on_real_articles(shared_data: Path, repo_root: Path, tmp_path: Pa
     assert len(samples) == 75
     assert all(s["json"]["caption"] == by["caption"] for s, by in zip(
         sorted(samples, key=lambda s: s["__key__"]), table))
+
+
+def test_write_shard_says_where_each_jpeg_lies(tmp_path):
+    from tasks.figures.shards import read_jpeg, write_shard
+
+    samples = [(f"PMC{i}_f1", bytes([i]) * (100 + 517 * i), {"i": i}) for i in range(5)]
+    index = write_shard(tmp_path / "s.tar", reversed(samples))
+    assert sorted(index) == [key for key, _, _ in samples]
+    with tarfile.open(tmp_path / "s.tar") as tar:
+        for key, jpeg, _ in samples:
+            assert read_jpeg(tmp_path / "s.tar", *index[key]) == jpeg == tar.extractfile(f"{key}.jpg").read()
+    with pytest.raises(ValueError, match="bytes expected"):
+        read_jpeg(tmp_path / "s.tar", (tmp_path / "s.tar").stat().st_size - 10, 100)

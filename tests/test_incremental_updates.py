@@ -3,6 +3,7 @@ version of an article and a retraction, only the new and changed articles are pr
 and the outputs are the bytes of a run from scratch over the same inputs."""
 from __future__ import annotations
 
+import csv
 import json
 import shutil
 from pathlib import Path
@@ -71,6 +72,12 @@ def shard_files(work: Path) -> dict[str, tuple[bytes, int, int]]:
             for s in ("ingest", "figures") for p in sorted((work / s / "shards").iterdir())}
 
 
+def listed(corpus: Path) -> list[str]:
+    """The File column of the OA file list: ingest's source names."""
+    with (corpus / "oa_file_list.csv").open(newline="") as handle:
+        return sorted(row["File"] for row in csv.DictReader(handle))
+
+
 def table(path: Path) -> list[dict]:
     return pq.read_table(path).to_pylist()
 
@@ -87,14 +94,16 @@ def updated(tmp_path_factory, repo_root, index_dir):
     rows: list[dict] = []
     truth = pmc_corpus.write(corpus, params, FIRST, rows)
     first = run_chain(repo_root, corpus, work, index_dir)
-    first_shards = shard_files(work)
+    first_shards, first_names = shard_files(work), listed(corpus)
     truth.update(pmc_corpus.write(corpus, params, UPDATE, rows))
     update = run_chain(repo_root, corpus, work, index_dir, retracted=f"[{C}]")
+    update_names = listed(corpus)
     snapshot, update_shards = outputs(work), shard_files(work)
     shutil.rmtree(work)  # the caches beside the outputs go too
     scratch = run_chain(repo_root, corpus, work, index_dir, retracted=f"[{C}]")
     return {"work": work, "truth": truth, "first": first, "update": update, "scratch": scratch,
-            "snapshot": snapshot, "first_shards": first_shards, "update_shards": update_shards}
+            "snapshot": snapshot, "first_shards": first_shards, "update_shards": update_shards,
+            "first_names": first_names, "update_names": update_names}
 
 
 def test_an_update_processes_only_new_and_changed_articles(updated):
@@ -167,3 +176,18 @@ def test_a_retracted_article_is_gone_downstream_with_its_row(updated):
     summary = json.loads((work / "ingest" / "summary.json").read_text())
     assert (summary["items_in"], summary["items_out"]) == (6, 4)
     assert summary["rejected_by_reason"] == {"retracted": 1, "superseded": 1}
+
+
+def test_an_unchanged_chunk_of_packages_is_read_back_not_recomputed(updated):
+    """Chunks are cut where the source names say (tasks/incremental/layout.py), so a chunk
+    without a new package has the same names as before and its cached result is used (in the
+    flow process, no task); a chunk with a new package is a task again."""
+    from tasks.incremental.layout import content_groups
+
+    size = 2  # ingest.packages_per_task in run_chain
+    before = {tuple(g) for g in content_groups(updated["first_names"], size)}
+    after = [tuple(g) for g in content_groups(updated["update_names"], size)]
+    assert 0 < sum(g in before for g in after) < len(after)
+    ingest = updated["update"]["ingest"]
+    assert (ingest["chunks"], ingest["chunks_reused"]) == (len(after), sum(g in before for g in after))
+    assert updated["scratch"]["ingest"]["chunks_reused"] == 0

@@ -36,40 +36,34 @@ def json_bytes(record: dict) -> bytes:
     return (json.dumps(record, sort_keys=True, ensure_ascii=False, separators=(",", ":")) + "\n").encode("utf-8")
 
 
-def write_shard(path: str | Path, samples: Iterable[tuple[str, bytes, dict | bytes]]) -> list[str]:
+def write_shard(path: str | Path, samples: Iterable[tuple[str, bytes, dict | bytes]]) -> dict[str, list[int]]:
     """samples: (key, jpeg bytes, metadata, or its json_bytes already). Members sorted by key,
-    .jpg before .json."""
+    .jpg before .json. Returns key -> [offset, size] of its JPEG in the tar (read_jpeg)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(".tar.tmp")
-    keys = []
+    keys, index = [], {}
     with tarfile.open(tmp, mode="w", format=tarfile.USTAR_FORMAT) as tar:
         for key, jpeg, meta in sorted(samples, key=lambda s: s[0]):
             if keys and keys[-1] == key:
                 raise ValueError(f"duplicate key {key!r} in shard {path.name}")
             meta_bytes = meta if isinstance(meta, bytes) else json_bytes(meta)
+            index[key] = [tar.offset + tarfile.BLOCKSIZE, len(jpeg)]  # USTAR: one header block
             tar.addfile(tar_info(f"{key}.jpg", len(jpeg)), io.BytesIO(jpeg))
             tar.addfile(tar_info(f"{key}.json", len(meta_bytes)), io.BytesIO(meta_bytes))
             keys.append(key)
     tmp.replace(path)
-    return keys
+    return index
 
 
-def read_samples(path: str | Path, keys: set[str] | None = None) -> Iterator[tuple[str, bytes, dict]]:
-    """(key, jpeg, metadata) from one shard, optionally only the keys asked for."""
-    pending: dict[str, dict] = {}
-    with tarfile.open(path, mode="r:") as tar:
-        for info in tar:
-            if not info.isfile():
-                continue
-            key, _, ext = info.name.partition(".")
-            if keys is not None and key not in keys:
-                continue
-            pending.setdefault(key, {})[ext] = tar.extractfile(info).read()
-            sample = pending[key]
-            if "jpg" in sample and "json" in sample:
-                del pending[key]
-                yield key, sample["jpg"], json.loads(sample["json"])
+def read_jpeg(path: str | Path, offset: int, size: int) -> bytes:
+    """One sample's JPEG from a shard, by the place write_shard returned (no tar scan)."""
+    with open(path, "rb") as handle:
+        handle.seek(offset)
+        data = handle.read(size)
+    if len(data) != size:
+        raise ValueError(f"{path}: {size} bytes expected at offset {offset}, {len(data)} found")
+    return data
 
 
 def read_articles(path: str | Path, pmcids: Iterable[str]) -> Iterator[tuple[str, dict[str, bytes]]]:

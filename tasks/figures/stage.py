@@ -25,7 +25,7 @@ from tasks.figures import entries
 from tasks.figures.article import STAGE, Settings, process_article
 from tasks.figures.contact_sheet import draw_contact_sheet, pick_evenly
 from tasks.figures.near_duplicates import near_duplicates
-from tasks.figures.shards import read_articles, read_samples, write_shard
+from tasks.figures.shards import read_articles, read_jpeg, write_shard
 from tasks.incremental.layout import content_groups
 from tasks.incremental.store import ItemCache, cache_dir_for, code_version, item_key, params_for_key, run_record
 
@@ -130,13 +130,13 @@ def _build_shard(articles: list[tuple[str, str, str]], name: str, tar_path: Path
         tables.append(figures)
         rejected.extend(article_rejected)
         add_counts(counts, article_counts)
-    write_shard(tar_path, samples)
+    jpegs = write_shard(tar_path, samples)
     table = pa.concat_tables(tables)
     for column, value in (("shard", name), ("stage", STAGE)):
         table = table.set_column(table.schema.get_field_index(column), column,
                                  pa.array([value] * table.num_rows, pa.string()))
     write_table(table.sort_by([("key", "ascending")]) if table.num_rows else table, part_path)
-    return {"rejected": rejected, "counts": counts}
+    return {"rejected": rejected, "counts": counts, "jpegs": jpegs}
 
 
 def shard_key(shard: tuple[str, list[tuple[str, str, str]], dict]) -> str:
@@ -171,7 +171,7 @@ def assemble_shard(shard: tuple[str, list[tuple[str, str, str]], dict], out: str
     # the tar is written last of the three, so its presence means the others are there
     value = built or json.loads(meta.read_text(encoding="utf-8"))
     return {"part": str(part), "rejected": value["rejected"], "counts": value["counts"], "key": key,
-            "reused": reused}
+            "reused": reused, "shard": name, "jpegs": value["jpegs"]}
 
 
 def flag_near_duplicates(path: Path, max_distance: int) -> int:
@@ -186,18 +186,12 @@ def flag_near_duplicates(path: Path, max_distance: int) -> int:
     return len(dups)
 
 
-def contact_sheet(out_dir: Path, n: int, thumb: int) -> int:
+def contact_sheet(out_dir: Path, n: int, thumb: int, jpegs: dict[str, dict[str, list[int]]]) -> int:
+    """jpegs: shard -> key -> where its JPEG lies in the shard (write_shard)."""
     table = pq.read_table(out_dir / "figures.parquet", columns=["key", "label", "caption", "shard", "source"])
     picked = pick_evenly(table.to_pylist(), n)
-    wanted: dict[str, set[str]] = {}
-    for row in picked:
-        wanted.setdefault(row["shard"], set()).add(row["key"])
-    jpegs = {}
-    for shard, keys in sorted(wanted.items()):
-        for key, jpeg, _ in read_samples(out_dir / "shards" / shard, keys):
-            jpegs[key] = jpeg
-    draw_contact_sheet([(r, jpegs[r["key"]]) for r in picked if r["key"] in jpegs], out_dir / "contact_sheet.png",
-                       thumb)
+    items = [(row, read_jpeg(out_dir / "shards" / row["shard"], *jpegs[row["shard"]][row["key"]])) for row in picked]
+    draw_contact_sheet(items, out_dir / "contact_sheet.png", thumb)
     return len(picked)
 
 
@@ -220,8 +214,8 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
     for a in assembled:
         add_counts(counts, a["counts"])
     counts.update({"near_duplicates": flag_near_duplicates(figures_path, cfg["near_duplicate_distance"]),
-                   "contact_sheet_figures": contact_sheet(out, cfg["contact_sheet"]["n"],
-                                                          cfg["contact_sheet"]["thumb"]),
+                   "contact_sheet_figures": contact_sheet(out, cfg["contact_sheet"]["n"], cfg["contact_sheet"]["thumb"],
+                                                          {a["shard"]: a["jpegs"] for a in assembled}),
                    "shards": len(groups)})
     table = pq.read_table(figures_path, columns=["pmcid", "source"])
     counts.update({f"figures_from_{v['values']}": v["counts"] for v in pc.value_counts(table["source"]).to_pylist()})

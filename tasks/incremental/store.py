@@ -136,12 +136,15 @@ class ItemCache:
         path = self.hit(key, suffix)
         return None if path is None else json.loads(path.read_text(encoding="utf-8"))
 
-    def place(self, key: str, suffix: str, dest: str | Path, build: Callable[[Path], None]) -> bool:
+    def place(self, key: str, suffix: str, dest: str | Path, build: Callable[[Path], None] | None) -> bool:
         """Put entry `key` at `dest` as a hard link (a copy across filesystems), building it with
-        `build(temporary path)` first when there is none; True when it was reused."""
+        `build(temporary path)` first when there is none (build None: it must exist); True when
+        it was reused."""
         entry = self.hit(key, suffix)
         reused = entry is not None
         if not reused:
+            if build is None:
+                raise FileNotFoundError(f"cache entry {self.path(key, suffix)} is gone")
             tmp = self.temporary(key, suffix)
             build(tmp)
             entry = self.commit(tmp, key, suffix)
@@ -210,13 +213,13 @@ RUN_RECORD = "incremental.json"
 
 
 def run_record(out: Path, stage: str, items: int, processed: int, reused: int, incremental: bool,
-               pruned: int, shards_reused: int = 0) -> Path:
+               pruned: int, shards_reused: int = 0, **more: int) -> Path:
     """What this run computed and what it reused, for fold_run_record to put in timing.json
     (a run record, like the seconds: an update and a from-scratch run differ there only)."""
     path = Path(out) / RUN_RECORD
     path.write_text(json.dumps({"stage": stage, "items": items, "processed": processed, "reused": reused,
                                 "incremental": incremental, "cache_entries_pruned": pruned,
-                                "shards_reused": shards_reused}), encoding="utf-8")
+                                "shards_reused": shards_reused, **more}), encoding="utf-8")
     return path
 
 

@@ -1,6 +1,9 @@
 """The ingest stage as plain functions for the stage runner (flows/_runner.py).
 
-plan: list the packages (a folder, an fsspec URL or an OA file list), one task per chunk.
+plan: list the packages (a folder, an fsspec URL or an OA file list), in chunks whose
+boundaries the source names set. A chunk whose every package is local and unchanged (size,
+mtime, inode) since a run that cached the chunk's result is read back in the flow process
+(chunk_cached); the others are tasks.
 inspect_chunk (pass 1, on a worker): hash each package (a file whose size, mtime and inode
 are unchanged keeps its remembered hash); a package seen before (same bytes, name, params and
 code: tasks/incremental/store.py) is not read again, its cached result is used; a new one is
@@ -14,6 +17,7 @@ PMCID, from the staging tars into shards whose boundaries the PMCIDs set
 from __future__ import annotations
 
 import os
+import shutil
 from pathlib import Path
 
 import fsspec
@@ -24,7 +28,7 @@ import pyarrow.parquet as pq
 from tasks.common.hashing import sha256_stream
 from tasks.common.locations import UNREADABLE_SOURCE, is_url
 from tasks.common.rejection import Rejected
-from tasks.common.sharding import Merged, Plan, ShardResult, chunks, fan_out_unless_cached
+from tasks.common.sharding import Merged, Plan, ShardResult, fan_out_unless_cached
 from tasks.common.tables import concat_parts, rows_to_table, write_table
 from tasks.incremental.layout import content_groups
 from tasks.incremental.store import ItemCache, cache_dir_for, code_version, item_key, params_for_key, run_record
@@ -54,6 +58,7 @@ STAGING_SCHEMA = ARTICLES_SCHEMA.append(pa.field("staging", pa.string())) \
 VERSION_TAGS = ("ETag", "etag", "LastModified", "last_modified", "Last-Modified", "mtime", "md5Hash", "generation",
                 "version_id")
 SHARD_SUFFIX = ".shard.tar"
+CHUNK_ROWS, CHUNK_RESULT = ".rows.parquet", ".chunk.json"   # a chunk's staging rows, and its result
 LAYOUT_KEYS = ("source", "base_url", "updated_after", "updated_before", "output_dir", "shard_size",
                "packages_per_task", "retracted", "incremental")
 
@@ -82,8 +87,37 @@ def plan(cfg: dict, out: Path) -> Plan:
     if len(set(names)) != len(names):
         raise ValueError("two packages share one source name; source names must be unique")
     run = run_context(cfg, out)
-    work = [(index, chunk, run) for index, chunk in enumerate(chunks(sources, cfg["packages_per_task"]))]
+    by_name = {s.name: s for s in sources}
+    # boundaries set by the names (tasks/incremental/layout.py): new packages change the chunks
+    # they fall in, and every other chunk keeps its cache entry
+    groups = content_groups(sorted(by_name), cfg["packages_per_task"])
+    work = [(index, [by_name[name] for name in group], run) for index, group in enumerate(groups)]
     return Plan(items=names, shards=work, counts={"skipped_by_oa_list_filter": skipped})
+
+
+def chunk_key(shard: tuple[int, list[PackageSource], dict]) -> str | None:
+    """The entry of a whole chunk's result, keyed by what says each package is unchanged
+    (its listing and file stamp); None when a package is remote or cannot be looked at now,
+    so that the chunk goes to a worker (which stats remote objects in parallel)."""
+    _, sources, run = shard
+    described = []
+    for source in sources:
+        if source.rejection is not None or source.uri is None:
+            described.append([source.name, source.rejection])
+            continue
+        if is_url(source.uri.removeprefix("file://")):
+            return None
+        try:
+            stamp = _stamp(source)
+        except OSError:
+            return None
+        described.append([source.name, source.oa_licence, source.accession, source.updated, stamp])
+    return item_key(STAGE, "chunk", run["code"], run["params"], described)
+
+
+def chunk_cached(shard: tuple[int, list[PackageSource], dict]) -> bool:
+    key = chunk_key(shard)
+    return key is not None and ItemCache.of(shard[2]).has(key, CHUNK_ROWS, CHUNK_RESULT)
 
 
 def _stamp(source: PackageSource) -> dict | None:
@@ -139,8 +173,15 @@ def inspect_chunk(shard: tuple[int, list[PackageSource], dict], cfg: dict, out: 
     """One chunk of packages, each from the cache or read afresh; value: the valid packages as
     (pmcid, source name, package hash, Last Updated), their rows part and what was computed."""
     index, sources, run = shard
-    policy = Policy.from_params(cfg)
     cache = ItemCache.of(run)
+    part = Path(out) / "_parts" / f"rows-{index:06d}.parquet"
+    whole = chunk_key(shard)
+    stored = cache.read_json(whole, CHUNK_RESULT) if whole else None
+    if stored is not None and cache.has(whole, CHUNK_ROWS):
+        cache.place(whole, CHUNK_ROWS, part, build=None)
+        return ShardResult(value=dict(stored["value"], part=str(part), processed=0, chunk_reused=True),
+                           rejected=stored["rejected"])
+    policy = Policy.from_params(cfg)
     valid, rejected, rows, keys, stamps, processed = [], [], [], [], [], 0
     for source in sources:
         if source.rejection is not None or source.uri is None:  # refused while listing: never opened
@@ -165,11 +206,12 @@ def inspect_chunk(shard: tuple[int, list[PackageSource], dict], cfg: dict, out: 
         row = dict(record["row"], staging=str(cache.path(key, ".tar")), version_date=source.updated, stage=STAGE)
         rows.append(row)
         valid.append((row["pmcid"], source.name, row["package_sha256"], source.updated))
-    part = Path(out) / "_parts" / f"rows-{index:06d}.parquet"
     write_table(rows_to_table(rows, STAGING_SCHEMA), part)
-    return ShardResult(value={"valid": valid, "part": str(part), "keys": keys, "stamps": stamps,
-                              "processed": processed},
-                       rejected=rejected)
+    value = {"valid": valid, "keys": keys, "stamps": stamps + ([whole] if whole else [])}
+    if whole and not any(r["reason"] == UNREADABLE_SOURCE for r in rejected):  # that one may pass next time
+        cache.place(whole, CHUNK_ROWS, part, build=lambda tmp: shutil.copyfile(part, tmp))
+        cache.write_json(whole, CHUNK_RESULT, {"value": value, "rejected": rejected})
+    return ShardResult(value=dict(value, part=str(part), processed=processed, chunk_reused=False), rejected=rejected)
 
 
 def _rows(picks: list[tuple[str, str]], decided: dict[str, versions.Version]) -> pa.Table:
@@ -242,6 +284,7 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
     pruned = ItemCache(cache_dir_for(out)).prune(keys)
     reused = sum(len(r.value["keys"]) for r in results) - processed
     run_record(out, STAGE, len(plan.items), processed, reused, cfg["incremental"], pruned,
-               shards_reused=sum(w["reused"] for w in written))
+               shards_reused=sum(w["reused"] for w in written),
+               chunks_reused=sum(r.value["chunk_reused"] for r in results), chunks=len(results))
     return Merged(items_out=len(decision.current), accounted=accounted, rejected=decision.rejected,
                   counts={"shards": len(groups)})

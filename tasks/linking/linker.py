@@ -307,14 +307,24 @@ def _rank(cand: dict) -> tuple:
     return (-cand["similarity"], -cand["preferred"], cand["cui"], str(cand["term"]))
 
 
-_CACHE: dict[tuple[str, str], ConceptLinker] = {}
+_CACHE: dict[tuple[str, str], tuple[str, ConceptLinker]] = {}  # (index, settings) -> (build stamp, linker)
 _LOCK = threading.Lock()
 
 
+def _index_stamp(index_dir: str | Path) -> str:
+    """The index files' names, sizes and mtimes: a rebuilt index needs a new linker (a Dask
+    worker shared by several stages may outlive one build)."""
+    root = Path(index_dir)
+    stats = [(p.relative_to(root).as_posix(), p.stat().st_size, p.stat().st_mtime_ns)
+             for p in sorted(root.rglob("*")) if p.is_file()]
+    return json.dumps(stats)
+
+
 def get_linker(index_dir: str | Path, params: dict) -> ConceptLinker:
-    """One linker per process and (index, settings): Dask workers open QuickUMLS once."""
+    """One linker per process, index build and settings: Dask workers open QuickUMLS once."""
     key = (os.path.abspath(index_dir), json.dumps(linker_settings(params), sort_keys=True, default=str))
+    stamp = _index_stamp(index_dir)
     with _LOCK:
-        if key not in _CACHE:
-            _CACHE[key] = ConceptLinker.from_index(index_dir, params)
-        return _CACHE[key]
+        if key not in _CACHE or _CACHE[key][0] != stamp:
+            _CACHE[key] = (stamp, ConceptLinker.from_index(index_dir, params))
+        return _CACHE[key][1]
