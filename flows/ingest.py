@@ -1,6 +1,6 @@
 """`ingest` stage: PMC OA packages -> article shards, articles.parquet, rejected.parquet.
 
-The work is in tasks/ingest/stage.py (plan, inspect_chunk, merge); the runner owns the rest.
+The work is in tasks/ingest/stage.py (plan, inspect_chunks, merge); the runner owns the rest.
 """
 from __future__ import annotations
 
@@ -13,8 +13,8 @@ from tasks.common.locations import UNREADABLE_SOURCE
 from tasks.ingest import stage
 
 # unreadable_source: a package that cannot be opened (OSError); all of them: a wrong or unshared source
-INGEST = ShardedStage(name="ingest", unit="packages", plan=stage.plan, work=stage.inspect_chunk, merge=stage.merge,
-                      cached=stage.chunk_cached, open_failures=(UNREADABLE_SOURCE,), source_params=("source", "base_url"))
+INGEST = ShardedStage(name="ingest", unit="packages", plan=stage.plan, work=stage.inspect_chunks, merge=stage.merge,
+                      cached=stage.chunks_cached, open_failures=(UNREADABLE_SOURCE,), source_params=("source", "base_url"))
 
 
 @flow(name="ingest")

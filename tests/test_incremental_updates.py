@@ -183,8 +183,9 @@ def test_an_unchanged_chunk_of_packages_is_read_back_not_recomputed(updated):
     without a new package has the same names as before and its cached result is used (in the
     flow process, no task); a chunk with a new package is a task again."""
     from tasks.incremental.layout import content_groups
+    from tasks.ingest.stage import PACKAGES_PER_CHUNK
 
-    size = 2  # ingest.packages_per_task in run_chain
+    size = min(PACKAGES_PER_CHUNK, 2)  # ingest.packages_per_task is 2 in run_chain
     before = {tuple(g) for g in content_groups(updated["first_names"], size)}
     after = [tuple(g) for g in content_groups(updated["update_names"], size)]
     assert 0 < sum(g in before for g in after) < len(after)

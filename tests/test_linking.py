@@ -290,3 +290,21 @@ def test_umls_index_flow_from_mesh_tree(repo_root, tmp_path):
     found = [(m.text, m.cui, m.semantic_group, m.negated) for m in linker.link(
         "Rheumatoid arthritis; no pneumothorax.")]
     assert found == [("Rheumatoid arthritis", "D001172", "DISO", False), ("pneumothorax", "D011030", "DISO", True)]
+
+
+def test_the_matcher_opens_an_index_whose_files_are_hard_links(tmp_path, sample_index):
+    """DVC's hardlink cache makes every file of umls_index a hard link; NLTK refuses to open
+    such a file, so the adapter reads a private copy of the stopwords."""
+    import os
+    import shutil
+
+    from tasks.linking import quickumls_adapter as qa
+    from tasks.linking.linker import quickumls_dir
+
+    linked = tmp_path / "linked"
+    shutil.copytree(sample_index, linked, copy_function=os.link)
+    qu = quickumls_dir(linked)
+    stopword_file = next((qu / "nltk_data").rglob("english"))
+    assert stopword_file.stat().st_nlink > 1
+    matcher = qa.open_matcher(qu, qu / "nltk_data")
+    assert "the" in qa.stopwords(matcher)

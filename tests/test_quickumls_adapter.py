@@ -49,3 +49,4 @@ def test_constraints_pin_the_checked_versions():
     pins = dict(re.findall(r"^([A-Za-z0-9_.-]+)==(\S+)", (REPO_ROOT / "constraints.txt").read_text(), re.M))
     assert pins["quickumls"] == qa.QUICKUMLS_VERSION == version("quickumls")
     assert pins["quickumls-simstring"] == version("quickumls-simstring")
+

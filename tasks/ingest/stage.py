@@ -3,8 +3,8 @@
 plan: list the packages (a folder, an fsspec URL or an OA file list), in chunks whose
 boundaries the source names set. A chunk whose every package is local and unchanged (size,
 mtime, inode) since a run that cached the chunk's result is read back in the flow process
-(chunk_cached); the others are tasks.
-inspect_chunk (pass 1, on a worker): hash each package (a file whose size, mtime and inode
+(chunks_cached); the others go to tasks of about `packages_per_task` packages.
+inspect_chunks (pass 1, on a worker), for each chunk: hash each package (a file whose size, mtime and inode
 are unchanged keeps its remembered hash); a package seen before (same bytes, name, params and
 code: tasks/incremental/store.py) is not read again, its cached result is used; a new one is
 read once, validated, its metadata extracted and its kept members written to its cache entry
@@ -59,6 +59,7 @@ VERSION_TAGS = ("ETag", "etag", "LastModified", "last_modified", "Last-Modified"
                 "version_id")
 SHARD_SUFFIX = ".shard.tar"
 CHUNK_ROWS, CHUNK_RESULT = ".rows.parquet", ".chunk.json"   # a chunk's staging rows, and its result
+PACKAGES_PER_CHUNK = 25   # packages whose results are cached as one (at most packages_per_task)
 LAYOUT_KEYS = ("source", "base_url", "updated_after", "updated_before", "output_dir", "shard_size",
                "packages_per_task", "retracted", "incremental")
 
@@ -88,11 +89,29 @@ def plan(cfg: dict, out: Path) -> Plan:
         raise ValueError("two packages share one source name; source names must be unique")
     run = run_context(cfg, out)
     by_name = {s.name: s for s in sources}
-    # boundaries set by the names (tasks/incremental/layout.py): new packages change the chunks
-    # they fall in, and every other chunk keeps its cache entry
-    groups = content_groups(sorted(by_name), cfg["packages_per_task"])
-    work = [(index, [by_name[name] for name in group], run) for index, group in enumerate(groups)]
-    return Plan(items=names, shards=work, counts={"skipped_by_oa_list_filter": skipped})
+    # chunk boundaries set by the names (tasks/incremental/layout.py): new packages change the
+    # chunks they fall in, and every other chunk keeps its cache entry
+    size = min(PACKAGES_PER_CHUNK, cfg["packages_per_task"])
+    chunked = [[by_name[name] for name in group] for group in content_groups(sorted(by_name), size)]
+    return Plan(items=names, shards=_tasks(chunked, run, cfg["packages_per_task"]),
+                counts={"skipped_by_oa_list_filter": skipped})
+
+
+def _tasks(chunked: list[list[PackageSource]], run: dict, per_task: int) -> list[tuple]:
+    """(index, chunks, run) per task: the chunks already cached in tasks of their own (read back
+    in the flow process: chunks_cached), the others in tasks of about `per_task` packages."""
+    tasks, pending, size = [], [], 0
+    is_cached = [chunks_cached((0, [chunk], run)) for chunk in chunked]
+    if any(is_cached):
+        tasks.append([chunk for chunk, cached in zip(chunked, is_cached) if cached])
+    for chunk in (chunk for chunk, cached in zip(chunked, is_cached) if not cached):
+        if pending and size + len(chunk) > per_task:
+            tasks.append(pending)
+            pending, size = [], 0
+        pending.append(chunk)
+        size += len(chunk)
+    tasks += [pending] if pending else []
+    return [(index, chunks, run) for index, chunks in enumerate(tasks)]
 
 
 def chunk_key(shard: tuple[int, list[PackageSource], dict]) -> str | None:
@@ -115,9 +134,28 @@ def chunk_key(shard: tuple[int, list[PackageSource], dict]) -> str | None:
     return item_key(STAGE, "chunk", run["code"], run["params"], described)
 
 
-def chunk_cached(shard: tuple[int, list[PackageSource], dict]) -> bool:
-    key = chunk_key(shard)
-    return key is not None and ItemCache.of(shard[2]).has(key, CHUNK_ROWS, CHUNK_RESULT)
+def chunks_cached(shard: tuple[int, list[list[PackageSource]], dict]) -> bool:
+    """Whether every chunk of a task has its result in the cache."""
+    _, chunked, run = shard
+    keys = [chunk_key((0, chunk, run)) for chunk in chunked]
+    return all(key is not None and ItemCache.of(run).has(key, CHUNK_ROWS, CHUNK_RESULT) for key in keys)
+
+
+def inspect_chunks(shard: tuple[int, list[list[PackageSource]], dict], cfg: dict, out: str) -> ShardResult:
+    """A task's chunks of packages (inspect_chunk each); value: their valid packages as
+    (pmcid, source name, package hash, Last Updated, rows part) and what was computed."""
+    index, chunked, run = shard
+    valid, keys, stamps, rejected, processed, reused = [], [], [], [], 0, 0
+    for number, chunk in enumerate(chunked):
+        result = inspect_chunk((f"{index:06d}-{number:04d}", chunk, run), cfg, out)
+        valid += [(*v, result.value["part"]) for v in result.value["valid"]]
+        keys += result.value["keys"]
+        stamps += result.value["stamps"]
+        rejected += result.rejected
+        processed += result.value["processed"]
+        reused += result.value["chunk_reused"]
+    return ShardResult(value={"valid": valid, "keys": keys, "stamps": stamps, "processed": processed,
+                              "chunks_reused": reused, "chunks": len(chunked)}, rejected=rejected)
 
 
 def _stamp(source: PackageSource) -> dict | None:
@@ -169,12 +207,13 @@ def _inspect_into(cache: ItemCache, key: str, source: PackageSource, policy: Pol
     return record
 
 
-def inspect_chunk(shard: tuple[int, list[PackageSource], dict], cfg: dict, out: str) -> ShardResult:
-    """One chunk of packages, each from the cache or read afresh; value: the valid packages as
-    (pmcid, source name, package hash, Last Updated), their rows part and what was computed."""
-    index, sources, run = shard
+def inspect_chunk(shard: tuple[str, list[PackageSource], dict], cfg: dict, out: str) -> ShardResult:
+    """One chunk of packages: its cached result, or each package from the cache or read afresh;
+    value: the valid packages as (pmcid, source name, package hash, Last Updated), their rows
+    part and what was computed."""
+    label, sources, run = shard
     cache = ItemCache.of(run)
-    part = Path(out) / "_parts" / f"rows-{index:06d}.parquet"
+    part = Path(out) / "_parts" / f"rows-{label}.parquet"
     whole = chunk_key(shard)
     stored = cache.read_json(whole, CHUNK_RESULT) if whole else None
     if stored is not None and cache.has(whole, CHUNK_ROWS):
@@ -260,8 +299,8 @@ def write_shard(shard: tuple[str, list[dict], dict], out: str) -> dict:
 
 
 def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out) -> Merged:
-    candidates = [versions.Candidate(pmcid, name, sha, updated, r.value["part"])
-                  for r in results for pmcid, name, sha, updated in r.value["valid"]]
+    candidates = [versions.Candidate(pmcid, name, sha, updated, part)
+                  for r in results for pmcid, name, sha, updated, part in r.value["valid"]]
     decision = versions.resolve(candidates, set(cfg["retracted"]), STAGE)
     groups = content_groups(sorted(decision.current), cfg["shard_size"])
     # every rows part is read once here (a shard's articles come from any part)
@@ -285,6 +324,7 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
     reused = sum(len(r.value["keys"]) for r in results) - processed
     run_record(out, STAGE, len(plan.items), processed, reused, cfg["incremental"], pruned,
                shards_reused=sum(w["reused"] for w in written),
-               chunks_reused=sum(r.value["chunk_reused"] for r in results), chunks=len(results))
+               chunks_reused=sum(r.value["chunks_reused"] for r in results),
+               chunks=sum(r.value["chunks"] for r in results))
     return Merged(items_out=len(decision.current), accounted=accounted, rejected=decision.rejected,
                   counts={"shards": len(groups)})

@@ -51,9 +51,29 @@ def open_matcher(quickumls_fp: str | Path, nltk_dir: str | Path | None = None, *
     import nltk
     from quickumls import QuickUMLS
 
-    if nltk_dir is not None and str(nltk_dir) not in nltk.data.path:
-        nltk.data.path.insert(0, str(nltk_dir))
+    if nltk_dir is not None:
+        private = _private_copy(Path(nltk_dir))
+        if private not in nltk.data.path:
+            nltk.data.path.insert(0, private)
     return QuickUMLS(str(quickumls_fp), spacy_component=True, **kwargs)
+
+
+_COPIES: dict[Path, str] = {}
+
+
+def _private_copy(nltk_dir: Path) -> str:
+    """A copy of the NLTK folder for this process: NLTK refuses to open a file with more than
+    one hard link (its path security, CWE-59), and with DVC's hardlink cache every output file
+    of umls_index is one."""
+    if nltk_dir not in _COPIES:
+        import atexit
+        import tempfile
+
+        folder = Path(tempfile.mkdtemp(prefix="medconcept-nltk-"))
+        atexit.register(shutil.rmtree, folder, True)
+        shutil.copytree(nltk_dir, folder / "nltk_data")
+        _COPIES[nltk_dir] = str(folder / "nltk_data")
+    return _COPIES[nltk_dir]
 
 
 def stopwords(matcher) -> set[str]:

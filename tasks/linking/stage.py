@@ -21,6 +21,7 @@ from tasks.common.sharding import Merged, Plan, ShardResult
 from tasks.common.tables import REJECTED_SCHEMA, rows_to_table, write_table
 from tasks.incremental.store import (ItemCache, cache_dir_for, code_version, fingerprint, item_key,
                                      params_for_key, run_record)
+from tasks.incremental.layout import content_groups
 from tasks.incremental.tables import read_tables, write_tables
 from tasks.linking import captions
 from tasks.linking.linker import get_linker, quickumls_dir
@@ -29,6 +30,7 @@ STAGE = captions.STAGE
 FIGURE_COLUMNS = ("key", "pmcid", "figure_id", "caption", "subcaptions")
 LAYOUT_KEYS = ("figures", "index_dir", "output_dir", "figures_per_task", "incremental")
 SUFFIX = ".arrow"
+PART_SUFFIX, ARTICLES_PER_PART = ".part.arrow", 200   # merge reads articles' entries in parts of about this many
 ENTRY_SCHEMAS = {"mentions": captions.MENTIONS_SCHEMA, "concepts": captions.CAPTION_CONCEPTS_SCHEMA,
                  "rejected": REJECTED_SCHEMA}
 
@@ -117,6 +119,24 @@ def link_shard(shard: tuple[int, list[tuple[str, list[dict]]], dict], cfg: dict,
     return ShardResult(value=len(rows))
 
 
+def _part_tables(cache: ItemCache, part_key: str, keys: list[str]) -> dict[str, pa.Table]:
+    """The tables of consecutive articles' entries, concatenated, kept as one entry of its own:
+    a merge reads one file per ARTICLES_PER_PART articles, and only the parts an update
+    touched are put together again from their articles' entries."""
+    path = cache.hit(part_key, PART_SUFFIX)
+    if path is not None:
+        return read_tables(path, ENTRY_SCHEMAS)[0]
+    pieces: dict[str, list[pa.Table]] = {kind: [schema.empty_table()] for kind, schema in ENTRY_SCHEMAS.items()}
+    for key in keys:
+        for kind, table in read_tables(cache.path(key, SUFFIX), ENTRY_SCHEMAS)[0].items():
+            pieces[kind].append(table)
+    tables = {kind: pa.concat_tables(pieces[kind]) for kind in ENTRY_SCHEMAS}
+    tmp = cache.temporary(part_key, PART_SUFFIX)
+    write_tables(tmp, tables)
+    cache.commit(tmp, part_key, PART_SUFFIX)
+    return tables
+
+
 def _sorted(tables: list[pa.Table], schema: pa.Schema, sort_by: tuple[str, ...]) -> pa.Table:
     table = pa.concat_tables([schema.empty_table(), *tables])
     return table.sort_by([(name, "ascending") for name in sort_by]) if table.num_rows else table
@@ -129,9 +149,12 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
     _, groups = article_groups(cfg["figures"])
     keys = [group_key(run, rows) for _, rows in groups]
     parts: dict[str, list[pa.Table]] = {kind: [] for kind in ENTRY_SCHEMAS}
-    for key in keys:
-        tables, _ = read_tables(cache.path(key, SUFFIX), ENTRY_SCHEMAS)
-        for kind, table in tables.items():
+    part_keys = []
+    key_of = {article: key for (article, _), key in zip(groups, keys)}
+    for members in content_groups([article for article, _ in groups], ARTICLES_PER_PART):
+        member_keys = [key_of[article] for article in members]
+        part_keys.append(item_key(STAGE, "part", member_keys))
+        for kind, table in _part_tables(cache, part_keys[-1], member_keys).items():
             parts[kind].append(table)
     mentions = _sorted(parts["mentions"], captions.MENTIONS_SCHEMA, ("key", "text_field", "start", "end", "cui"))
     concepts = _sorted(parts["concepts"], captions.CAPTION_CONCEPTS_SCHEMA, ("key",))
@@ -146,7 +169,7 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
               "uncertain_mentions": pc.sum(pc.cast(mentions["uncertain"], "int64")).as_py() or 0,
               "abbreviation_mentions": sum(1 for v in mentions["abbreviation_of"].to_pylist() if v)}
     processed = sum(r.value for r in results)
-    pruned = cache.prune(keys)
+    pruned = cache.prune(keys + part_keys)
     run_record(out, STAGE, len(plan.items), processed, len(plan.items) - processed, cfg["incremental"], pruned)
     rejected = pa.concat_tables([REJECTED_SCHEMA.empty_table(), *parts["rejected"]]).to_pylist()
     return Merged(items_out=concepts.num_rows, accounted=set(concepts["key"].to_pylist()), rejected=rejected,
