@@ -14,11 +14,11 @@ output byte matches the from-scratch run. Writes benchmarks/results/update.json.
 `--placement end` (default) gives the new articles PMCIDs above the corpus's, as PMC assigns
 them (a monthly update is mostly new, higher PMCIDs plus revisions of older ones); `spread`
 puts them between the existing ones, the worst case for a layout set by PMCIDs (every shard
-touched). `--prefect shared` (default) runs every repro under one Prefect server, as
-`python -m flows.with_prefect dvc repro` (what `./medconcept.sh run` runs) and a Prefect
-deployment (a long-running `prefect server start` named by PREFECT_API_URL) do; `per-stage`
-leaves each stage process to start its own temporary server (about 5 s a stage on 2 cores),
-as a bare `dvc repro` without PREFECT_API_URL does.
+touched). `--prefect shared` (default) runs every repro as `python -m flows.with_prefect dvc
+repro` (what `./medconcept.sh run` runs): one Prefect server for all (this process's), and
+one Dask cluster per repro shared by its stages; `per-stage` runs a bare `dvc repro`, each
+stage process starting its own temporary server (about 5 s a stage on 2 cores) and its own
+Dask workers.
 
 Articles are drawn from a pool of `--pool` distinct sample articles, each package under its own
 PMCID (the nxml relabelled, as benchmarks/ingest.py does), so the corpus costs seconds per
@@ -141,9 +141,13 @@ def _env() -> dict:
 
 
 def repro(repo: Path, target: str = "link_concepts") -> tuple[float, str]:
+    """`dvc repro target`; with a shared Prefect server, under flows.with_prefect as
+    `./medconcept.sh run` runs it (its stages then share one Dask cluster too)."""
+    command = [sys.executable, "-m", "dvc", "repro", target]
+    if os.environ.get("PREFECT_API_URL"):
+        command = [sys.executable, "-m", "flows.with_prefect", *command]
     start = time.perf_counter()
-    result = subprocess.run([sys.executable, "-m", "dvc", "repro", target], cwd=repo, env=_env(),
-                            capture_output=True, text=True)
+    result = subprocess.run(command, cwd=repo, env=_env(), capture_output=True, text=True)
     seconds = time.perf_counter() - start
     if result.returncode != 0:
         raise RuntimeError(f"dvc repro {target} failed:\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}")
