@@ -3,9 +3,9 @@ finds, at a cost an update can afford over a whole corpus (it runs on every figu
 
 Figures with the same hash are one value: the pairs are searched among distinct hashes only,
 and each distinct hash carries the two smallest keys of two different articles, which is all
-the answer needs (the smallest key of another article). Candidates share one of the hash's 8
-bytes (two 64-bit hashes within 7 bits agree on at least one); each bucket's pairs are compared
-as whole arrays, in row blocks so that a large bucket stays within memory.
+the answer needs (the smallest key of another article). Up to 7 bits, candidates come from
+multi-index hashing over 4 chunks of 16 bits (_probe_pairs); beyond, every pair is compared.
+Pairs are compared as whole arrays, in blocks that stay within memory.
 """
 from __future__ import annotations
 
@@ -13,34 +13,63 @@ import numpy as np
 
 _POPCOUNT = np.array([bin(i).count("1") for i in range(256)], dtype=np.uint8)
 _CELLS = 1 << 22  # pairs compared at once per block
+_CHUNKS, _CHUNK_BITS = 4, 16
 
 
-def _buckets(values: np.ndarray, band: int, bands: int) -> list[np.ndarray]:
-    if bands == 1:
-        return [np.arange(len(values))]
-    byte = (values >> np.uint64(56 - 8 * band)) & np.uint64(0xFF)
-    order = np.argsort(byte, kind="stable")
-    return np.split(order, np.flatnonzero(np.diff(byte[order])) + 1)
+def _bucket_pairs(values: np.ndarray, max_distance: int) -> tuple[list, list]:
+    """Pairs within max_distance, every pair compared (beyond 7 bits no chunk must agree)."""
+    found_a, found_b = [], []
+    members = np.arange(len(values))
+    block = max(1, _CELLS // max(1, len(values)))
+    for start in range(0, len(values), block):
+        xor = values[start:start + block, None] ^ values[None, :]
+        distance = _POPCOUNT[xor.view(np.uint8)].reshape(*xor.shape, 8).sum(axis=-1, dtype=np.int64)
+        rows, cols = np.nonzero((distance <= max_distance) & (xor != 0))
+        found_a.append(members[start + rows])
+        found_b.append(members[cols])
+    return found_a, found_b
+
+
+def _probe_pairs(values: np.ndarray, max_distance: int) -> tuple[list, list]:
+    """Pairs within max_distance <= 7 by multi-index hashing: of 4 chunks of 16 bits, one
+    differs in at most max_distance // 4 bits, so each hash looks up its chunk values (and
+    their 16 one-bit neighbours) in the sorted chunks: about n / 65536 candidates a lookup."""
+    n = len(values)
+    flips = [0] + ([1 << bit for bit in range(_CHUNK_BITS)] if max_distance >= _CHUNKS else [])
+    found_a, found_b = [], []
+    for k in range(_CHUNKS):
+        chunk = ((values >> np.uint64(64 - _CHUNK_BITS * (k + 1))) & np.uint64(0xFFFF)).astype(np.int64)
+        order = np.argsort(chunk, kind="stable")
+        ordered = chunk[order]
+        for flip in flips:
+            target = chunk ^ flip
+            low = np.searchsorted(ordered, target, "left")
+            counts = np.searchsorted(ordered, target, "right") - low
+            ends = np.cumsum(counts)
+            start = 0
+            while start < n:  # items in blocks of about _CELLS candidate pairs
+                before = ends[start - 1] if start else 0
+                stop = min(n, max(start + 1, int(np.searchsorted(ends, before + _CELLS, "right"))))
+                count = counts[start:stop]
+                a = np.repeat(np.arange(start, stop), count)
+                offset = np.arange(len(a)) - np.repeat(np.cumsum(count) - count, count)
+                b = order[np.repeat(low[start:stop], count) + offset]
+                xor = values[a] ^ values[b]
+                distance = _POPCOUNT[xor.view(np.uint8)].reshape(-1, 8).sum(axis=1, dtype=np.int64)
+                keep = (distance <= max_distance) & (xor != 0)
+                found_a.append(a[keep])
+                found_b.append(b[keep])
+                start = stop
+    return found_a, found_b
 
 
 def _close_pairs(values: np.ndarray, max_distance: int) -> tuple[np.ndarray, np.ndarray]:
     """(a, b) index pairs of `values` (distinct) within max_distance bits, both ways and a == b."""
-    found_a, found_b = [np.arange(len(values))], [np.arange(len(values))]
-    bands = 8 if max_distance <= 7 else 1
-    for band in range(bands):
-        for members in _buckets(values, band, bands):
-            if len(members) < 2:
-                continue
-            v = values[members]
-            block = max(1, _CELLS // len(members))
-            for start in range(0, len(members), block):
-                xor = v[start:start + block, None] ^ v[None, :]
-                distance = _POPCOUNT[xor.view(np.uint8)].reshape(*xor.shape, 8).sum(axis=-1, dtype=np.int64)
-                rows, cols = np.nonzero((distance <= max_distance) & (xor != 0))
-                found_a.append(members[start + rows])
-                found_b.append(members[cols])
-    a, b = np.concatenate(found_a), np.concatenate(found_b)
-    pair = np.unique(a * len(values) + b)  # a pair agreeing on several bytes is found once per byte
+    search = _probe_pairs if max_distance <= 7 else _bucket_pairs
+    found_a, found_b = search(values, max_distance)
+    a = np.concatenate([np.arange(len(values)), *found_a])
+    b = np.concatenate([np.arange(len(values)), *found_b])
+    pair = np.unique(a * len(values) + b)  # a pair close in several chunks is found once per chunk
     return pair // len(values), pair % len(values)
 
 
