@@ -13,7 +13,6 @@ LocalCluster instead, so a shared worker never runs code other than the stage's.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from pathlib import Path
@@ -35,11 +34,10 @@ def local_cluster_kwargs(dask_params: dict) -> dict:
 
 def code_hash(root: Path = REPO_ROOT) -> str:
     """sha256 of the Python sources a worker may import from this repository."""
-    digest = hashlib.sha256()
-    for folder in CODE_FOLDERS:
-        for path in sorted((root / folder).rglob("*.py")):
-            digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes() + b"\0")
-    return digest.hexdigest()
+    from tasks.common.hashing import sources_digest
+
+    rels = [p.relative_to(root).as_posix() for folder in CODE_FOLDERS for p in sorted((root / folder).rglob("*.py"))]
+    return sources_digest(root, rels).hexdigest()
 
 
 def cluster_spec(dask_params: dict) -> dict:

@@ -1,7 +1,17 @@
-"""2-D image encoder: a timm Vision Transformer exposing the pooled embedding and patch tokens."""
+"""2-D image encoder: a timm Vision Transformer exposing the pooled embedding and patch tokens.
+
+It may start from a local checkpoint (`weights`: .safetensors or a torch state dict) of a timm
+ViT or of an open_clip model (its `visual.` tower, native or timm-trunk): timm's own
+checkpoint filter renames open_clip's keys and resamples the position embeddings when the
+checkpoint's patch grid differs from this config's. The config must describe the
+checkpoint's architecture (width, depth, heads, mlp_ratio; pre_norm, act and norm_eps for
+CLIP-style towers): any key the model lacks or the checkpoint lacks is an error naming the keys.
+"""
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+from functools import partial
+from pathlib import Path
 
 import torch
 from torch import nn
@@ -17,12 +27,18 @@ class ImageEncoderConfig:
     mlp_ratio: float = 4.0
     drop_path: float = 0.0
     pool: str = "token"  # "token" (CLS) or "avg"
-    weights: str | None = None  # local timm/safetensors state dict; random init when None
+    pre_norm: bool = False  # a norm before the blocks and no patch-embedding bias, as CLIP towers have
+    act: str = "gelu"  # MLP activation (timm's names: "gelu", "quick_gelu" for OpenAI's CLIP)
+    norm_eps: float = 1e-6  # LayerNorm epsilon: timm's ViTs 1e-6, CLIP towers 1e-5
+    weights: str | None = None  # local timm or open_clip checkpoint; random init when None
 
     @classmethod
     def from_dict(cls, data: dict) -> "ImageEncoderConfig":
         names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in data.items() if k in names})
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise ValueError(f"image config: unknown keys {unknown}; known: {sorted(names)}")
+        return cls(**data)
 
 
 class ImageEncoder(nn.Module):
@@ -44,6 +60,9 @@ class ImageEncoder(nn.Module):
             num_classes=0,
             global_pool=cfg.pool,
             class_token=True,
+            pre_norm=cfg.pre_norm,
+            act_layer=cfg.act,
+            norm_layer=partial(nn.LayerNorm, eps=cfg.norm_eps),
         )
         self.width = cfg.width
         self.grid = cfg.image_size // cfg.patch_size
@@ -51,14 +70,27 @@ class ImageEncoder(nn.Module):
             self.load_local_weights(cfg.weights)
 
     def load_local_weights(self, path: str) -> None:
+        from timm.models.vision_transformer import checkpoint_filter_fn
+
+        if not Path(path).is_file():
+            raise FileNotFoundError(f"image.weights: no checkpoint at {path}")
         if str(path).endswith(".safetensors"):
             from safetensors.torch import load_file
 
             state = load_file(path)
         else:
             state = torch.load(path, map_location="cpu", weights_only=True)
-        state = {k: v for k, v in state.items() if not k.startswith("head.")}
-        self.vit.load_state_dict(state, strict=False)
+        state = checkpoint_filter_fn(state, self.vit)  # open_clip names -> timm's; position grid resampled
+        state = {k: v for k, v in state.items() if not k.startswith("head.")}  # a classifier or projection
+        try:
+            result = self.vit.load_state_dict(state, strict=False)
+        except RuntimeError as error:  # a shape differs: another architecture
+            raise ValueError(f"image.weights {path} does not fit the image config: {error}") from None
+        missing = [k for k in result.missing_keys if not k.startswith("head.")]
+        if missing or result.unexpected_keys:
+            raise ValueError(f"image.weights {path} does not fit the image config (width, depth, heads, "
+                             f"pre_norm): the model's keys missing from it {missing[:6]}, its keys the model "
+                             f"lacks {result.unexpected_keys[:6]}")
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         tokens = self.vit.forward_features(images)  # [B, prefix + N, W], final norm applied

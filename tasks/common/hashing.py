@@ -4,7 +4,7 @@ from __future__ import annotations
 import hashlib
 import hmac
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO, Iterable
 
 _CHUNK = 1 << 20
 
@@ -19,6 +19,15 @@ def sha256_stream(stream: BinaryIO) -> str:
 def sha256_file(path: str | Path) -> str:
     with open(path, "rb") as handle:
         return sha256_stream(handle)
+
+
+def sources_digest(root: Path, rels: Iterable[str]) -> Any:
+    """A running sha256 over each file's relative path and bytes, in the order given (the code
+    a cache key or a shared cluster depends on)."""
+    digest = hashlib.sha256()
+    for rel in rels:
+        digest.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+    return digest
 
 
 def sha256_bytes(data: bytes) -> str:

@@ -43,7 +43,8 @@ class ShardResult:
 @dataclass
 class Merged:
     items_out: int                   # rows of the stage's main table
-    accounted: set[str]              # items (as in Plan.items) that reached an output row
+    accounted: Any                   # items (as in Plan.items) that reached an output row: a set, or
+                                     # an int64 array where Plan.items is an array of codes
     rejected: list[dict] = field(default_factory=list)   # found while merging (duplicates, ...)
     counts: dict = field(default_factory=dict)
 

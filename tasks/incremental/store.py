@@ -68,9 +68,9 @@ def code_version(module: str) -> str:
     from tasks.lineage.code_deps import module_closure
 
     root = repo_root()
-    digest = hashlib.sha256()
-    for rel in module_closure(root, module):
-        digest.update(rel.encode() + b"\0" + (root / rel).read_bytes() + b"\0")
+    from tasks.common.hashing import sources_digest
+
+    digest = sources_digest(root, module_closure(root, module))
     digest.update(json.dumps({name: _library_version(name) for name in LIBRARIES}, sort_keys=True).encode())
     return digest.hexdigest()
 

@@ -93,32 +93,35 @@ def plan(cfg: dict, out: Path) -> Plan:
     # chunks they fall in, and every other chunk keeps its cache entry
     size = min(PACKAGES_PER_CHUNK, cfg["packages_per_task"])
     chunked = [[by_name[name] for name in group] for group in content_groups(sorted(by_name), size)]
-    return Plan(items=names, shards=_tasks(chunked, run, cfg["packages_per_task"]),
+    keyed = [(chunk, chunk_key(chunk, run)) for chunk in chunked]  # each package looked at once, here
+    return Plan(items=names, shards=_tasks(keyed, run, cfg["packages_per_task"]),
                 counts={"skipped_by_oa_list_filter": skipped})
 
 
-def _tasks(chunked: list[list[PackageSource]], run: dict, per_task: int) -> list[tuple]:
-    """(index, chunks, run) per task: the chunks already cached in tasks of their own (read back
-    in the flow process: chunks_cached), the others in tasks of about `per_task` packages."""
+Chunk = tuple[list[PackageSource], str | None]   # a chunk's packages and the key of its cached result
+
+
+def _tasks(keyed: list[Chunk], run: dict, per_task: int) -> list[tuple]:
+    """(index, chunks, run) per task: the chunks already cached in a task of their own (read
+    back in the flow process: chunks_cached), the others in tasks of about `per_task` packages."""
     tasks, pending, size = [], [], 0
-    is_cached = [chunks_cached((0, [chunk], run)) for chunk in chunked]
+    is_cached = [chunks_cached((0, [chunk], run)) for chunk in keyed]
     if any(is_cached):
-        tasks.append([chunk for chunk, cached in zip(chunked, is_cached) if cached])
-    for chunk in (chunk for chunk, cached in zip(chunked, is_cached) if not cached):
-        if pending and size + len(chunk) > per_task:
+        tasks.append([chunk for chunk, cached in zip(keyed, is_cached) if cached])
+    for chunk in (chunk for chunk, cached in zip(keyed, is_cached) if not cached):
+        if pending and size + len(chunk[0]) > per_task:
             tasks.append(pending)
             pending, size = [], 0
         pending.append(chunk)
-        size += len(chunk)
+        size += len(chunk[0])
     tasks += [pending] if pending else []
     return [(index, chunks, run) for index, chunks in enumerate(tasks)]
 
 
-def chunk_key(shard: tuple[int, list[PackageSource], dict]) -> str | None:
+def chunk_key(sources: list[PackageSource], run: dict) -> str | None:
     """The entry of a whole chunk's result, keyed by what says each package is unchanged
     (its listing and file stamp); None when a package is remote or cannot be looked at now,
     so that the chunk goes to a worker (which stats remote objects in parallel)."""
-    _, sources, run = shard
     described = []
     for source in sources:
         if source.rejection is not None or source.uri is None:
@@ -134,20 +137,19 @@ def chunk_key(shard: tuple[int, list[PackageSource], dict]) -> str | None:
     return item_key(STAGE, "chunk", run["code"], run["params"], described)
 
 
-def chunks_cached(shard: tuple[int, list[list[PackageSource]], dict]) -> bool:
+def chunks_cached(shard: tuple[int, list[Chunk], dict]) -> bool:
     """Whether every chunk of a task has its result in the cache."""
-    _, chunked, run = shard
-    keys = [chunk_key((0, chunk, run)) for chunk in chunked]
-    return all(key is not None and ItemCache.of(run).has(key, CHUNK_ROWS, CHUNK_RESULT) for key in keys)
+    _, keyed, run = shard
+    return all(key is not None and ItemCache.of(run).has(key, CHUNK_ROWS, CHUNK_RESULT) for _, key in keyed)
 
 
-def inspect_chunks(shard: tuple[int, list[list[PackageSource]], dict], cfg: dict, out: str) -> ShardResult:
+def inspect_chunks(shard: tuple[int, list[Chunk], dict], cfg: dict, out: str) -> ShardResult:
     """A task's chunks of packages (inspect_chunk each); value: their valid packages as
     (pmcid, source name, package hash, Last Updated, rows part) and what was computed."""
-    index, chunked, run = shard
+    index, keyed, run = shard
     valid, keys, stamps, rejected, processed, reused = [], [], [], [], 0, 0
-    for number, chunk in enumerate(chunked):
-        result = inspect_chunk((f"{index:06d}-{number:04d}", chunk, run), cfg, out)
+    for number, (chunk, whole) in enumerate(keyed):
+        result = inspect_chunk((f"{index:06d}-{number:04d}", chunk, whole, run), cfg, out)
         valid += [(*v, result.value["part"]) for v in result.value["valid"]]
         keys += result.value["keys"]
         stamps += result.value["stamps"]
@@ -155,7 +157,7 @@ def inspect_chunks(shard: tuple[int, list[list[PackageSource]], dict], cfg: dict
         processed += result.value["processed"]
         reused += result.value["chunk_reused"]
     return ShardResult(value={"valid": valid, "keys": keys, "stamps": stamps, "processed": processed,
-                              "chunks_reused": reused, "chunks": len(chunked)}, rejected=rejected)
+                              "chunks_reused": reused, "chunks": len(keyed)}, rejected=rejected)
 
 
 def _stamp(source: PackageSource) -> dict | None:
@@ -207,14 +209,13 @@ def _inspect_into(cache: ItemCache, key: str, source: PackageSource, policy: Pol
     return record
 
 
-def inspect_chunk(shard: tuple[str, list[PackageSource], dict], cfg: dict, out: str) -> ShardResult:
-    """One chunk of packages: its cached result, or each package from the cache or read afresh;
-    value: the valid packages as (pmcid, source name, package hash, Last Updated), their rows
-    part and what was computed."""
-    label, sources, run = shard
+def inspect_chunk(shard: tuple[str, list[PackageSource], str | None, dict], cfg: dict, out: str) -> ShardResult:
+    """One chunk of packages (with the key of its whole result, chunk_key): that cached result,
+    or each package from the cache or read afresh; value: the valid packages as (pmcid, source
+    name, package hash, Last Updated), their rows part and what was computed."""
+    label, sources, whole, run = shard
     cache = ItemCache.of(run)
     part = Path(out) / "_parts" / f"rows-{label}.parquet"
-    whole = chunk_key(shard)
     stored = cache.read_json(whole, CHUNK_RESULT) if whole else None
     if stored is not None and cache.has(whole, CHUNK_ROWS):
         cache.place(whole, CHUNK_ROWS, part, build=None)

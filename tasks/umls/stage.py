@@ -24,6 +24,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
@@ -103,6 +104,6 @@ def build(vocab: Vocabulary, cfg: dict, out: str) -> ShardResult:
 def merge(cfg: dict, out: Path, plan: VocabularyPlan, results: list[ShardResult], fan_out) -> Merged:
     (result,) = results
     concepts = pq.read_table(out / "concepts.parquet", columns=["cui"])["cui"]
-    indexed = pq.read_table(result.value)
-    reached = indexed.filter(pc.is_in(indexed["cui"], value_set=concepts))
-    return Merged(items_out=len(concepts), accounted=set(reached["line"].to_pylist()), rejected=plan.rejected)
+    indexed = pq.read_table(result.value, columns=["line", "cui"])
+    reached = indexed.filter(pc.is_in(indexed["cui"], value_set=concepts))["line"]
+    return Merged(items_out=len(concepts), accounted=reached.to_numpy().astype(np.int64), rejected=plan.rejected)
