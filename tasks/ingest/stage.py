@@ -272,23 +272,23 @@ def _rows(picks: list[tuple[str, str]], decided: dict[str, versions.Version]) ->
     return table.sort_by([("pmcid", "ascending"), ("version", "ascending")])
 
 
-def shard_key(shard: tuple[str, list[dict], dict]) -> str:
-    name, rows, run = shard
-    return item_key(STAGE, "shard", run["code"], name, rows)
+def shard_key(shard: tuple[str, pa.Table, dict]) -> str:
+    name, table, run = shard
+    return item_key(STAGE, "shard", run["code"], name, table.to_pylist())  # one shard's rows at a time
 
 
-def shard_cached(shard: tuple[str, list[dict], dict]) -> bool:
+def shard_cached(shard: tuple[str, pa.Table, dict]) -> bool:
     return ItemCache.of(shard[2]).has(shard_key(shard), SHARD_SUFFIX)
 
 
-def write_shard(shard: tuple[str, list[dict], dict], out: str) -> dict:
-    """Output shard `name` from its articles' staging rows (PMCID order): the shard is an entry
-    of the cache keyed by those rows, placed as a hard link (tasks/incremental/store.py), so an
-    unchanged shard is not copied again; value: its articles part and entry key."""
-    name, rows, run = shard
+def write_shard(shard: tuple[str, pa.Table, dict], out: str) -> dict:
+    """Output shard `name` from its articles' staging rows (a table in PMCID order): the shard
+    is an entry of the cache keyed by those rows, placed as a hard link
+    (tasks/incremental/store.py), so an unchanged shard is not copied again; value: its
+    articles part and entry key."""
+    name, table, run = shard
     cache = ItemCache.of(run)
     key = shard_key(shard)
-    table = rows_to_table(rows, STAGING_SCHEMA)
     articles = [(r["staging"], list(zip(r["members"], r["member_offsets"], r["member_sizes"])))
                 for r in table.select(["staging", "members", "member_offsets", "member_sizes"]).to_pylist()]
     reused = cache.place(key, SHARD_SUFFIX, Path(out) / "shards" / name, lambda tmp: assemble_shard(tmp, articles))
@@ -304,14 +304,18 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
                   for r in results for pmcid, name, sha, updated, part in r.value["valid"]]
     decision = versions.resolve(candidates, set(cfg["retracted"]), STAGE)
     groups = content_groups(sorted(decision.current), cfg["shard_size"])
-    # every rows part is read once here (a shard's articles come from any part)
+    # every rows part is read once here (a shard's articles come from any part); the rows stay
+    # columnar, and each shard gets a compact copy of its own (a pickled slice of an Arrow
+    # table would carry the whole table's buffers to its worker)
     current = _rows([(decision.current[p].source, decision.current[p].part) for p in decision.current],
-                    decision.versions).to_pylist()
+                    decision.versions)
     starts = [0]
     for group in groups:
         starts.append(starts[-1] + len(group))
     run = run_context(cfg, out)
-    shards = [(shard_name(group[0]), current[start: start + len(group)], run) for group, start in zip(groups, starts)]
+    shards = [(shard_name(group[0]), current.take(pa.array(range(start, start + len(group)), pa.int64())), run)
+              for group, start in zip(groups, starts)]
+    del current
     written = fan_out_unless_cached(fan_out, write_shard, shards, shard_cached, str(out), name=f"{STAGE}-write-shard")
     history = out / "_parts" / "history.parquet"
     table = _rows([(c.source, c.part) for c in decision.history], decision.versions)
