@@ -66,8 +66,10 @@ def prepare(params: dict) -> Prepared:
     held = data.FigureDataset(held_recs, index, tokenizer, concept_ids, image_size, None, seed, cache)
     # where images come from (memory or shard reads) and how many workers read them change no tensor
     runtime_only = ("output_dir", "checkpoint_dir", "num_workers", "cache_images")
-    fp = fingerprint(STAGE, {k: v for k, v in cfg.items() if k not in runtime_only},
-                     model_cfg, files=[_path(cfg["figures"]), _path(cfg["caption_concepts"]), _path(cfg["mentions"])])
+    # a pretrained image checkpoint counts by its bytes, not its path (a resume must not mix two)
+    weights = [_path(model_cfg["image"]["weights"])] if model_cfg["image"].get("weights") else []
+    fp = fingerprint(STAGE, {k: v for k, v in cfg.items() if k not in runtime_only}, model_cfg,
+                     files=[_path(cfg["figures"]), _path(cfg["caption_concepts"]), _path(cfg["mentions"]), *weights])
     counts = {
         "figures_in": len(records) + len(rejected), "train_figures": len(train_recs), "heldout_figures": len(held_recs),
         "train_articles": len({r.pmcid for r in train_recs}), "heldout_articles": len({r.pmcid for r in held_recs}),
