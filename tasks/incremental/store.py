@@ -35,6 +35,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+from tasks.common.hashing import sha256_file, sources_digest
+
 PRUNE_AFTER_S = 24 * 3600   # an entry unused this long goes (a day: a run switched back finds it)
 # Libraries whose version changes output bytes (JPEG encoding, PDF rendering, tables, NLP).
 LIBRARIES = ("lxml", "numpy", "pillow", "pyarrow", "pymupdf", "quickumls", "scispacy", "spacy")
@@ -68,8 +70,6 @@ def code_version(module: str) -> str:
     from tasks.lineage.code_deps import module_closure
 
     root = repo_root()
-    from tasks.common.hashing import sources_digest
-
     digest = sources_digest(root, module_closure(root, module))
     digest.update(json.dumps({name: _library_version(name) for name in LIBRARIES}, sort_keys=True).encode())
     return digest.hexdigest()
@@ -196,8 +196,6 @@ def fingerprint(files: Iterable[Path], root: Path, memo: Path) -> str:
         stamp = [stat.st_size, stat.st_mtime_ns]
         entry = known.get(rel)
         if not entry or entry[:2] != stamp:
-            from tasks.common.hashing import sha256_file
-
             entry = stamp + [sha256_file(path)]
         seen[rel] = entry
         digest.update(f"{rel}\0{entry[2]}\0".encode())
