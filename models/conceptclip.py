@@ -102,19 +102,26 @@ class ConceptCLIP(nn.Module):
 
     # -- zero-shot ------------------------------------------------------------------------
     @torch.no_grad()
+    def zero_shot_parts(self, images, prompt_ids, prompt_mask, top_k: int = 5) -> tuple[torch.Tensor, torch.Tensor]:
+        """([B, T] global image-prompt cosines, [B, T] means of the top-k patch-prompt cosines),
+        from one image encoding: a patch weight w scores (1 - w) * global + w * local."""
+        img, patches = self.encode_image(images)
+        glob, concept = self.prompt_concepts(prompt_ids, prompt_mask)
+        cos = torch.einsum("bpd,td->bpt", patches, concept)
+        local = cos.topk(min(top_k, cos.shape[1]), dim=1).values.mean(1)
+        return img @ glob.t(), local
+
+    @torch.no_grad()
     def zero_shot_scores(self, images, prompt_ids, prompt_mask, patch_weight: float = 0.0,
                          top_k: int = 5) -> torch.Tensor:
         """[B, T] image-prompt scores: global cosine, mixed with the mean of the top-k
         patch-prompt cosines when patch_weight > 0."""
-        img, patches = self.encode_image(images, patches=patch_weight > 0)
-        glob, concept = self.prompt_concepts(prompt_ids, prompt_mask)
-        score = img @ glob.t()
-        if patch_weight > 0:
-            cos = torch.einsum("bpd,td->bpt", patches, concept)
-            k = min(top_k, cos.shape[1])
-            local = cos.topk(k, dim=1).values.mean(1)
-            score = (1 - patch_weight) * score + patch_weight * local
-        return score
+        if patch_weight <= 0:
+            img, _ = self.encode_image(images, patches=False)
+            glob, _ = self.prompt_concepts(prompt_ids, prompt_mask)
+            return img @ glob.t()
+        score, local = self.zero_shot_parts(images, prompt_ids, prompt_mask, top_k)
+        return (1 - patch_weight) * score + patch_weight * local
 
     @torch.no_grad()
     def patch_concept_map(self, images, prompt_ids, prompt_mask) -> torch.Tensor:

@@ -29,7 +29,7 @@ TINY = {
     "train_conceptclip": {"max_steps": 6, "eval_every": 3, "checkpoint_every": 3, "warmup_steps": 2,
                           "batch_size": 8},
     "train_fvlm": {"max_steps": 4, "eval_every": 2, "checkpoint_every": 2, "warmup_steps": 1, "batch_size": 4,
-                   "split": {"heldout_fraction": 0.5}},
+                   "split": {"validation_fraction": 0.25, "test_fraction": 0.35}},
     "evaluate": {"min_positives": 1, "bootstrap": {"n": 20}},
 }
 HASH_SEEDS = ("1", "2")

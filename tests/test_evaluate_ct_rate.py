@@ -21,6 +21,7 @@ CT_RATE_LABELS = ["Medical material", "Arterial wall calcification", "Cardiomega
                   "Mosaic attenuation pattern", "Peribronchial thickening", "Consolidation", "Bronchiectasis",
                   "Interlobular septal thickening"]
 PROMPTS = {"positive": "{finding} in the {anatomy}.", "negative": "{anatomy} shows no significant abnormality."}
+SINGLE_PROMPT_PAIR = "[{positive: '{finding} in the {anatomy}.', negative: '{anatomy} shows no significant abnormality.'}]"
 
 
 def _default_mapping() -> dict[str, list[str]]:
@@ -219,11 +220,11 @@ class _Model:
 
 @pytest.fixture(scope="module")
 def ct_study_inputs(tmp_path_factory):
-    """24 held-out studies of 12 patients: the lung is bright when it holds a nodule, the heart
+    """24 test studies of 12 patients: the lung is bright when it holds a nodule, the heart
     when enlarged; the labels table marks them (half keyed by accession), one study has no row."""
     from tasks.training.fvlm_data import StudyRecord
     from tasks.training.fvlm_tensors import write_study_tensors
-    from tasks.training.splits import HELDOUT
+    from tasks.training.splits import TEST
 
     root = tmp_path_factory.mktemp("ct_rate_eval")
     (root / "tensors").mkdir()
@@ -244,7 +245,7 @@ def ct_study_inputs(tmp_path_factory):
         records.append(StudyRecord(study_id=sid, patient_id=patient, series_id=f"se-{i:02d}", tensors=path,
                                    mask_index={a: k for k, a in enumerate(ANATOMIES)},
                                    usable={"lung": True, "heart": True, "esophagus": True, "aorta": i != 3},
-                                   texts={"lung": lung_text}, split=HELDOUT))
+                                   texts={"lung": lung_text}, split=TEST))
         studies.append({"patient_id": patient, "study_id": sid, "series_id": f"se-{i:02d}",
                         "accession_id": f"ac-{i:02d}"})
         texts.append({"study_id": sid, "anatomy": "lung", "description": lung_text["description"],
@@ -285,7 +286,9 @@ def _params(repo_root, root, out, **extra):
         "evaluate.report_labels": root / "report_labels.parquet", "evaluate.min_positives": 2,
         "evaluate.bootstrap.n": 50, "evaluate.models": "[fvlm]",
         "train_fvlm.studies": root / "studies.parquet", "train_fvlm.anatomy_texts": root / "anatomy_texts.parquet",
-        "train_fvlm.output_dir": root / "train", "train_fvlm.prepared": root / "prepared", **extra})
+        "train_fvlm.output_dir": root / "train", "train_fvlm.prepared": root / "prepared",
+        # the fixture's studies are all on the test side: one prompt pair, nothing to tune
+        "evaluate.fvlm_tuning.prompts": SINGLE_PROMPT_PAIR, **extra})
 
 
 def test_a_wrong_mapping_fails_before_any_volume_is_read(stand_in_model, ct_study_inputs, repo_root, tmp_path):
@@ -323,13 +326,13 @@ def test_evaluate_fvlm_runs_alone_and_the_headline_keeps_its_folder(stand_in_mod
     assert skipped["Arterial wall calcification"]["reason"] == "too_few_positives"
     assert labels["Hiatal hernia"]["anatomy"] == "esophagus" and labels["Hiatal hernia"]["positives"] == 2
     assert detail["ct_rate_label_source"] == {"source": "reference", "table": str(root / "reference_labels.parquet"),
-                                              "heldout_studies_with_labels": 23}
-    assert detail["zero_shot_auc"] == {"lung_nodule @ lung": 1.0} and detail["heldout_patients"] == 12
+                                              "test_studies_with_labels": 23}
+    assert detail["zero_shot_auc"] == {"lung_nodule @ lung": 1.0} and detail["test_patients"] == 12
     assert detail["zero_shot_macro_auc"]["groups"] == 12
     card = (folder / "model_cards" / "fvlm.md").read_text()
     assert "- lung: Emphysema, Atelectasis, Lung nodule" in card and "- esophagus: Hiatal hernia" in card
     assert "Label source: reference" in card and "reference_labels.parquet" in card
-    assert "| Lung nodule | lung | 1.000 |" in card and "bootstrap over held-out patients" in card
+    assert "| Lung nodule | lung | 1.000 |" in card and "bootstrap over test patients" in card
     assert (folder / "roc" / "roc_fvlm.csv").read_text().startswith("fpr,tpr")
     assert (folder / "plots" / "roc_fvlm_ct_rate.png").is_file() and len(list((folder / "galleries").glob("*.png"))) == 4
     assert json.loads((folder / "summary.json").read_text())["items_out"] == 1
@@ -346,3 +349,81 @@ def test_evaluate_fvlm_runs_alone_and_the_headline_keeps_its_folder(stand_in_mod
     cfg = {**params["evaluate"], "models_dir": str(out)}
     with pytest.raises(FileNotFoundError, match="run `python -m flows.evaluate_conceptclip`"):
         read_model("conceptclip", cfg, str(out))
+
+
+# -- prompts tuned on validation, test scored once ------------------------------------------------
+class _TextTokenizer:
+    """Keeps each text under its id, so a stand-in model can read its prompts back."""
+    vocab_size = 10
+
+    def __init__(self):
+        self.texts: list[str] = []
+
+    def encode(self, texts):
+        ids = []
+        for t in texts:
+            self.texts.append(t)
+            ids.append([len(self.texts) - 1])
+        ids = torch.tensor(ids, dtype=torch.long)
+        return {"input_ids": ids, "attention_mask": torch.ones_like(ids)}
+
+
+class _PromptModel(_Model):
+    """Bright is abnormal under the normal-statement negative; the "No ..." negative reads
+    the other way (dark is abnormal)."""
+
+    def __init__(self, tokenizer):
+        self.tokenizer = tokenizer
+
+    def zero_shot_scores(self, volumes, masks, pos_ids, pos_mask, neg_ids, neg_mask, anatomy_index):
+        bright = super().zero_shot_scores(volumes, masks, pos_ids, pos_mask, neg_ids, neg_mask, anatomy_index)
+        dark = torch.tensor([self.tokenizer.texts[int(i)].startswith("No ") for i in neg_ids[:, 0]])
+        return torch.where(dark[None, :], 1 - bright, bright)
+
+
+def test_the_prompt_pair_is_chosen_on_validation_and_test_is_scored_with_it(monkeypatch, ct_study_inputs,
+                                                                            repo_root, tmp_path):
+    """On the validation studies a nodule is dark, so the "No ..." pair wins there; on test it
+    is bright. The reported test AUC is that pair's (low): a choice made on test would show 1.0."""
+    from tasks.evaluate import fvlm_eval
+    from tasks.schema import resolve_training_preset
+    from tasks.training.fvlm_data import StudyRecord
+    from tasks.training.fvlm_tensors import write_study_tensors
+    from tasks.training.splits import VALIDATION
+
+    root, records = ct_study_inputs
+    rng = np.random.default_rng(9)
+    validation = []
+    for i in range(12):
+        nodule = bool(i % 2)
+        masks = np.zeros((len(ANATOMIES), *GRID), dtype=bool)
+        masks[0, :, :4, :4] = masks[1, :, 4:, 4:] = masks[2, :, :2, 6:] = masks[3, :, 6:, :2] = True
+        volume = rng.normal(-0.5, 0.05, (1, *GRID))
+        volume[0][masks[0]] -= 0.6 if nodule else 0.0
+        path = tmp_path / f"val-{i:02d}.zip"
+        write_study_tensors(path, volume.astype(np.float16), masks)
+        text = {"description": "Lung nodule." if nodule else "Lung shows no significant abnormality.",
+                "normal": not nodule, "findings": ["lung_nodule"] if nodule else []}
+        validation.append(StudyRecord(study_id=f"st-v{i:02d}", patient_id=f"pt-v{i // 2:02d}",
+                                      series_id=f"se-v{i:02d}", tensors=path,
+                                      mask_index={a: k for k, a in enumerate(ANATOMIES)},
+                                      usable={a: True for a in ANATOMIES}, texts={"lung": text}, split=VALIDATION))
+    tokenizer = _TextTokenizer()
+    config = {"model": {"anatomies": ANATOMIES, "ct": {"volume_size": list(GRID)}},
+              "preprocess": {"hu_windows": [[-1000.0, 1000.0]]}}
+    monkeypatch.setattr(fvlm_eval, "load_trained", lambda train_dir: (_PromptModel(tokenizer), tokenizer, config))
+    monkeypatch.setattr(fvlm_eval, "load_records", lambda section, anatomies: (records + validation, []))
+    params = _params(repo_root, root, tmp_path / "evaluate", **{"evaluate.fvlm_tuning.prompts": (
+        "[{positive: '{finding} in the {anatomy}.', negative: '{anatomy} shows no significant abnormality.'}, "
+        "{positive: '{finding} in the {anatomy}.', negative: 'No {finding} in the {anatomy}.'}]")})
+    ev = fvlm_eval.evaluate(root / "train", resolve_training_preset(params["train_fvlm"]), params["evaluate"])
+
+    tuning = ev.metrics["tuning"]
+    assert [c["validation_macro_auc"] for c in tuning["candidates"]] == [0.0, 1.0]
+    assert tuning["chosen"]["negative"] == "No {finding} in the {anatomy}." == ev.metrics["prompts"]["negative"]
+    assert (tuning["validation_units"], tuning["validation_items"]) == (6, 12)
+    assert ev.metrics["zero_shot_auc"] == {"lung_nodule @ lung": 0.0}
+    assert {r.study_id for r in ev.records} == {r.study_id for r in records}  # only test studies are reported
+    assert ev.metrics["split"]["counts"]["test"] == {"items": 24, "units": 12}
+    # the aorta is unusable in one test study: its cells are left out and counted
+    assert ev.metrics["anatomy_exclusions"]["aorta"] == {"usable": 23, "absent": 0, "fov_cut": 1}

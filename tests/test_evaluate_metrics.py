@@ -70,7 +70,7 @@ def test_study_gallery_takes_multi_window_volumes(tmp_path):
 
 
 def _conceptclip_detail():
-    return {"heldout_figures": 30, "heldout_articles": 9, "concepts_evaluated": 4,
+    return {"test_figures": 30, "test_articles": 9, "concepts_evaluated": 4,
             "zero_shot_macro_auc": {"value": 0.91, "ci95": [0.84, 0.96], "n": 30},
             "zero_shot_auc": {"CT (C0040405)": 0.93, "MRI (C0024485)": 0.88},
             "annotation_macro_auc": {"value": 0.7, "ci95": [0.6, 0.8], "n": 30}, "annotation_auc": {},
@@ -81,7 +81,7 @@ def _conceptclip_detail():
 def test_headline_keeps_flat_model_figures_and_leaves_per_label_detail_out():
     from tasks.evaluate.headline import headline
 
-    fvlm = {"heldout_studies": 24, "heldout_patients": 20, "pairs_evaluated": 7,
+    fvlm = {"test_studies": 24, "test_patients": 20, "pairs_evaluated": 7,
             "zero_shot_macro_auc": {"value": 0.88, "ci95": None, "n": 24}, "zero_shot_auc": {"cyst @ liver": 0.9},
             "ct_rate_macro_auc": {"value": 0.8, "ci95": [0.7, 0.9], "n": 24},
             "ct_rate_labels": {"Lung nodule": {"anatomy": "lung", "auc": 0.8, "ci": [0.7, 0.9], "positives": 5, "n": 24}}}
@@ -120,12 +120,23 @@ def test_auc_metrics_names_both_entries_and_is_empty_without_labels():
     names = ["a", "b", "c"]
     groups = np.arange(40) // 4
     out = auc_metrics("zero_shot", labels, scores, names, groups, n_boot=50, seed=1)
-    assert list(out) == ["zero_shot_macro_auc", "zero_shot_auc"]
+    assert list(out) == ["zero_shot_macro_auc", "zero_shot_auc", "zero_shot_support"]
     assert out["zero_shot_macro_auc"] == macro_auc_with_ci(labels, scores, groups, 50, 1)
-    assert out["zero_shot_macro_auc"]["groups"] == 10
+    assert out["zero_shot_macro_auc"]["groups"] == 10 and out["zero_shot_macro_auc"]["columns"] == 3
     assert out["zero_shot_auc"] == per_label_auc(labels, scores, names) and set(out["zero_shot_auc"]) == set(names)
+    assert out["zero_shot_support"]["b"] == {"items": 40, "positives": int(labels[:, 1].sum()), "units": 10}
     empty = auc_metrics("annotation", np.zeros((40, 0), int), np.zeros((40, 0)), [], groups, n_boot=50, seed=1)
-    assert empty == {"annotation_macro_auc": None, "annotation_auc": {}}
+    assert empty == {"annotation_macro_auc": None, "annotation_auc": {}, "annotation_support": {}}
+
+
+def test_support_counts_only_the_cells_with_truth():
+    from tasks.evaluate.metrics import column_support
+
+    labels = np.array([[1, 1], [0, 1], [1, 0], [0, 0]])
+    valid = np.array([[True, False], [True, True], [False, True], [True, True]])
+    groups = ["p1", "p1", "p2", "p3"]
+    assert column_support(labels, groups, valid) == [{"items": 3, "positives": 1, "units": 2},
+                                                     {"items": 3, "positives": 1, "units": 3}]
 
 
 def test_valid_cells_leave_their_column_as_if_the_rows_were_absent():

@@ -68,11 +68,11 @@ def _check_outputs(out: Path, model_loader):
                  "lineage.json", "summary.json", "rejected.parquet", "split.parquet"):
         assert (out / name).is_file(), name
     rows = list(csv.DictReader(open(out / "curve.csv")))
-    assert rows[0]["step"] == "0" and float(rows[-1]["heldout_loss"]) > 0
+    assert rows[0]["step"] == "0" and float(rows[-1]["validation_loss"]) > 0
     metrics = json.loads((out / "metrics.json").read_text())
     # "clearly below": the soft-target InfoNCE has a floor well above 0 (groups of normal rows)
-    assert metrics["heldout_loss_end"] < min(0.95 * metrics["heldout_loss_start"],
-                                             metrics["heldout_loss_start"] - 0.1), metrics
+    assert metrics["validation_loss_end"] < min(0.95 * metrics["validation_loss_start"],
+                                                metrics["validation_loss_start"] - 0.1), metrics
     lineage = json.loads((out / "lineage.json").read_text())
     assert lineage["code"]["git_commit"] and "torch" in lineage["packages"]
     assert all("sha256" in v or "files" in v for v in lineage["inputs"].values())
@@ -112,7 +112,7 @@ def test_train_conceptclip_stage(figure_inputs, repo_root, tmp_path):
     assert scores.shape == (2, 4) and torch.isfinite(scores).all()
     # a second run with the same params resumes from the last checkpoint and trains no more
     again = train_conceptclip_flow(params=params)
-    assert again["heldout_loss_end"] == metrics["heldout_loss_end"]
+    assert again["validation_loss_end"] == metrics["validation_loss_end"]
     assert json.loads((out / "summary.json").read_text())["resumed_from_step"] == 40
 
 
@@ -200,7 +200,7 @@ def test_train_fvlm_stage(ct_inputs, repo_root, tmp_path):
                       "train_fvlm.presets.tiny.eval_every": 10, "train_fvlm.presets.tiny.warmup_steps": 5})
     _fvlm_prepare(params)
     metrics = train_fvlm_flow(params=params)
-    assert metrics["train_pairs"] > 0 and metrics["heldout_pairs"] > 0
+    assert metrics["train_pairs"] > 0 and metrics["validation_pairs"] > 0
     assert (metrics["studies_with_volume"], metrics["studies_with_report"], metrics["studies_paired"]) == (36, 36, 36)
     summary = json.loads((out / "summary.json").read_text())
     # 36 series and one reference-label key without a volume
@@ -215,7 +215,7 @@ def test_train_fvlm_stage(ct_inputs, repo_root, tmp_path):
     assert all(len(s) == 1 for s in sides.values()), "a patient on both sides of the split"
     # the same params, read by two loader workers: the run resumes at its last step
     again = train_fvlm_flow(params={**params, "train_fvlm": {**params["train_fvlm"], "num_workers": 2}})
-    assert again["heldout_loss_end"] == metrics["heldout_loss_end"]
+    assert again["validation_loss_end"] == metrics["validation_loss_end"]
     assert json.loads((out / "summary.json").read_text())["resumed_from_step"] == 50
 
 

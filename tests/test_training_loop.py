@@ -9,7 +9,7 @@ import torch
 
 from tasks.training.checkpoint import list_checkpoints
 from tasks.training.optim import warmup_cosine
-from tasks.training.splits import HELDOUT, TRAIN, split_of
+from tasks.training.splits import TEST, TRAIN, VALIDATION, SplitSpec
 from tests.helpers.toy_training import ddp_worker, kill_worker, run_toy
 
 LOOP = {"max_steps": 12, "batch_size": 8, "lr": 3e-3, "warmup_steps": 3, "checkpoint_every": 4,
@@ -81,12 +81,17 @@ def test_warmup_cosine_shape():
 
 
 def test_split_is_by_source_and_stable():
-    ids = [f"PMC{i:07d}" for i in range(2000)]
-    sides = [split_of(i, 0.2, "s") for i in ids]
-    assert 0.15 < sides.count(HELDOUT) / len(ids) < 0.25
-    assert sides == [split_of(i, 0.2, "s") for i in ids]
-    assert sides != [split_of(i, 0.2, "other") for i in ids]
-    assert set(sides) == {TRAIN, HELDOUT}
+    ids = [f"PMC{i:07d}" for i in range(4000)]
+    spec = SplitSpec("pmcid", 0.15, 0.2, "s")
+    sides = [spec.of(i) for i in ids]
+    assert 0.17 < sides.count(TEST) / len(ids) < 0.23 and 0.12 < sides.count(VALIDATION) / len(ids) < 0.18
+    assert sides == [spec.of(i) for i in ids]
+    assert sides != [SplitSpec("pmcid", 0.15, 0.2, "other").of(i) for i in ids]
+    assert set(sides) == {TRAIN, VALIDATION, TEST}
+    # a wider validation side takes sources from train only: the test side stays what it was
+    wider = [SplitSpec("pmcid", 0.3, 0.2, "s").of(i) for i in ids]
+    assert [i for i, s in zip(ids, wider) if s == TEST] == [i for i, s in zip(ids, sides) if s == TEST]
+    assert all(w == VALIDATION for s, w in zip(sides, wider) if s == VALIDATION)
 
 
 def test_preset_resolution_and_section_overrides(repo_root):

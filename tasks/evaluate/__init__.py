@@ -1,1 +1,1 @@
-"""`evaluate`: held-out metrics with bootstrap intervals, ROC plots, galleries, model cards."""
+"""`evaluate`: test-split metrics (choices tuned on validation) with bootstrap intervals, ROC plots, galleries, model cards."""

@@ -4,7 +4,7 @@
 for (the released fVLM code's evaluation: eleven lung labels, three of the heart, hiatal
 hernia on the oesophagus, arterial wall calcification on the aorta). A label's score for
 a study is the model's zero-shot probability of "{label} in the {anatomy}." against the
-anatomy's normal statement (`evaluate.fvlm_prompts`), on the held-out studies where that
+anatomy's normal statement (`evaluate.fvlm_tuning`, the pair chosen on validation), on the test studies where that
 anatomy is usable; its truth comes from a labels table with one int column per label
 (split_reports writes both: CT-RATE's own table, reference_labels.parquet, and the labels
 it derives from the reports, report_labels.parquet). Intervals: bootstrap over patients.
@@ -112,7 +112,7 @@ def label_prompts(mapping: dict[str, list[str]], prompts: dict) -> list[LabelPro
 
 def truth_matrix(study_ids: list[str], table: LabelTable, key_map: dict[str, str],
                  labels: list[str]) -> tuple[np.ndarray, np.ndarray, int]:
-    """([N, L] 0/1 per held-out study and label, -1 where the study has no row; [N] whether
+    """([N, L] 0/1 per test study and label, -1 where the study has no row; [N] whether
     the study has a row; the number of table rows that name a known study). Table keys
     reach a study through key_map (tasks.training.fvlm_data.study_key_map: st-… study
     ids, ac-… accessions)."""
@@ -163,7 +163,7 @@ def score_labels(prompts: list[LabelPrompt], scores: np.ndarray, usable: np.ndar
     scored, not_scored = [], {}
     for j, p in enumerate(prompts):
         n, positives = int(valid[:, j].sum()), int(labels[valid[:, j], j].sum())
-        where = f"held-out studies with a usable {p.anatomy} and a label row"
+        where = f"test studies with a usable {p.anatomy} and a label row"
         if n == 0:
             not_scored[p.label] = {"anatomy": p.anatomy, "reason": "no_studies", "detail": f"no {where}"}
         elif positives < min_positives:

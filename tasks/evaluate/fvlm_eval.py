@@ -1,7 +1,9 @@
-"""fVLM on held-out studies: zero-shot per (anatomy, finding) and per CT-RATE label.
+"""fVLM on the test studies: zero-shot per (anatomy, finding) and per CT-RATE label, with the
+prompt pair chosen on the validation studies.
 
-Volumes are read a batch at a time from the prepared tensors (never the whole held-out
-set at once). Every interval is a bootstrap over patients, the split unit.
+Volumes are read a batch at a time from the prepared tensors (never the whole test
+set at once). Every interval is a bootstrap over patients, the split unit. Cells whose anatomy
+is cut by the field of view or absent carry no truth: they take no part and are counted.
 """
 from __future__ import annotations
 
@@ -13,10 +15,11 @@ import pyarrow.parquet as pq
 import torch
 
 from tasks.evaluate import ct_rate_labels as ct_rate
-from tasks.evaluate.metrics import auc_metrics
+from tasks.evaluate import tuning
+from tasks.evaluate.metrics import auc_metrics, macro_auc
 from tasks.training import fvlm_data as data
-from tasks.training.fvlm_stage import load_records, load_trained
-from tasks.training.splits import HELDOUT
+from tasks.training.fvlm_stage import SPLIT_UNIT, load_records, load_trained
+from tasks.training.splits import TEST, VALIDATION, by_split, split_counts, split_spec
 
 BATCH = 8
 
@@ -72,7 +75,50 @@ def zero_shot(model, dataset, tokenizer, positives: list[str], negatives: list[s
     return torch.cat(parts).numpy().astype(float)
 
 
+def scored_pairs(dataset, anatomies: list[str], findings: list[str], min_pos: int) -> list[tuple[str, str]]:
+    """(anatomy, finding) pairs with enough positives and at least one negative, counted on
+    the studies where the anatomy is usable (elsewhere the pair has no truth)."""
+    usable, truth = dataset.usable.numpy(), dataset.findings.numpy()  # [N, A], [N, A, F]
+    pairs = []
+    for ai, a in enumerate(anatomies):
+        for fi, f in enumerate(findings):
+            mask = usable[:, ai]
+            pos = int(truth[mask, ai, fi].sum())
+            if min_pos <= pos < int(mask.sum()):
+                pairs.append((a, f))
+    return pairs
+
+
+def pair_prompts(pairs: list[tuple[str, str]], prompts: dict, names: dict[str, str]) -> tuple[list[str], list[str]]:
+    def fill(template: str) -> list[str]:
+        return [_prompt(template, names.get(f, f.replace("_", " ")), a) for a, f in pairs]
+    return fill(prompts["positive"]), fill(prompts["negative"])
+
+
+def pair_truth(dataset, pairs, a_index, f_index) -> tuple[np.ndarray, np.ndarray]:
+    """([N, P] 0/1 truth, [N, P] usable): a cell without a usable anatomy has no truth (0 there)."""
+    usable, truth = dataset.usable.numpy(), dataset.findings.numpy()
+    shape = (len(dataset), len(pairs))
+    if not pairs:
+        return np.zeros(shape, dtype=int), np.zeros(shape, dtype=bool)
+    labels = np.stack([truth[:, a_index[a], f_index[f]] for a, f in pairs], 1).astype(int)
+    valid = np.stack([usable[:, a_index[a]] for a, _ in pairs], 1)
+    return np.where(valid, labels, 0), valid
+
+
+def anatomy_exclusions(records: list, anatomies: list[str]) -> dict[str, dict[str, int]]:
+    """Per anatomy, the studies where it is scored and those left out, by reason: absent (not
+    segmented, or under train_fvlm.min_voxels) or cut by the field of view (drop_fov_cut)."""
+    out = {}
+    for a in anatomies:
+        absent = sum(a not in r.usable for r in records)
+        cut = sum(a in r.usable and not r.usable[a] for r in records)
+        out[a] = {"usable": len(records) - absent - cut, "absent": absent, "fov_cut": cut}
+    return out
+
+
 def evaluate(train_dir: str | Path, section: dict, params: dict) -> FvlmEval:
+    """Prompts chosen on the validation studies; the test studies scored once."""
     model, tokenizer, config = load_trained(train_dir)
     anatomies = list(config["model"]["anatomies"])
     # the labels table and the mapping first: a wrong param fails before any volume is read
@@ -85,33 +131,45 @@ def evaluate(train_dir: str | Path, section: dict, params: dict) -> FvlmEval:
     # the tensors read must be what the model was trained on (grid, HU windows, anatomies)
     data.check_prepared(data.read_prepared(Path(section["prepared"])).meta, size, hu, anatomies)
     records, _ = load_records(section, anatomies)
-    held = [r for r in records if r.split == HELDOUT]
+    sides = by_split(records)
+    held = sides[TEST]
     if len(held) < 2:
-        raise ValueError(f"only {len(held)} held-out studies: nothing to evaluate")
+        raise ValueError(f"only {len(held)} test studies: nothing to evaluate (train_fvlm.split)")
     all_findings = sorted({f for r in records for t in r.texts.values() for f in t["findings"]})
-    dataset = data.StudyDataset(held, anatomies, {f: i for i, f in enumerate(all_findings)}, tokenizer, size, hu, None)
-    names = finding_names(section["anatomy_texts"])
-    a_index = {a: i for i, a in enumerate(anatomies)}
     f_index = {f: i for i, f in enumerate(all_findings)}
+    a_index = {a: i for i, a in enumerate(anatomies)}
+    names = finding_names(section["anatomy_texts"])
     min_pos = int(params["min_positives"])
     n_boot, seed = int(params["bootstrap"]["n"]), int(params["bootstrap"]["seed"])
-    patients = [r.patient_id for r in held]
 
-    # (anatomy, finding) pairs with enough held-out positives and at least one negative,
-    # counted on the studies where the anatomy is usable (elsewhere the pair has no truth)
+    def dataset_of(rs):
+        return data.StudyDataset(rs, anatomies, f_index, tokenizer, size, hu, None)
+
+    # every candidate's prompts in one pass over the validation volumes
+    candidates = list(params["fvlm_tuning"]["prompts"])
+    val_records = sides[VALIDATION]
+    val_scores: dict[int, float | None] = {}
+    if len(candidates) > 1:
+        val = dataset_of(val_records)
+        val_pairs = scored_pairs(val, anatomies, all_findings, min_pos)
+        val_labels, val_valid = pair_truth(val, val_pairs, a_index, f_index)
+        pos, neg = zip(*(pair_prompts(val_pairs, c, names) for c in candidates))
+        flat = zero_shot(model, val, tokenizer, [p for ps in pos for p in ps], [n for ns in neg for n in ns],
+                         [a_index[a] for a, _ in val_pairs] * len(candidates))
+        for i in range(len(candidates)):
+            part = flat[:, i * len(val_pairs):(i + 1) * len(val_pairs)]
+            val_scores[i] = macro_auc(val_labels, part, val_valid) if val_pairs else None
+    numbered = [{"index": i, **c} for i, c in enumerate(candidates)]
+    chosen = tuning.choose(numbered, lambda c: val_scores[c["index"]], len({r.patient_id for r in val_records}),
+                           len(val_records), "evaluate.fvlm_tuning.prompts")
+    prompts = {k: v for k, v in chosen.chosen.items() if k != "index"}
+
+    dataset = dataset_of(held)
+    patients = [r.patient_id for r in held]
+    pairs = scored_pairs(dataset, anatomies, all_findings, min_pos)
     usable = dataset.usable.numpy()
-    truth = dataset.findings.numpy()  # [N, A, F]
-    pairs = []
-    for a in anatomies:
-        for f in all_findings:
-            ai, fi = a_index[a], f_index[f]
-            mask = usable[:, ai]
-            pos = int(truth[mask, ai, fi].sum())
-            if min_pos <= pos < int(mask.sum()):
-                pairs.append((a, f))
-    prompts = params["fvlm_prompts"]
     label_prompts = ct_rate.label_prompts(mapping, prompts)
-    # CT-RATE label truth per held-out study: report keys reach volumes through the study key map
+    # CT-RATE label truth per test study: report keys reach volumes through the study key map
     study_rows = pq.read_table(section["studies"]).to_pylist()
     label_names = [p.label for p in label_prompts]
     label_truth, has_row, matched = ct_rate.truth_matrix([r.study_id for r in held], table,
@@ -122,30 +180,30 @@ def evaluate(train_dir: str | Path, section: dict, params: dict) -> FvlmEval:
         else np.zeros((len(held), 0), dtype=bool)
 
     # one pass over the volumes scores the pairs and the CT-RATE labels together
-    positives = [_prompt(prompts["positive"], names.get(f, f.replace("_", " ")), a) for a, f in pairs] + \
-        [p.positive for p in label_prompts]
-    negatives = [_prompt(prompts["negative"], names.get(f, f.replace("_", " ")), a) for a, f in pairs] + \
-        [p.negative for p in label_prompts]
-    all_scores = zero_shot(model, dataset, tokenizer, positives, negatives,
+    positives, negatives = pair_prompts(pairs, prompts, names)
+    all_scores = zero_shot(model, dataset, tokenizer, positives + [p.positive for p in label_prompts],
+                           negatives + [p.negative for p in label_prompts],
                            [a_index[a] for a, _ in pairs] + [a_index[p.anatomy] for p in label_prompts])
     scores, label_scores = all_scores[:, :len(pairs)], all_scores[:, len(pairs):]
-
-    shape = (len(held), len(pairs))
-    labels = np.stack([truth[:, a_index[a], f_index[f]] for a, f in pairs], 1).astype(int) if pairs \
-        else np.zeros(shape, dtype=int)
-    valid = np.stack([usable[:, a_index[a]] for a, _ in pairs], 1) if pairs else np.zeros(shape, dtype=bool)
-    labels = np.where(valid, labels, 0)
+    labels, valid = pair_truth(dataset, pairs, a_index, f_index)
 
     metrics = {
-        "heldout_studies": len(held),
-        "heldout_patients": len({r.patient_id for r in held}),
+        "test_studies": len(held),
+        "test_patients": len(set(patients)),
+        "split": {**split_spec(section, SPLIT_UNIT).record(), "counts": split_counts(records, "patient_id")},
         "pairs_evaluated": len(pairs),
+        # cells of a cut or absent anatomy carry no truth: left out of every figure, counted here
+        "anatomy_exclusions": anatomy_exclusions(held, anatomies),
+        "cells_scored": int(valid.sum()),
+        "cells_excluded": int((~valid).sum()),
         **auc_metrics("zero_shot", labels, scores, [f"{f} @ {a}" for a, f in pairs], patients, n_boot, seed, valid),
-        "interval": "95% percentile bootstrap over held-out patients (all studies of a drawn patient)",
+        "tuning": chosen.record("zero-shot macro AUC over the validation (anatomy, finding) pairs"),
+        "prompts": prompts,
+        "interval": "95% percentile bootstrap over test patients (all studies of a drawn patient)",
         "ct_rate_label_anatomies": {a: list(ls) for a, ls in mapping.items()},
         # the stage records the table's path relative to the run
         "ct_rate_label_source": {"source": table.source, "table": str(table.path),
-                                 "heldout_studies_with_labels": int(has_row.sum())},
+                                 "test_studies_with_labels": int(has_row.sum())},
         **ct_rate.score_labels(label_prompts, label_scores, label_usable, label_truth, patients, table.labels,
                                min_pos, n_boot, seed),
     }

@@ -1,4 +1,4 @@
-"""The evaluate_fvlm stage's work: fVLM scored on held-out studies (pairs and CT-RATE labels),
+"""The evaluate_fvlm stage's work: fVLM tuned on validation and scored on the test studies (pairs and CT-RATE labels),
 then its ROC curves and plots, study gallery and model card in the model's folder."""
 from __future__ import annotations
 
@@ -19,12 +19,12 @@ def evaluate_fvlm(cfg: dict, out_dir: str) -> dict:
     ev = fvlm_eval.evaluate(train_dir, section, ev_params)
     names = [f"{f} @ {a}" for a, f in ev.pairs]
     plots.write_micro_roc_csv(ev.labels[ev.valid], ev.scores[ev.valid], out / "roc" / "roc_fvlm.csv")
-    plots.roc_png(ev.labels, ev.scores, names, "fVLM zero-shot (held-out studies)", out / "plots" / "roc_fvlm.png",
+    plots.roc_png(ev.labels, ev.scores, names, "fVLM zero-shot (test studies)", out / "plots" / "roc_fvlm.png",
                   valid=ev.valid)
     scored = [j for j, label in enumerate(ev.label_names) if label in ev.metrics["ct_rate_labels"]]
     plots.roc_png(np.where(ev.label_valid, ev.label_truth, 0)[:, scored], ev.label_scores[:, scored],
                   [f"{ev.label_names[j]} @ {ev.metrics['ct_rate_labels'][ev.label_names[j]]['anatomy']}" for j in scored],
-                  "fVLM zero-shot, CT-RATE labels (held-out studies)", out / "plots" / "roc_fvlm_ct_rate.png",
+                  "fVLM zero-shot, CT-RATE labels (test studies)", out / "plots" / "roc_fvlm_ct_rate.png",
                   max_curves=len(scored), valid=ev.label_valid[:, scored])
     anatomies = ev.dataset.anatomies
     for i, record in enumerate(ev.records[: int(ev_params["gallery"]["n_studies"])]):
@@ -39,7 +39,22 @@ def evaluate_fvlm(cfg: dict, out_dir: str) -> dict:
     rows = [("zero-shot macro AUC (anatomy, finding)", m["zero_shot_macro_auc"]),
             ("CT-RATE labels macro AUC", m["ct_rate_macro_auc"])]
     studies = pq.read_table(section["studies"]).num_rows
-    prompts = ev_params["fvlm_prompts"]  # the ones scored, as the card must say
+    prompts = m["prompts"]  # the pair chosen on validation and scored on test
+    excluded = m["anatomy_exclusions"]
+    steps = (f"{section['max_steps']} steps and the other loop settings are params (train_fvlm), set by reading "
+             f"the validation loss curve")
+    sections = cards.splits_section(m["split"], "patient", "studies", m["tuning"], steps) + [""]
+    sections += ["## Anatomies scored and left out (test studies)", "",
+                 "A cell whose anatomy is absent (not segmented, or under train_fvlm.min_voxels) or cut by the "
+                 "field of view (train_fvlm.drop_fov_cut) has no truth: it takes no part in any figure.", "",
+                 f"Cells scored: {m['cells_scored']}; left out: {m['cells_excluded']}.", "",
+                 "| anatomy | usable | absent | cut by the field of view |", "|---|---|---|---|"]
+    sections += [f"| {a} | {e['usable']} | {e['absent']} | {e['fov_cut']} |" for a, e in excluded.items()]
+    sections += [""] + cards.per_label_section("Zero-shot AUC per (finding @ anatomy) (test)", m["zero_shot_auc"],
+                                               m["zero_shot_support"], "patient")
+    sections += [""] + cards.ct_rate_section(m["ct_rate_label_anatomies"], m["ct_rate_label_source"]["source"], table,
+                                             m["ct_rate_labels"], m["ct_rate_labels_not_scored"],
+                                             m["ct_rate_macro_auc"], m["interval"])
     card = cards.model_card(
         "fVLM — model card",
         "Research on anatomy-level CT–report alignment: zero-shot detection of findings per anatomy by "
@@ -49,16 +64,13 @@ def evaluate_fvlm(cfg: dict, out_dir: str) -> dict:
          "Anatomy descriptions come from rule-based report splitting; anatomies cut by the field of view are "
          "dropped (and carry no truth in the metrics); masks come from TotalSegmentator or are provided with "
          "the data (see params).",
-         "Held-out metrics use a deterministic split by pseudonymous patient; intervals are a bootstrap over "
-         "held-out patients (every study of a drawn patient comes along)."],
-        [f"- CT series converted: {studies}; held out: {m['heldout_studies']} studies of "
-         f"{m['heldout_patients']} patients", f"- (anatomy, finding) pairs evaluated: {m['pairs_evaluated']}",
-         f"- held-out studies with a row in the labels table: {m['ct_rate_label_source']['heldout_studies_with_labels']}"],
+         "Test metrics use a deterministic split by pseudonymous patient; intervals are a bootstrap over "
+         "test patients (every study of a drawn patient comes along)."],
+        [f"- CT series converted: {studies}; test: {m['test_studies']} studies of "
+         f"{m['test_patients']} patients", f"- (anatomy, finding) pairs evaluated: {m['pairs_evaluated']}",
+         f"- test studies with a row in the labels table: {m['ct_rate_label_source']['test_studies_with_labels']}"],
         Counter(), training_summary(train_dir), rows, recorded(train_dir / "model.safetensors", cfg["run_root"]),
-        CARD_LINEAGE,
-        cards.ct_rate_section(m["ct_rate_label_anatomies"], m["ct_rate_label_source"]["source"], table,
-                              m["ct_rate_labels"], m["ct_rate_labels_not_scored"], m["ct_rate_macro_auc"],
-                              m["interval"]),
+        CARD_LINEAGE, sections, unit="patient", items="studies",
     )
     (out / "model_cards").mkdir(parents=True, exist_ok=True)
     (out / "model_cards" / "fvlm.md").write_text(card, encoding="utf-8")

@@ -1,7 +1,8 @@
 """The few figures per model that `dvc metrics show/diff data/evaluate/metrics.json` prints.
 
 Flat scalars only (DVC leaves lists out of its tables): zero-shot macro AUC with its 95%
-interval as two numbers, the held-out items, units and labels it rests on, ConceptCLIP's
+interval as two numbers, the test items, units and labels it rests on (the test split,
+scored once), ConceptCLIP's
 retrieval R@K and fVLM's macro AUC over CT-RATE's labels with its interval. Everything else (per-label AUCs, retrieval intervals, PC-Align annotation
 AUC, CT-RATE per label) stays in metrics_detail.json beside it.
 """
@@ -16,7 +17,7 @@ def _interval(entry: dict | None) -> dict:
 
 def conceptclip_headline(m: dict) -> dict:
     out = _interval(m.get("zero_shot_macro_auc"))
-    out.update(n_figures=m["heldout_figures"], n_articles=m["heldout_articles"], n_concepts=m["concepts_evaluated"])
+    out.update(n_figures=m["test_figures"], n_articles=m["test_articles"], n_concepts=m["concepts_evaluated"])
     for name, entry in sorted((m.get("retrieval") or {}).items()):  # image_to_text_R@1 -> i2t_R@1
         short = name.replace("image_to_text_", "i2t_").replace("text_to_image_", "t2i_")
         out[short] = entry["value"] if isinstance(entry, dict) else entry
@@ -25,7 +26,7 @@ def conceptclip_headline(m: dict) -> dict:
 
 def fvlm_headline(m: dict) -> dict:
     out = _interval(m.get("zero_shot_macro_auc"))
-    out.update(n_studies=m["heldout_studies"], n_patients=m["heldout_patients"], n_pairs=m["pairs_evaluated"])
+    out.update(n_studies=m["test_studies"], n_patients=m["test_patients"], n_pairs=m["pairs_evaluated"])
     # the macro over CT-RATE's labels, each through its anatomy (per label: metrics_detail.json);
     # left out where undefined (no label scored): DVC's tables hold numbers only
     out.update({f"ct_rate_{k}": v for k, v in _interval(m["ct_rate_macro_auc"]).items() if v is not None})

@@ -109,7 +109,9 @@ def macro_auc_with_ci(labels: np.ndarray, scores: np.ndarray, groups, n_boot: in
     point = macro_auc(labels, scores, valid)
     mask = np.ones(labels.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
     ci = bootstrap_ci(lambda rows: macro_auc(labels[rows], scores[rows], mask[rows]), groups, n_boot, seed)
-    return {"value": point, "ci95": list(ci) if ci else None, "n": int(len(labels)), "groups": n_groups(groups)}
+    columns = int(np.isfinite(column_aucs(labels, scores, mask)).sum()) if labels.size else 0
+    return {"value": point, "ci95": list(ci) if ci else None, "n": int(len(labels)), "groups": n_groups(groups),
+            "columns": columns}
 
 
 def column_aucs_with_ci(labels: np.ndarray, scores: np.ndarray, groups, n_boot: int, seed: int,
@@ -129,11 +131,23 @@ def column_aucs_with_ci(labels: np.ndarray, scores: np.ndarray, groups, n_boot: 
     return out
 
 
+def column_support(labels: np.ndarray, groups, valid: np.ndarray | None = None) -> list[dict]:
+    """Per column: the items (rows with truth), positives and units (groups) behind its figure."""
+    labels = np.asarray(labels).astype(bool)
+    mask = np.ones(labels.shape, dtype=bool) if valid is None else np.asarray(valid, dtype=bool)
+    groups = np.asarray(groups)
+    return [{"items": int(mask[:, j].sum()), "positives": int((labels[:, j] & mask[:, j]).sum()),
+             "units": n_groups(groups[mask[:, j]])} for j in range(labels.shape[1])]
+
+
 def auc_metrics(prefix: str, labels: np.ndarray, scores: np.ndarray, names: list[str], groups, n_boot: int,
                 seed: int, valid: np.ndarray | None = None) -> dict:
-    """`<prefix>_macro_auc` with its interval by group bootstrap (None without labels) and
-    `<prefix>_auc` per label."""
+    """`<prefix>_macro_auc` with its interval by group bootstrap (None without labels),
+    `<prefix>_auc` per label and `<prefix>_support` per label (items, positives, units)."""
+    aucs = per_label_auc(labels, scores, names, valid)
+    support = dict(zip(names, column_support(labels, groups, valid))) if names else {}
     return {
         f"{prefix}_macro_auc": macro_auc_with_ci(labels, scores, groups, n_boot, seed, valid) if names else None,
-        f"{prefix}_auc": per_label_auc(labels, scores, names, valid),
+        f"{prefix}_auc": aucs,
+        f"{prefix}_support": {name: support[name] for name in aucs},
     }

@@ -43,18 +43,29 @@ def roc_png(labels: np.ndarray, scores: np.ndarray, names: list[str], title: str
 
 
 def patch_overlay_png(item: dict, path: Path) -> None:
-    """The figure and, per concept, its patch-concept similarity upsampled over it."""
+    """The figure and, per concept, its patch-concept similarity upsampled over it; with
+    `truth` (a mask per concept), the truth outline alone and over the map, side by side."""
     image = item["image"].permute(1, 2, 0).numpy()
     maps = item["maps"]
+    truth = item.get("truth")
     n = len(item["concepts"])
-    fig, axes = plt.subplots(1, n + 1, figsize=(3 * (n + 1), 3.4), dpi=100)
+    per = 2 if truth is not None else 1
+    fig, axes = plt.subplots(1, per * n + 1, figsize=(3 * (per * n + 1), 3.4), dpi=100)
     axes[0].imshow(image)
     axes[0].set_title(item["key"][:30], fontsize=7)
-    for ax, name, heat in zip(axes[1:], item["concepts"], maps):
+    for k, (name, heat) in enumerate(zip(item["concepts"], maps)):
+        if truth is not None:
+            ax = axes[1 + per * k]
+            ax.imshow(image)
+            ax.contour(truth[k], levels=[0.5], colors=["#00ff66"], linewidths=1.2)
+            ax.set_title(f"truth: {name}"[:30], fontsize=7)
+        ax = axes[1 + per * k + per - 1]
         ax.imshow(image)
         ax.imshow(heat, cmap="inferno", alpha=0.5, extent=(0, image.shape[1], image.shape[0], 0),
                   interpolation="bilinear")
-        ax.set_title(name[:30], fontsize=7)
+        if truth is not None:
+            ax.contour(truth[k], levels=[0.5], colors=["#00ff66"], linewidths=0.8)
+        ax.set_title(f"map: {name}"[:30], fontsize=7)
     for ax in axes:
         ax.axis("off")
     fig.suptitle(item["caption"][:110], fontsize=6)

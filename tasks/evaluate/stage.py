@@ -1,7 +1,7 @@
 """The evaluate stages as plain functions for the stage runner.
 
 `evaluate_conceptclip` and `evaluate_fvlm` each score one trained model in its own folder,
-`<evaluate.output_dir>/<model>/`: held-out metrics with bootstrap intervals over the split
+`<evaluate.output_dir>/<model>/`: test metrics (choices tuned on validation) with bootstrap intervals over the split
 unit (articles, patients), ROC curve and plot, gallery, model card and metrics_detail.json.
 So the CT branch runs without ConceptCLIP and the reverse. `evaluate` (the headline) reads
 the metrics_detail.json of each model in `evaluate.models` and writes metrics.json (headline

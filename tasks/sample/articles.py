@@ -15,8 +15,9 @@ from PIL import Image
 
 from tasks.sample import captions
 from tasks.sample.article_pdf import build_pdf
-from tasks.sample.catalogue import IMAGE_KINDS
-from tasks.sample.figure_images import compose_panels, render_panel
+from tasks.common.masks import box_of, rle_encode
+from tasks.sample.catalogue import FINDINGS, IMAGE_KINDS
+from tasks.sample.figure_images import compose_panels, panel_offsets, render_panel
 from tasks.sample.jats import ArticleSpec, FigureSpec, build_nxml
 
 PMCID_BASE = 9_900_001
@@ -58,11 +59,13 @@ def _make_figure(rng, article_index: int, fig_no: int, prefix: str, size: int, c
     kind = list(IMAGE_KINDS)[int(rng.integers(0, len(IMAGE_KINDS)))]
     n_panels = int(rng.integers(2, 4)) if compound else 1
     letters = [chr(ord("A") + i) for i in range(n_panels)]
-    panel_images, panel_specs, union = [], [], set()
+    panel_images, panel_specs, union, panel_regions = [], [], set(), []
     for letter in letters:
         present = captions.choose_findings(rng, kind)
         union.update(present)
-        panel_images.append(render_panel(rng, kind, size, set(present)))
+        regions: dict = {}
+        panel_images.append(render_panel(rng, kind, size, set(present), regions))
+        panel_regions.append(regions)
         text = captions.panel_sentence(rng, kind, present, int(rng.integers(0, 3)))
         panel_specs.append({"panel": letter, "text": text, "findings": present, "kind": kind})
     if compound:
@@ -86,8 +89,27 @@ def _make_figure(rng, article_index: int, fig_no: int, prefix: str, size: int, c
         kind=kind,
         panels=panel_specs,
         findings=sorted(union),
+        regions=_figure_regions(panel_images, panel_regions, letters if compound else None, image.size),
     )
     return figure, _jpeg(image, quality), image.size
+
+
+def _figure_regions(panels: list[Image.Image], regions: list[dict], letters: list[str] | None,
+                    figure_size: tuple[int, int]) -> list[dict]:
+    """Each drawn finding's mask in the figure's pixels (its panel placed where
+    compose_panels puts it), as a box and run lengths, with the finding's CUI."""
+    width, height = figure_size
+    out = []
+    for index, (panel, offset) in enumerate(zip(panels, panel_offsets(panels))):
+        for finding, mask in sorted(regions[index].items()):
+            full = np.zeros((height, width), dtype=bool)
+            full[: mask.shape[0], offset: offset + mask.shape[1]] = mask
+            box = box_of(full)
+            if box is None:  # jittered out of the panel
+                continue
+            out.append({"finding": finding, "cui": FINDINGS[finding].cui, "panel": letters[index] if letters else None,
+                        "box": box, "pixels": int(full.sum()), "mask": rle_encode(full)})
+    return out
 
 
 def build_article(params: dict, index: int) -> tuple[ArticleSpec, dict[str, bytes], dict]:

@@ -24,6 +24,8 @@ class FigureSpec:
     panels: list[dict] = field(default_factory=list)  # [{"panel": "A", "text": ..., "findings": [...]}]
     findings: list[str] = field(default_factory=list)
     group: str | None = None  # fig-group id when the figure belongs to one
+    # truth only (not in the JATS): where each finding was drawn, in the figure's pixels
+    regions: list[dict] = field(default_factory=list)
 
 
 @dataclass

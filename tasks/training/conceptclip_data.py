@@ -23,7 +23,7 @@ import pyarrow.parquet as pq
 import torch
 import torch.nn.functional as F
 
-from tasks.training.splits import HELDOUT, TRAIN, split_of
+from tasks.training.splits import TRAIN, VALIDATION, SplitSpec
 
 MEAN, STD = 0.5, 0.5
 MAX_OPEN_SHARDS = 32   # per process: a corpus of thousands of shards stays under the open-file limit
@@ -67,7 +67,7 @@ def index_shards(shards_dir: str | Path) -> dict[str, tuple[str, int, int]]:
 
 
 def load_records(figures: str | Path, caption_concepts: str | Path | None, mentions: str | Path | None,
-                 image_index: dict, heldout_fraction: float, salt: str,
+                 image_index: dict, split: SplitSpec,
                  exclude_uncertain: bool = True) -> tuple[list[FigureRecord], list[dict]]:
     """Figure records with affirmed concepts and their caption spans; and rejections."""
     rows = _read(Path(figures), ["key", "pmcid", "caption", "subcaptions", "sha256"])
@@ -111,7 +111,7 @@ def load_records(figures: str | Path, caption_concepts: str | Path | None, menti
         spans = sorted(set(spans))
         records.append(FigureRecord(key=key, pmcid=row.get("pmcid") or key, shard=image_index[key][0],
                                     caption=caption, cuis=affirmed, spans=spans,
-                                    split=split_of(row.get("pmcid") or key, heldout_fraction, salt)))
+                                    split=split.of(row.get("pmcid") or key)))
     return records, rejected
 
 
@@ -348,4 +348,5 @@ def collate(samples: list[dict]) -> dict:
 
 
 def split_records(records: list[FigureRecord]) -> tuple[list[FigureRecord], list[FigureRecord]]:
-    return [r for r in records if r.split == TRAIN], [r for r in records if r.split == HELDOUT]
+    """(train, validation): what training reads; the test side is evaluate's alone."""
+    return [r for r in records if r.split == TRAIN], [r for r in records if r.split == VALIDATION]

@@ -10,10 +10,11 @@ from tasks.training import conceptclip_data as data
 from tasks.training.common import fingerprint, resolve
 from tasks.training.loop import LoopResult, train_prepared
 from tasks.training.outputs import load_trained  # noqa: F401  (the stage's reader)
-from tasks.training.splits import split_params
+from tasks.training.splits import TEST, split_spec
 from tasks.training.text_tower import text_tower
 
 STAGE = "train_conceptclip"
+SPLIT_UNIT = "pmcid"  # an article's figures stay on one side
 REPO = Path(__file__).resolve().parent.parent.parent
 
 
@@ -23,7 +24,7 @@ class Prepared:
     model_cfg: dict
     tokenizer: object
     train: data.FigureDataset
-    heldout: data.FigureDataset
+    validation: data.FigureDataset
     records: list
     rejected: list
     concept_ids: dict
@@ -43,11 +44,10 @@ def _path(p) -> Path:
 
 def load_records(cfg: dict) -> tuple[list, list[dict], dict]:
     """(records with their split, rejected rows, shard index) as training selects them;
-    evaluation calls this too, so held-out means the same figures."""
-    frac, salt = split_params(cfg)
+    evaluation calls this too, so validation and test mean the same figures."""
     index = data.index_shards(_path(cfg["shards_dir"]))
     records, rejected = data.load_records(
-        _path(cfg["figures"]), _path(cfg["caption_concepts"]), _path(cfg["mentions"]), index, frac, salt,
+        _path(cfg["figures"]), _path(cfg["caption_concepts"]), _path(cfg["mentions"]), index, split_spec(cfg, SPLIT_UNIT),
         exclude_uncertain=cfg["exclude_uncertain"])
     return records, rejected, index
 
@@ -55,15 +55,15 @@ def load_records(cfg: dict) -> tuple[list, list[dict], dict]:
 def prepare(params: dict) -> Prepared:
     cfg, model_cfg = resolve(params, STAGE, REPO)
     records, rejected, index = load_records(cfg)
-    train_recs, held_recs = data.split_records(records)
+    train_recs, val_recs = data.split_records(records)
     tokenizer = text_tower(cfg, model_cfg, [r.caption for r in train_recs], REPO)
-    # concept ids from the training side only: a held-out-only concept has no embedding to learn
+    # concept ids from the training side only: a concept only outside it has no embedding to learn
     concept_ids = {c: i for i, c in enumerate(sorted({s[2] for r in train_recs for s in r.spans}))}
     image_size = int(model_cfg["image"]["image_size"])
     seed = cfg["seed"]
     cache = cfg["cache_images"]
     train = data.FigureDataset(train_recs, index, tokenizer, concept_ids, image_size, cfg["augment"], seed, cache)
-    held = data.FigureDataset(held_recs, index, tokenizer, concept_ids, image_size, None, seed, cache)
+    val = data.FigureDataset(val_recs, index, tokenizer, concept_ids, image_size, None, seed, cache)
     # where images come from (memory or shard reads) and how many workers read them change no tensor
     runtime_only = ("output_dir", "checkpoint_dir", "num_workers", "cache_images")
     # a pretrained image checkpoint counts by its bytes, not its path (a resume must not mix two)
@@ -71,13 +71,14 @@ def prepare(params: dict) -> Prepared:
     fp = fingerprint(STAGE, {k: v for k, v in cfg.items() if k not in runtime_only}, model_cfg,
                      files=[_path(cfg["figures"]), _path(cfg["caption_concepts"]), _path(cfg["mentions"]), *weights])
     counts = {
-        "figures_in": len(records) + len(rejected), "train_figures": len(train_recs), "heldout_figures": len(held_recs),
-        "train_articles": len({r.pmcid for r in train_recs}), "heldout_articles": len({r.pmcid for r in held_recs}),
+        "figures_in": len(records) + len(rejected), "train_figures": len(train_recs), "validation_figures": len(val_recs),
+        "train_articles": len({r.pmcid for r in train_recs}), "validation_articles": len({r.pmcid for r in val_recs}),
+        "test_figures": sum(r.split == TEST for r in records),
         "concepts": len(concept_ids), "concept_spans_train": sum(len(s) for s in train.spans),
-        "concept_spans_dropped": train.spans_dropped + held.spans_dropped,
+        "concept_spans_dropped": train.spans_dropped + val.spans_dropped,
         "figures_with_concepts": sum(1 for r in records if r.cuis), "vocab_size": tokenizer.vocab_size,
     }
-    return Prepared(cfg, model_cfg, tokenizer, train, held, records, rejected, concept_ids, fp, counts)
+    return Prepared(cfg, model_cfg, tokenizer, train, val, records, rejected, concept_ids, fp, counts)
 
 
 def train(prep: Prepared, kill_at_step: int | None = None, log=print) -> LoopResult:
@@ -89,18 +90,17 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
     from tasks.training.outputs import curve_metrics, write_curve, write_json, write_model, write_run_record
 
     out = _path(prep.cfg["output_dir"])
-    frac, salt = split_params(prep.cfg)
     config = {
         "model": prep.model_cfg, "concept_ids": prep.concept_ids,
         "preprocess": {"image_size": prep.model_cfg["image"]["image_size"], "mean": data.MEAN, "std": data.STD,
                        "letterbox": True},
-        "split": {"by": "pmcid", "heldout_fraction": frac, "salt": salt},
+        "split": split_spec(prep.cfg, SPLIT_UNIT).record(),
         "zero_shot": prep.cfg["zero_shot"], "preset": prep.cfg["preset"],
     }
     write_model(out, result.model, config, prep.tokenizer)
     write_curve(result.curve, out / "curve.csv")
     metrics = curve_metrics(result.curve)
-    metrics.update({"train_figures": prep.counts["train_figures"], "heldout_figures": prep.counts["heldout_figures"],
+    metrics.update({"train_figures": prep.counts["train_figures"], "validation_figures": prep.counts["validation_figures"],
                     "concepts": prep.counts["concepts"], "samples_seen": result.steps * prep.cfg["batch_size"]})
     write_json(metrics, out / "metrics.json")
     import pyarrow as pa

@@ -19,7 +19,7 @@ import pyarrow.parquet as pq
 import torch
 
 from tasks.training.fvlm_tensors import read_study_tensors
-from tasks.training.splits import HELDOUT, TRAIN, split_of
+from tasks.training.splits import TRAIN, VALIDATION, SplitSpec
 
 KEY_KINDS = {"st-": "study", "ac-": "accession", "se-": "series", "pt-": "patient", "src-": "path"}
 
@@ -129,7 +129,7 @@ def no_pairs_message(report_keys: set[str], study_rows: list[dict]) -> str:
 
 
 def load_records(studies: Path, anatomy: Path, texts: Path, prepared: PreparedSet, anatomies: list[str],
-                 heldout_fraction: float, salt: str, finding_field: str, drop_fov_cut: bool, min_voxels: int,
+                 split: SplitSpec, finding_field: str, drop_fov_cut: bool, min_voxels: int,
                  keep_fov_cut: tuple[str, ...], reference_labels: Path | None) -> StudyTable:
     """Every series of studies.parquet, every report key and every reference-label key that
     pairs with no volume: a record or a rejected row each."""
@@ -224,7 +224,7 @@ def load_records(studies: Path, anatomy: Path, texts: Path, prepared: PreparedSe
             reject("no_anatomy", "no segmented anatomy of the configured list"); continue
         seen.add(sid)
         records.append(StudyRecord(sid, row["patient_id"], row["series_id"], tensors, mask_index, usable,
-                                   texts_of, split_of(row["patient_id"], heldout_fraction, salt)))
+                                   texts_of, split.of(row["patient_id"])))
     return StudyTable(records, rejected, counts)
 
 
@@ -385,4 +385,5 @@ def collate(samples: list[dict]) -> dict:
 
 
 def split_records(records):
-    return [r for r in records if r.split == TRAIN], [r for r in records if r.split == HELDOUT]
+    """(train, validation): what training reads; the test side is evaluate's alone."""
+    return [r for r in records if r.split == TRAIN], [r for r in records if r.split == VALIDATION]

@@ -12,10 +12,11 @@ from tasks.training import fvlm_data as data
 from tasks.training.common import fingerprint, resolve
 from tasks.training.loop import LoopResult, train_prepared
 from tasks.training.outputs import load_trained  # noqa: F401  (the stage's reader)
-from tasks.training.splits import split_params
+from tasks.training.splits import TEST, split_spec
 from tasks.training.text_tower import text_tower
 
 STAGE = "train_fvlm"
+SPLIT_UNIT = "patient_id"  # a patient's studies stay on one side
 REPO = Path(__file__).resolve().parent.parent.parent
 
 
@@ -25,7 +26,7 @@ class Prepared:
     model_cfg: dict
     tokenizer: object
     train: data.StudyDataset
-    heldout: data.StudyDataset
+    validation: data.StudyDataset
     records: list
     rejected: list
     findings: dict
@@ -55,21 +56,20 @@ def anatomy_list(cfg: dict) -> list[str]:
 def load_study_table(cfg: dict, anatomies: list[str], prepared: data.PreparedSet | None = None) -> data.StudyTable:
     """Every study with its split and prepared tensors file, as training selects them
     (field-of-view policy included), every rejected item, and the pairing counts."""
-    frac, salt = split_params(cfg)
     labels = _path(cfg["reference_labels"]) if cfg["reference_labels"] else None
     if labels is not None and not labels.is_file():
         raise FileNotFoundError(f"train_fvlm.reference_labels: {labels} not found (split_reports writes it; "
                                 f"null: no reference labels)")
     return data.load_records(
         _path(cfg["studies"]), _path(cfg["anatomy"]), _path(cfg["anatomy_texts"]),
-        prepared or data.read_prepared(_path(cfg["prepared"])), anatomies, frac, salt, finding_field=cfg["finding_field"],
+        prepared or data.read_prepared(_path(cfg["prepared"])), anatomies, split_spec(cfg, SPLIT_UNIT), finding_field=cfg["finding_field"],
         drop_fov_cut=cfg["drop_fov_cut"], min_voxels=cfg["min_voxels"], keep_fov_cut=tuple(cfg["keep_fov_cut"]),
         reference_labels=labels)
 
 
 def load_records(cfg: dict, anatomies: list[str]) -> tuple[list, list[dict]]:
-    """(records, rejected) of load_study_table: evaluation calls this too, so held-out means
-    the same studies."""
+    """(records, rejected) of load_study_table: evaluation calls this too, so validation and
+    test mean the same studies."""
     table = load_study_table(cfg, anatomies)
     return table.records, table.rejected
 
@@ -93,7 +93,7 @@ def prepare(params: dict) -> Prepared:
     if table.counts["items_in"] != len(records) + len(rejected):
         raise RuntimeError(f"train_fvlm accounting: {table.counts['items_in']} items in, {len(records)} studies "
                            f"and {len(rejected)} rejected rows out")
-    train_recs, held_recs = data.split_records(records)
+    train_recs, val_recs = data.split_records(records)
     texts = [t["description"] for r in train_recs for t in r.texts.values()]
     tokenizer = text_tower(cfg, model_cfg, texts, REPO)
     model_cfg["anatomies"] = anatomies
@@ -105,18 +105,19 @@ def prepare(params: dict) -> Prepared:
     model_cfg["ct"]["in_chans"] = len(hu)
     seed, cache = cfg["seed"], cfg["cache_in_memory"]
     train = data.StudyDataset(train_recs, anatomies, findings, tokenizer, size, hu, cfg["augment"], seed, cache)
-    held = data.StudyDataset(held_recs, anatomies, findings, tokenizer, size, hu, None, seed, cache)
+    val = data.StudyDataset(val_recs, anatomies, findings, tokenizer, size, hu, None, seed, cache)
     # settings that change no weight stay out: a run resumes across them
     ignored = ("output_dir", "checkpoint_dir", "num_workers", "cache_in_memory", "reference_labels")
     fp = fingerprint(STAGE, {k: v for k, v in cfg.items() if k not in ignored}, model_cfg,
                      files=_fingerprint_files(cfg))
     counts = {
-        **table.counts, "train_studies": len(train_recs), "heldout_studies": len(held_recs),
-        "train_patients": len({r.patient_id for r in train_recs}), "heldout_patients": len({r.patient_id for r in held_recs}),
-        "anatomies": len(anatomies), "findings": len(findings), "train_pairs": train.pairs(), "heldout_pairs": held.pairs(),
+        **table.counts, "train_studies": len(train_recs), "validation_studies": len(val_recs),
+        "train_patients": len({r.patient_id for r in train_recs}), "validation_patients": len({r.patient_id for r in val_recs}),
+        "test_studies": sum(r.split == TEST for r in records),
+        "anatomies": len(anatomies), "findings": len(findings), "train_pairs": train.pairs(), "validation_pairs": val.pairs(),
         "fov_cut_pairs": sum(1 for r in records for ok in r.usable.values() if not ok), "vocab_size": tokenizer.vocab_size,
     }
-    return Prepared(cfg, model_cfg, tokenizer, train, held, records, rejected, findings, fp, counts, prepared.meta)
+    return Prepared(cfg, model_cfg, tokenizer, train, val, records, rejected, findings, fp, counts, prepared.meta)
 
 
 def train(prep: Prepared, kill_at_step: int | None = None, log=print) -> LoopResult:
@@ -130,7 +131,6 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
     from tasks.training.outputs import curve_metrics, write_curve, write_json, write_model, write_run_record
 
     out = _path(prep.cfg["output_dir"])
-    frac, salt = split_params(prep.cfg)
     names = prep.cfg["anatomy_names"]
     config = {
         "model": prep.model_cfg, "findings": prep.findings,
@@ -138,14 +138,14 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
         "preprocess": {"volume_size": prep.model_cfg["ct"]["volume_size"], "axes": prep.prepared["axes"],
                        "hu_windows": [list(w) for w in data.hu_windows_of(prep.cfg)],
                        "mask_pooling": prep.prepared["mask_pooling"]},
-        "split": {"by": "patient_id", "heldout_fraction": frac, "salt": salt},
+        "split": split_spec(prep.cfg, SPLIT_UNIT).record(),
         "zero_shot": prep.cfg["zero_shot"], "preset": prep.cfg["preset"],
         "finding_field": prep.cfg["finding_field"],
     }
     write_model(out, result.model, config, prep.tokenizer)
     write_curve(result.curve, out / "curve.csv")
     metrics = curve_metrics(result.curve)
-    metrics.update({k: prep.counts[k] for k in ("train_studies", "heldout_studies", "train_pairs", "heldout_pairs",
+    metrics.update({k: prep.counts[k] for k in ("train_studies", "validation_studies", "train_pairs", "validation_pairs",
                                                 "studies_with_volume", "studies_with_report", "studies_paired")})
     metrics["samples_seen"] = result.steps * prep.cfg["batch_size"]
     write_json(metrics, out / "metrics.json")

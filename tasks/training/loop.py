@@ -124,7 +124,7 @@ def evaluate_loss(model: nn.Module, dataset, collate: Callable, batch_size: int,
 
 
 def train_loop(model: nn.Module, train_set, collate: Callable, cfg: LoopConfig, checkpoint_dir,
-               fingerprint: str, heldout_set=None, kill_at_step: int | None = None,
+               fingerprint: str, validation_set=None, kill_at_step: int | None = None,
                log: Callable[[str], Any] = print) -> LoopResult:
     """Train to cfg.max_steps, resuming from the newest matching checkpoint in checkpoint_dir.
 
@@ -180,18 +180,18 @@ def train_loop(model: nn.Module, train_set, collate: Callable, cfg: LoopConfig, 
         pin_memory=device.type == "cuda", persistent_workers=False)
 
     def record(step: int, train_loss: float) -> None:
-        held = evaluate_loss(model, heldout_set, collate, cfg.batch_size, device, autocast)
+        val = evaluate_loss(model, validation_set, collate, cfg.batch_size, device, autocast)
         row = {"step": step, "epoch": step_indices(max(step - 1, 0), n, cfg.batch_size, cfg.seed)[1],
-               "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss, "heldout_loss": held}
+               "lr": optimizer.param_groups[0]["lr"], "train_loss": train_loss, "validation_loss": val}
         curve.append(row)
         if rank == 0:
-            log(f"step {step}/{cfg.max_steps}  train {train_loss:.4f}  heldout {held:.4f}  lr {row['lr']:.2e}")
+            log(f"step {step}/{cfg.max_steps}  train {train_loss:.4f}  validation {val:.4f}  lr {row['lr']:.2e}")
 
     started = time.monotonic()
     model.train()
-    initial_heldout = None
+    initial_validation = None
     if start == 0:
-        initial_heldout = evaluate_loss(model, heldout_set, collate, cfg.batch_size, device, autocast)
+        initial_validation = evaluate_loss(model, validation_set, collate, cfg.batch_size, device, autocast)
     batches = iter(loader)
     for step in range(start, cfg.max_steps):
         step_loss = 0.0
@@ -211,8 +211,9 @@ def train_loop(model: nn.Module, train_set, collate: Callable, cfg: LoopConfig, 
         if not math.isfinite(step_loss):
             raise FloatingPointError(f"loss is {step_loss} at step {step + 1}")
         done = step + 1
-        if step == 0 and initial_heldout is not None:
-            curve.append({"step": 0, "epoch": 0, "lr": 0.0, "train_loss": step_loss, "heldout_loss": initial_heldout})
+        if step == 0 and initial_validation is not None:
+            curve.append({"step": 0, "epoch": 0, "lr": 0.0, "train_loss": step_loss,
+                          "validation_loss": initial_validation})
         window.append(step_loss)
         if done % cfg.eval_every == 0 or done == cfg.max_steps:
             record(done, sum(window) / len(window))
@@ -235,11 +236,11 @@ def train_loop(model: nn.Module, train_set, collate: Callable, cfg: LoopConfig, 
 
 def train_prepared(prep, collate: Callable, checkpoint_dir: Path | None, kill_at_step: int | None = None,
                    log=print) -> LoopResult:
-    """Build the model a stage prepared (cfg, model_cfg, train, heldout, fingerprint) and train it."""
+    """Build the model a stage prepared (cfg, model_cfg, train, validation, fingerprint) and train it."""
     from models import build_model
 
     loop = LoopConfig.from_dict(prep.cfg)
     torch.manual_seed(loop.seed)
     model = build_model(prep.model_cfg)
-    return train_loop(model, prep.train, collate, loop, checkpoint_dir, prep.fingerprint, heldout_set=prep.heldout,
+    return train_loop(model, prep.train, collate, loop, checkpoint_dir, prep.fingerprint, validation_set=prep.validation,
                       kill_at_step=kill_at_step, log=log)

@@ -32,7 +32,7 @@ def write_json(data, path: str | Path) -> Path:
 
 
 def write_curve(rows: list[dict], path: str | Path) -> Path:
-    cols = ["step", "epoch", "lr", "train_loss", "heldout_loss"]
+    cols = ["step", "epoch", "lr", "train_loss", "validation_loss"]
     with open(path, "w", newline="", encoding="utf-8") as handle:
         w = csv.DictWriter(handle, fieldnames=cols, extrasaction="ignore")
         w.writeheader()
@@ -42,14 +42,14 @@ def write_curve(rows: list[dict], path: str | Path) -> Path:
 
 
 def curve_metrics(curve: list[dict]) -> dict:
-    held = [r["heldout_loss"] for r in curve if math.isfinite(r.get("heldout_loss", float("nan")))]
+    held = [r["validation_loss"] for r in curve if math.isfinite(r.get("validation_loss", float("nan")))]
     out = {"steps": curve[-1]["step"] if curve else 0,
            "train_loss_start": round(curve[0]["train_loss"], 6) if curve else None,
            "train_loss_end": round(curve[-1]["train_loss"], 6) if curve else None}
     if held:
-        out.update(heldout_loss_start=round(held[0], 6), heldout_loss_end=round(held[-1], 6),
-                   heldout_loss_min=round(min(held), 6),
-                   heldout_loss_ratio=round(held[-1] / held[0], 6) if held[0] else None)
+        out.update(validation_loss_start=round(held[0], 6), validation_loss_end=round(held[-1], 6),
+                   validation_loss_min=round(min(held), 6),
+                   validation_loss_ratio=round(held[-1] / held[0], 6) if held[0] else None)
     return out
 
 

@@ -66,7 +66,7 @@ def run_toy(loop_cfg: dict, checkpoint_dir: str | None, kill_at_step: int | None
     cfg = LoopConfig.from_dict(loop_cfg)
     model = toy_model(seed)
     return train_loop(model, ToyConceptData(seed=seed), toy_collate, cfg, checkpoint_dir, fingerprint,
-                      heldout_set=ToyConceptData(n=12, seed=seed + 1), kill_at_step=kill_at_step,
+                      validation_set=ToyConceptData(n=12, seed=seed + 1), kill_at_step=kill_at_step,
                       log=lambda _m: None)
 
 

@@ -1,0 +1,100 @@
+"""Drawn-finding truth of the sample, and the pointing game and map AUC scored against it."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from tasks.common.masks import box_of, rle_decode, rle_encode
+from tasks.evaluate import localisation as loc
+
+
+def test_run_lengths_round_trip_and_refuse_too_many_pixels():
+    rng = np.random.default_rng(0)
+    for _ in range(100):
+        mask = rng.random((int(rng.integers(1, 12)), int(rng.integers(1, 12)))) < rng.random()
+        assert np.array_equal(rle_decode(rle_encode(mask)), mask)
+    assert box_of(np.zeros((3, 3), bool)) is None
+    with pytest.raises(ValueError, match="cover 10 pixels, the mask has 9"):
+        rle_decode({"size": [3, 3], "counts": [4, 6]})
+
+
+def test_every_drawn_region_lies_on_pixels_that_differ_from_their_surroundings(repo_root):
+    """The truth is where the finding is: much of a ring just around each region differs in
+    grey level from the region (a nodule brighter than the lung, a pneumothorax darker)."""
+    from scipy.ndimage import binary_dilation
+
+    from tasks.common.params import load_params
+    from tasks.sample.articles import build_article
+
+    params = load_params(repo_root / "params.yaml", [])
+    seen = set()
+    for index in range(6):
+        article, images, _ = build_article(params, index)
+        for fig in article.figures:
+            pixels = np.asarray(Image.open(io.BytesIO(images[fig.graphic])).convert("L"), dtype=float)
+            assert {r["finding"] for r in fig.regions} == set(fig.findings)
+            for region in fig.regions:
+                mask = rle_decode(region["mask"])
+                assert mask.shape == pixels.shape and box_of(mask) == region["box"]
+                ring = binary_dilation(mask, iterations=4) & ~binary_dilation(mask, iterations=1)
+                if region["finding"] in ("emphysema", "arterial_calcification"):
+                    continue  # specks: a 4-pixel ring reaches the next speck or the aortic wall
+                edge = float((np.abs(pixels[ring] - np.median(pixels[mask])) > 15).mean())
+                assert edge > 0.3, (fig.fig_id, region["finding"], edge)
+                seen.add(region["finding"])
+    assert len(seen) >= 6, seen
+
+
+def test_the_letterboxed_mask_sits_where_the_letterboxed_image_does():
+    from tasks.training.conceptclip_data import letterbox
+
+    mask = np.zeros((4, 10), bool)
+    mask[1, 7] = True
+    image = torch.zeros(1, 4, 10)
+    image[0, 1, 7] = 1.0
+    boxed = letterbox(image)
+    # letterbox pads with the border's mean: only the marked pixel is the maximum
+    assert np.array_equal(loc.letterbox_mask(mask), (boxed[0] == boxed.max()).numpy())
+
+
+def test_pointing_game_and_map_auc_on_known_maps():
+    square = np.zeros((64, 64), bool)
+    square[2:14, 34:46] = True  # inside cell (0, 2) of a 4x4 grid
+    cover = loc._pool(square, 4)
+    peak = np.zeros((4, 4))
+    peak[0, 2] = 1.0
+    assert loc.pointing_hit(peak, cover) == 1.0
+    assert loc.pointing_hit(-peak, cover) == 0.0
+    assert loc.pointing_hit(np.zeros((4, 4)), cover) == pytest.approx(1 / 16)  # flat: the chance level
+    assert loc.map_auc(cover, square) > 0.95 and loc.map_auc(-cover, square) < 0.05
+    # the letterbox padding takes no part: a map high on the padding only is not rewarded there
+    inside = np.zeros((64, 64), bool)
+    inside[:, 32:] = True
+    padded = np.zeros((4, 4))
+    padded[:, :2] = 5.0
+    padded[0, 2] = 1.0
+    assert loc.map_auc(padded, square, inside) > 0.8 and loc.map_auc(padded, square) < 0.5
+    prior = loc.centre_prior(4)
+    assert prior[1, 1] == prior[2, 2] == prior.max() and prior[0, 0] == prior.min()
+
+
+def test_score_reports_each_method_for_all_and_for_large_regions():
+    big = np.zeros((64, 64), bool)
+    big[0:32, 0:32] = True       # 4 patches of a 4x4 grid over 64 px
+    small = np.zeros((64, 64), bool)
+    small[40:44, 40:44] = True   # a sixteenth of a patch
+    whole = np.ones((64, 64), bool)
+    regions = [loc.Region("k1", "PMC1", "C1", "a", None, big, whole),
+               loc.Region("k2", "PMC2", "C2", "b", "A", small, whole)]
+    good = [loc._pool(big, 4), loc._pool(small, 4)]
+    maps = {"model": good, "flat": [np.zeros((4, 4))] * 2}
+    out = loc.score(regions, maps, 4, 2.0, n_boot=20, seed=0)
+    assert out["all"]["regions"] == 2 and out["at_least_2_patches"]["regions"] == 1
+    assert out["at_least_2_patches"]["model"]["pointing_game"]["value"] == 1.0
+    assert out["at_least_2_patches"]["flat"]["pointing_game"]["value"] == pytest.approx(4 / 16)
+    assert out["all"]["model"]["pointing_game"]["value"] == 1.0
+    assert out["per_concept"]["C2"]["regions"] == 1 and out["per_concept"]["C2"]["finding"] == "b"
