@@ -30,7 +30,12 @@ TINY = {
                           "batch_size": 8},
     "train_fvlm": {"max_steps": 4, "eval_every": 2, "checkpoint_every": 2, "warmup_steps": 1, "batch_size": 4,
                    "split": {"validation_fraction": 0.25, "test_fraction": 0.35}},
-    "evaluate": {"min_positives": 1, "bootstrap": {"n": 20}},
+    # one candidate each: 10 articles leave too few validation figures to tune on
+    "evaluate": {"min_positives": 1, "bootstrap": {"n": 20},
+                 "conceptclip_tuning": {"prompt_templates": [["{name}"]], "prompt_wording": ["surface"],
+                                        "patch_weight": [1.0]},
+                 "fvlm_tuning": {"prompts": [{"positive": "{finding} in the {anatomy}.",
+                                              "negative": "{anatomy} shows no significant abnormality."}]}},
 }
 HASH_SEEDS = ("1", "2")
 REPRO_TIMEOUT_S = 1200

@@ -142,7 +142,7 @@ def test_both_models_learn_the_sample(reproduced):
     assert commit and lineage_record["conceptclip"]["stages"][-1]["stage"] == "train_conceptclip"
     for model in ("conceptclip", "fvlm"):
         text = (evaluate / model / "model_cards" / f"{model}.md").read_text()
-        assert "## Held-out metrics" in text and "## Lineage" in text and "lineage.json" in text
+        assert "## Test metrics" in text and "## Splits and what was tuned on what" in text and "## Lineage" in text and "lineage.json" in text
         assert commit not in text  # a cached card never carries the code version
     # the card names the prompts the metrics were scored with
     assert "shows no significant abnormality" in (evaluate / "fvlm" / "model_cards" / "fvlm.md").read_text()

@@ -17,6 +17,9 @@ import torch
 from models.text_encoder import TextTokenizer
 from tasks.training import conceptclip_data as cd
 from tasks.training import fvlm_data as fd
+from tasks.training.splits import SplitSpec
+
+ALL_TRAIN = SplitSpec("pmcid", 0.0, 0.0, "s")  # every record on the train side
 
 CAPTION = "A, CT shows a pleural effusion. B, CT shows a lung nodule."
 
@@ -68,7 +71,7 @@ def test_figure_records_spans_and_rejections(figure_inputs):
     index = cd.index_shards(figure_inputs / "shards")
     assert set(index) == {"PMC1_fig1", "PMC2_fig1", "PMC3_fig1"}
     recs, rejected = cd.load_records(figure_inputs / "figures.parquet", figure_inputs / "cc.parquet",
-                                     figure_inputs / "mentions.parquet", index, 0.0, "s")
+                                     figure_inputs / "mentions.parquet", index, ALL_TRAIN)
     assert {r["item"]: r["reason"] for r in rejected} == {
         "PMC3_fig1": "duplicate_image", "PMC4_fig1": "image_missing", "PMC5_fig1": "empty_caption"}
     first = recs[0]
@@ -80,7 +83,7 @@ def test_figure_records_spans_and_rejections(figure_inputs):
 def test_figure_dataset_tokens_images_and_determinism(figure_inputs):
     index = cd.index_shards(figure_inputs / "shards")
     recs, _ = cd.load_records(figure_inputs / "figures.parquet", figure_inputs / "cc.parquet",
-                              figure_inputs / "mentions.parquet", index, 0.0, "s")
+                              figure_inputs / "mentions.parquet", index, ALL_TRAIN)
     tok = TextTokenizer.train([r.caption for r in recs], 60, 32)
     ds = cd.FigureDataset(recs, index, tok, {"C1": 0, "C2": 1}, 16, {"crop_scale": [0.5, 1.0], "brightness": 0.2}, seed=1)
     s = ds.get(0, 0)
@@ -148,7 +151,7 @@ def _write_corpus(root: Path, n: int, report_key=lambda i: f"st-{i}", accession=
 
 def _load(root: Path, labels: Path | None = None) -> fd.StudyTable:
     return fd.load_records(root / "studies.parquet", root / "anatomy.parquet", root / "texts.parquet",
-                           fd.read_prepared(root / "prepared"), ANATOMIES, 0.0, "s", "finding_keys", True, 1, (),
+                           fd.read_prepared(root / "prepared"), ANATOMIES, ALL_TRAIN, "finding_keys", True, 1, (),
                            labels)
 
 
