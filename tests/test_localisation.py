@@ -64,7 +64,7 @@ def test_the_letterboxed_mask_sits_where_the_letterboxed_image_does():
 def test_pointing_game_and_map_auc_on_known_maps():
     square = np.zeros((64, 64), bool)
     square[2:14, 34:46] = True  # inside cell (0, 2) of a 4x4 grid
-    cover = loc._pool(square, 4)
+    cover = loc.cell_cover(square, 4)
     peak = np.zeros((4, 4))
     peak[0, 2] = 1.0
     assert loc.pointing_hit(peak, cover) == 1.0
@@ -85,12 +85,11 @@ def test_pointing_game_and_map_auc_on_known_maps():
 def test_score_reports_each_method_for_all_and_for_large_regions():
     big = np.zeros((64, 64), bool)
     big[0:32, 0:32] = True       # 4 patches of a 4x4 grid over 64 px
-    small = np.zeros((64, 64), bool)
-    small[40:44, 40:44] = True   # a sixteenth of a patch
-    whole = np.ones((64, 64), bool)
-    regions = [loc.Region("k1", "PMC1", "C1", "a", None, big, whole),
-               loc.Region("k2", "PMC2", "C2", "b", "A", small, whole)]
-    good = [loc._pool(big, 4), loc._pool(small, 4)]
+    small = np.zeros((128, 128), bool)
+    small[80:96, 80:96] = True   # a quarter of a patch of this larger figure (4 patches on a 64 px one)
+    regions = [loc.Region("k1", "PMC1", "C1", "a", None, big, np.ones((64, 64), bool)),
+               loc.Region("k2", "PMC2", "C2", "b", "A", small, np.ones((128, 128), bool))]
+    good = [loc.cell_cover(big, 4), loc.cell_cover(small, 4)]
     maps = {"model": good, "flat": [np.zeros((4, 4))] * 2}
     out = loc.score(regions, maps, 4, 2.0, n_boot=20, seed=0)
     assert out["all"]["regions"] == 2 and out["at_least_2_patches"]["regions"] == 1

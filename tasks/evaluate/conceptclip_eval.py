@@ -2,14 +2,13 @@
 the zero-shot prompts and patch weight chosen on the validation figures first."""
 from __future__ import annotations
 
-import json
+import copy
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
-import torch.nn.functional as F
 
 from tasks.evaluate import localisation, tuning
 from tasks.evaluate.metrics import auc_metrics, bootstrap_ci, macro_auc, n_groups, recall_at_k
@@ -103,9 +102,10 @@ class ZeroShot:
         self.model, self.tokenizer, self.split, self.surface, self.top_k = model, tokenizer, split, surface, top_k
         self._parts: dict = {}
 
-    def prompts(self, candidate: dict):
+    def prompts(self, candidate: dict, concepts: list[tuple[str, str]] | None = None):
+        """Prompt ids and mask of the candidate for `concepts` (cui, name; default: the split's)."""
         wording = self.surface if candidate["prompt_wording"] == "surface" else {}
-        return prompts_for([(cui, wording.get(cui, name)) for cui, name in self.split.concepts],
+        return prompts_for([(cui, wording.get(cui, name)) for cui, name in concepts or self.split.concepts],
                            list(candidate["prompt_templates"]), self.tokenizer)
 
     def scores(self, candidate: dict) -> np.ndarray:
@@ -170,8 +170,7 @@ def evaluate(train_dir: str | Path, train_section: dict, concepts_table: str | P
     sim = (img_glob @ txt_glob.t()).numpy()
 
     n_boot, boot_seed = int(params["bootstrap"]["n"]), int(params["bootstrap"]["seed"]) + seed
-    located = localise(model, config, tokenizer, test, final, chosen.chosen, names, train_section, params, n_boot,
-                       boot_seed)
+    located = localise(model, config, test, final, chosen.chosen, names, train_section, params, n_boot, boot_seed)
     # the split unit: figures of one article share authors, style and captions, so an
     # article's figures are resampled together
     articles = test.articles
@@ -216,7 +215,7 @@ class Located:
     gallery: list[dict]  # figures with drawn findings: image, truth masks, the trained maps
 
 
-def localise(model, config: dict, tokenizer, test: SplitSet, scorer: ZeroShot, candidate: dict,
+def localise(model, config: dict, test: SplitSet, scorer: ZeroShot, candidate: dict,
              names: dict[str, str], train_section: dict, params: dict, n_boot: int, seed: int) -> Located | None:
     """Pointing game and map AUC of the test figures' drawn findings (evaluate.localisation),
     beside a centre prior and the untrained architecture; None without truth."""
@@ -232,15 +231,14 @@ def localise(model, config: dict, tokenizer, test: SplitSet, scorer: ZeroShot, c
     if not regions:
         return Located({"all": {"regions": 0}, "skipped": skipped}, [])
     cuis = sorted({r.cui for r in regions})
-    wording = scorer.surface if candidate["prompt_wording"] == "surface" else {}
     templates = list(candidate["prompt_templates"])
-    ids, mask = prompts_for([(c, wording.get(c, names.get(c, c))) for c in cuis], templates, tokenizer)
+    ids, mask = scorer.prompts(candidate, [(c, names.get(c, c)) for c in cuis])
     column = {c: j for j, c in enumerate(cuis)}
     figures = sorted({keys[r.key] for r in regions})
     row = {i: k for k, i in enumerate(figures)}
     images = test.images[figures]
     torch.manual_seed(0)  # the untrained baseline: the same architecture, freshly initialised
-    untrained = build_model(json.loads(json.dumps(config["model"]))).eval()
+    untrained = build_model(copy.deepcopy(config["model"])).eval()
     trained_maps = concept_maps(model, images, (ids, mask, len(templates)))
     untrained_maps = concept_maps(untrained, images, (ids, mask, len(templates)))
     grid = trained_maps.shape[-1]
@@ -258,8 +256,7 @@ def localise(model, config: dict, tokenizer, test: SplitSet, scorer: ZeroShot, c
         gallery.append({"key": record.key, "caption": record.caption, "image": base,
                         "concepts": [names.get(r.cui, r.cui) + (f" ({r.panel})" if r.panel else "") for r in own],
                         "maps": np.stack([trained_maps[row[i], column[r.cui]] for r in own]),
-                        "truth": [F.interpolate(torch.from_numpy(r.square)[None, None].float(), size=(side, side),
-                                                mode="area")[0, 0].numpy() >= 0.5 for r in own]})
+                        "truth": [localisation.cell_cover(r.square, side) >= 0.5 for r in own]})
     return Located({**out, "skipped": skipped}, gallery)
 
 

@@ -77,7 +77,7 @@ def read_regions(truth: str | Path, figures: str | Path, keys: set[str]) -> tupl
     return regions, skipped
 
 
-def _pool(square: np.ndarray, side: int) -> np.ndarray:
+def cell_cover(square: np.ndarray, side: int) -> np.ndarray:
     """Fraction of each cell of a side x side grid covered by the square mask."""
     t = torch.from_numpy(square)[None, None].float()
     return F.adaptive_avg_pool2d(t, side)[0, 0].numpy()
@@ -94,8 +94,8 @@ def map_auc(heat: np.ndarray, square: np.ndarray, inside: np.ndarray | None = No
     pixels (the letterbox padding takes no part)."""
     up = F.interpolate(torch.from_numpy(np.asarray(heat, dtype=np.float32))[None, None], size=(AUC_SIDE, AUC_SIDE),
                        mode="bilinear", align_corners=False)[0, 0].numpy()
-    truth = _pool(square, AUC_SIDE) >= 0.5
-    keep = np.ones_like(truth) if inside is None else _pool(inside, AUC_SIDE) >= 0.5
+    truth = cell_cover(square, AUC_SIDE) >= 0.5
+    keep = np.ones_like(truth) if inside is None else cell_cover(inside, AUC_SIDE) >= 0.5
     return auc_or_none(truth[keep], up[keep])
 
 
@@ -108,9 +108,9 @@ def score(regions: list[Region], maps: dict[str, list[np.ndarray]], grid: int, m
           n_boot: int, seed: int) -> dict:
     """maps: method -> one [g, g] map per region. Pointing game and map AUC per method, for
     all regions and for those of at least min_patches patches, with intervals over articles."""
-    cell = regions[0].square.shape[0] ** 2 / grid ** 2 if regions else 1.0
-    patches = np.array([r.square.sum() / cell for r in regions])
-    covers = [_pool(r.square, grid) for r in regions]
+    # each figure's own patch area: figures differ in size
+    patches = np.array([r.square.sum() * grid ** 2 / r.square.size for r in regions])
+    covers = [cell_cover(r.square, grid) for r in regions]
     articles = [r.pmcid for r in regions]
     hits = {m: np.array([pointing_hit(h, c) for h, c in zip(heats, covers)]) for m, heats in maps.items()}
     aucs = {m: np.array([np.nan if (a := map_auc(h, r.square, r.inside)) is None else a
