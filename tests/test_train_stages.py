@@ -50,7 +50,8 @@ def figure_inputs(tmp_path_factory):
         figures.append({"key": key, "pmcid": pmcid, "caption": caption, "subcaptions": [], "sha256": key})
         concepts.append({"key": key, "cuis": [c for *_, c in spans]})
         mentions += [{"key": key, "text_field": "caption", "start": s, "end": e, "cui": c, "negated": False,
-                      "uncertain": False} for s, e, c in spans]
+                      "uncertain": False, "text": caption[s:e], "preferred_name": caption[s:e].capitalize()}
+                     for s, e, c in spans]
     (root / "shards").mkdir()
     with tarfile.open(root / "shards" / "figures-000000.tar", "w") as tar:
         for name in sorted(members):
@@ -100,6 +101,11 @@ def test_train_conceptclip_stage(figure_inputs, repo_root, tmp_path):
     metrics = train_conceptclip_flow(params=params)
     assert metrics["concepts"] == 4
     _, model, tok, config = _check_outputs(out, load_trained)
+    # what predict needs: the trained concepts in the captions' words, and how the images were stored
+    assert config["concepts"] == [{"cui": f"C{k}", "preferred_name": f.capitalize(), "surface": f}
+                                  for k, f in enumerate(FINDINGS)]
+    assert config["preprocess"]["source_image"] == {k: params["figures"][k]
+                                                    for k in ("max_side", "jpeg_quality", "max_pixels")}
     split = pq.read_table(out / "split.parquet").to_pylist()
     by_article = {}
     for r in split:

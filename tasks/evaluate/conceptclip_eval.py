@@ -13,6 +13,7 @@ import torch
 from tasks.evaluate import localisation, tuning
 from tasks.evaluate.metrics import auc_metrics, bootstrap_ci, macro_auc, n_groups, recall_at_k
 from tasks.training import conceptclip_data as data
+from tasks.training.conceptclip_data import surface_forms
 from tasks.training.conceptclip_stage import SPLIT_UNIT, load_records, load_trained
 from tasks.training.splits import TEST, TRAIN, VALIDATION, by_split, split_counts, split_spec
 
@@ -39,22 +40,6 @@ def concept_names(concepts_table: str | Path | None) -> dict[str, str]:
     rows = pq.read_table(concepts_table).to_pylist()
     name_key = next((k for k in ("preferred_name", "name", "str") if rows and k in rows[0]), None)
     return {r["cui"]: r[name_key] for r in rows} if name_key else {}
-
-
-def surface_forms(mentions: str | Path | None, train_keys: set[str]) -> dict[str, str]:
-    """Each concept's most frequent affirmed wording in the training captions.
-
-    Prompts use the words the model has read ("CT"), not only UMLS preferred names
-    ("X-Ray Computed Tomography"), which may never occur in captions.
-    """
-    if not mentions or not Path(mentions).is_file():
-        return {}
-    counts: dict[str, dict[str, int]] = {}
-    for m in pq.read_table(mentions, columns=["key", "cui", "text", "negated"]).to_pylist():
-        if m["key"] in train_keys and not m["negated"] and m["text"]:
-            forms = counts.setdefault(m["cui"], {})
-            forms[m["text"].lower()] = forms.get(m["text"].lower(), 0) + 1
-    return {cui: sorted(forms.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for cui, forms in counts.items()}
 
 
 def _batches(n: int, size: int):

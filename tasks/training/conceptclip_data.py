@@ -115,6 +115,31 @@ def load_records(figures: str | Path, caption_concepts: str | Path | None, menti
     return records, rejected
 
 
+def surface_forms(mentions: str | Path | None, train_keys: set[str]) -> dict[str, str]:
+    """Each concept's most frequent affirmed wording in the training captions.
+
+    Prompts use the words the model has read ("CT"), not only UMLS preferred names
+    ("X-Ray Computed Tomography"), which may never occur in captions.
+    """
+    if not mentions or not Path(mentions).is_file():
+        return {}
+    counts: dict[str, dict[str, int]] = {}
+    for m in pq.read_table(mentions, columns=["key", "cui", "text", "negated"]).to_pylist():
+        if m["key"] in train_keys and not m["negated"] and m["text"]:
+            forms = counts.setdefault(m["cui"], {})
+            forms[m["text"].lower()] = forms.get(m["text"].lower(), 0) + 1
+    return {cui: sorted(forms.items(), key=lambda kv: (-kv[1], kv[0]))[0][0] for cui, forms in counts.items()}
+
+
+def preferred_names(mentions: str | Path | None, cuis) -> dict[str, str]:
+    """Each concept's preferred name as the linker wrote it beside its mentions."""
+    wanted = set(cuis)
+    if not mentions or not Path(mentions).is_file() or not wanted:
+        return {}
+    table = pq.read_table(mentions, columns=["cui", "preferred_name"])
+    return {r["cui"]: r["preferred_name"] for r in table.to_pylist() if r["cui"] in wanted and r["preferred_name"]}
+
+
 def letterbox(img: torch.Tensor) -> torch.Tensor:
     """Pad [C, H, W] to a square with the border's mean (compound figures keep their aspect)."""
     c, h, w = img.shape
@@ -126,6 +151,26 @@ def letterbox(img: torch.Tensor) -> torch.Tensor:
     y, x = (s - h) // 2, (s - w) // 2
     out[:, y : y + h, x : x + w] = img
     return out
+
+
+def base_square(rgb: torch.Tensor, size: int) -> torch.Tensor:
+    """uint8 [3, H, W] -> letterboxed uint8 [3, S, S], S = min(side, 2 x the model's size):
+    what the model's images are cropped from (training) or resized from (evaluate, predict)."""
+    arr = letterbox(rgb)
+    side = min(arr.shape[-1], 2 * size)
+    return F.interpolate(arr[None].float(), size=(side, side), mode="bilinear", antialias=True,
+                         align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+
+
+def model_input(img: torch.Tensor, size: int) -> torch.Tensor:
+    """float [3, h, w] in [0, 1] -> the model's normalised [3, size, size]."""
+    img = F.interpolate(img[None], size=(size, size), mode="bilinear", antialias=True, align_corners=False)[0]
+    return ((img.clamp(0, 1) - MEAN) / STD).contiguous()
+
+
+def unaugmented_input(base: torch.Tensor, size: int) -> torch.Tensor:
+    """A base square's model input without augmentation (what evaluate and predict score)."""
+    return model_input(base.float() / 255.0, size)
 
 
 class _TokenRows:
@@ -294,10 +339,7 @@ class FigureDataset:
         except (OSError, ValueError, SyntaxError) as exc:  # PIL's errors for bytes that are no image
             raise FigureImageError(f"figure {self.keys[i]!r}: its {len(data)} bytes in "
                                    f"{self.shards[self._shard_of[i]]} do not decode as an image ({exc})") from exc
-        arr = letterbox(arr)
-        side = min(arr.shape[-1], 2 * self.size)
-        arr = F.interpolate(arr[None].float(), size=(side, side), mode="bilinear", antialias=True,
-                            align_corners=False)[0].round().clamp(0, 255).to(torch.uint8)
+        arr = base_square(arr, self.size)
         if self.cache_images:
             self._cache[i] = arr
         return arr
@@ -321,9 +363,7 @@ class FigureDataset:
                 fc = 1 + c * (2 * float(torch.rand((), generator=g)) - 1)
                 mean = img.mean()
                 img = ((img - mean) * fc + mean) * fb
-        img = F.interpolate(img[None], size=(self.size, self.size), mode="bilinear", antialias=True,
-                            align_corners=False)[0]
-        return ((img.clamp(0, 1) - MEAN) / STD).contiguous()
+        return model_input(img, self.size)
 
     def get(self, i: int, epoch: int) -> dict:
         ids, mask = self.tokens([i])

@@ -33,8 +33,10 @@ class Prepared:
 
 
 def other_sections(params: dict) -> dict:
-    """What this stage takes from other sections: nothing."""
-    return {}
+    """What this stage takes from other sections (declared under its params in dvc.yaml): how
+    the figures stage wrote the images it trains on, which predict repeats on a user's image."""
+    figures = params["figures"]
+    return {"source_image": {k: figures[k] for k in ("max_side", "jpeg_quality", "max_pixels")}}
 
 
 def _path(p) -> Path:
@@ -90,10 +92,16 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
     from tasks.training.outputs import curve_metrics, write_curve, write_json, write_model, write_run_record
 
     out = _path(prep.cfg["output_dir"])
+    mentions = _path(prep.cfg["mentions"])
+    surface = data.surface_forms(mentions, set(prep.train.keys))
+    names = data.preferred_names(mentions, prep.concept_ids)
     config = {
         "model": prep.model_cfg, "concept_ids": prep.concept_ids,
+        "concepts": [{"cui": c, "preferred_name": names.get(c, c), "surface": surface.get(c, names.get(c, c))}
+                     for c in sorted(prep.concept_ids, key=prep.concept_ids.get)],
         "preprocess": {"image_size": prep.model_cfg["image"]["image_size"], "mean": data.MEAN, "std": data.STD,
-                       "letterbox": True},
+                       "letterbox": True,
+                       "source_image": dict(prep.cfg["source_image"])},
         "split": split_spec(prep.cfg, SPLIT_UNIT).record(),
         "zero_shot": prep.cfg["zero_shot"], "preset": prep.cfg["preset"],
     }
