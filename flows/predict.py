@@ -41,7 +41,10 @@ def parser() -> argparse.ArgumentParser:
     f.add_argument("--mask", help="an anatomy label NIfTI on the CT's grid (instead of running TotalSegmentator)")
     f.add_argument("--mask-labels", help="JSON file {label value: anatomy name} for --mask (default: the "
                                          "segment stage's TotalSegmentator label names)")
-    f.add_argument("--segment-device", default="cpu", help="TotalSegmentator's device")
+    f.add_argument("--segment-device", default="cpu", help="TotalSegmentator's device (cpu, cuda/gpu, mps)")
+    f.add_argument("--finding-names", help="split_reports' anatomy_texts.parquet (or a JSON {finding key: name}): "
+                                           "the finding names evaluate puts in its prompts (default: the keys' words); "
+                                           "--tuned-by takes evaluate's fvlm folder for its chosen prompt pair")
     return p
 
 
@@ -74,6 +77,10 @@ def run(args) -> dict:
     from tasks.predict.model_folder import open_model
 
     path, kind, _ = read_config(args.model_dir)
+    if kind == "conceptclip":  # a CT given to an image model: an error before any weight is read
+        from tasks.predict.ct_predict import refuse_ct_for_images
+
+        refuse_ct_for_images(args.inputs)
     folder = open_model(path)
     folder.model.to(torch.device(args.device))
     if kind == "conceptclip":
@@ -98,7 +105,7 @@ def run(args) -> dict:
         raise ValueError(f"an fVLM model scores one CT at a time (a DICOM series folder or a NIfTI), "
                          f"{len(args.inputs)} inputs were given")
     return predict_ct(folder, args.inputs[0], args.out, mask=args.mask, mask_labels=args.mask_labels,
-                      segment_device=args.segment_device)
+                      segment_device=args.segment_device, tuned_by=args.tuned_by, finding_names=args.finding_names)
 
 
 def main(argv=None) -> int:
