@@ -78,7 +78,7 @@ def run(args) -> dict:
 
     path, kind, _ = read_config(args.model_dir)
     if kind == "conceptclip":  # a CT given to an image model: an error before any weight is read
-        from tasks.predict.ct_predict import refuse_ct_for_images
+        from tasks.predict.ct_input import refuse_ct_for_images
 
         refuse_ct_for_images(args.inputs)
     folder = open_model(path)

@@ -21,7 +21,8 @@ from tasks.ct.convert import convert_dicom_series, convert_nifti, discover
 from tasks.ct.dicom_series import group_series, scan_files
 from tasks.ct.nifti_io import write_nifti
 from tasks.ct.provided_backend import load_mask
-from tasks.predict.ct_predict import CtRefused, predict_ct
+from tasks.predict.ct_input import CtRefused
+from tasks.predict.ct_predict import predict_ct
 from tasks.predict.model_folder import NotAModelFolder, open_model
 from tasks.schema.ct import CtConvertParams
 from tasks.training.fvlm_tensors import tensors_for
