@@ -58,20 +58,22 @@ def _prompt(template: str, finding: str, anatomy: str) -> str:
 def zero_shot(model, dataset, tokenizer, positives: list[str], negatives: list[str],
               anatomy_index: list[int]) -> np.ndarray:
     """[N, T]: each study's probability of positive prompt t against negative t, on the
-    embedding of anatomy t; studies are read BATCH at a time."""
+    embedding of anatomy t; studies are read BATCH at a time, on the model's device."""
     n = len(dataset)
     if not positives:
         return np.zeros((n, 0))
+    device = next(model.parameters()).device
     pe, ne = tokenizer.encode(positives), tokenizer.encode(negatives)
-    index = torch.tensor(anatomy_index, dtype=torch.long)
+    pe_ids, pe_mask, ne_ids, ne_mask = (torch.as_tensor(t).to(device) for t in (
+        pe["input_ids"], pe["attention_mask"], ne["input_ids"], ne["attention_mask"]))
+    index = torch.tensor(anatomy_index, dtype=torch.long, device=device)
     parts = []
     with torch.no_grad():
         for start in range(0, n, BATCH):
             items = [dataset.get(i, -1) for i in range(start, min(n, start + BATCH))]
-            volumes = torch.stack([item["volume"] for item in items])
-            masks = torch.stack([item["masks"] for item in items])
-            parts.append(model.zero_shot_scores(volumes, masks, pe["input_ids"], pe["attention_mask"],
-                                                ne["input_ids"], ne["attention_mask"], index))
+            volumes = torch.stack([item["volume"] for item in items]).to(device)
+            masks = torch.stack([item["masks"] for item in items]).to(device)
+            parts.append(model.zero_shot_scores(volumes, masks, pe_ids, pe_mask, ne_ids, ne_mask, index).cpu())
     return torch.cat(parts).numpy().astype(float)
 
 

@@ -92,26 +92,6 @@ def study_dataset(row: dict, rows: list[dict], status: dict, folder: ModelFolder
     return fvlm_data.StudyDataset([record], anatomies, {}, folder.tokenizer, size, preprocess["hu_windows"], None)
 
 
-def zero_shot(model, dataset, tokenizer, positives: list[str], negatives: list[str], index: list[int]) -> np.ndarray:
-    """evaluate_fvlm's zero-shot scores; on another device than the CPU the same call with the
-    tensors moved there."""
-    import torch
-
-    from tasks.evaluate.fvlm_eval import zero_shot as evaluate_zero_shot
-
-    device = next(model.parameters()).device
-    if device.type == "cpu" or not positives:
-        return evaluate_zero_shot(model, dataset, tokenizer, positives, negatives, index)
-    pe, ne = tokenizer.encode(positives), tokenizer.encode(negatives)
-    item = dataset.get(0, -1)
-    with torch.no_grad():
-        scores = model.zero_shot_scores(item["volume"][None].to(device), item["masks"][None].to(device),
-                                        pe["input_ids"].to(device), pe["attention_mask"].to(device),
-                                        ne["input_ids"].to(device), ne["attention_mask"].to(device),
-                                        torch.tensor(index, dtype=torch.long, device=device))
-    return scores.cpu().numpy().astype(float)
-
-
 def _write_json(data: dict, path: Path) -> None:
     path.write_text(json.dumps(data, indent=2) + "\n", encoding="utf-8")
 
@@ -130,7 +110,7 @@ def predict_ct(folder: ModelFolder, input_path: str | Path, out_dir: str | Path,
     the latter. Raises CtRefused (a ValueError) for an input ct_convert or segment would reject,
     NotAModelFolder for a model folder that is not fVLM, FileNotFoundError for a missing path."""
     from tasks.ct.nifti_io import read_nifti
-    from tasks.evaluate.fvlm_eval import pair_prompts
+    from tasks.evaluate.fvlm_eval import pair_prompts, zero_shot
     from tasks.training.fvlm_tensors import nifti_array
 
     if folder.kind != "fvlm":
