@@ -7,6 +7,10 @@ hashes of every figure of the real JATS articles and the real PMC package (75 fi
 PDF path: caption finding, region finding, rendering at figures.dpi and normalisation on
 the DocBank arXiv PDFs and the PMC package PDF (105 pages), plus the sample's PDFs when
 data/ingest exists. Both run in this one process on one thread: CPU seconds are core seconds.
+Panels: detection (tasks/figures/panel_detect.py) and the whole panel step (detect, pair, crop,
+encode: tasks/figures/panel_samples.py) per figure on the same JATS figures, beside a floor
+measured in the same run: Pillow decode + resize + JPEG encode of the same images, nothing else;
+a gallery of the lettered figures with their boxes goes to benchmarks/results/panel_gallery.png.
 Writes benchmarks/results/figures.json.
 """
 from __future__ import annotations
@@ -20,11 +24,17 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import io  # noqa: E402
+
 import pymupdf  # noqa: E402
+from PIL import Image  # noqa: E402
 
 from benchmarks._measure import PeakRSS, write_result  # noqa: E402
 from tasks.common.params import load_params  # noqa: E402
 from tasks.figures import images, jats_figures, panels, pdf_figures, pdf_links  # noqa: E402
+from tasks.figures.contact_sheet import draw_panel_gallery  # noqa: E402
+from tasks.figures.panel_detect import detect_panels  # noqa: E402
+from tasks.figures.panel_samples import figure_panels  # noqa: E402
 
 
 def real_articles(data: Path) -> list[dict[str, bytes]]:
@@ -52,6 +62,74 @@ def jats_pass(articles: list[dict[str, bytes]], cfg: dict) -> tuple[int, int]:
             figures += 1
             source_pixels += encoded.source_width * encoded.source_height
     return figures, source_pixels
+
+
+def jats_figure_images(articles: list[dict[str, bytes]]) -> list[tuple[str, bytes, str]]:
+    """(figure id, source image bytes, caption) of every JATS figure, resolved as jats_pass does."""
+    out = []
+    for members in articles:
+        nxml = next(n for n in sorted(members) if n.endswith((".nxml", ".xml")))
+        files = sorted(members)
+        for fig in jats_figures.parse_figures(members[nxml]):
+            candidates = jats_figures.graphic_candidates(fig.href, files)
+            graphic = jats_figures.choose_graphic(candidates, {c: images.image_size(members[c]) for c in candidates})
+            out.append((fig.fig_id, members[graphic], fig.caption))
+    return out
+
+
+def floor_pass(figures: list[tuple[str, bytes, str]], cfg: dict) -> int:
+    """Pillow alone: decode, resize to max_side, encode JPEG."""
+    side = int(cfg["max_side"])
+    for _, data, _ in figures:
+        with Image.open(io.BytesIO(data)) as image:
+            rgb = image.convert("RGB")
+        scale = side / max(rgb.size)
+        if scale < 1:
+            rgb = rgb.resize((max(1, round(rgb.width * scale)), max(1, round(rgb.height * scale))), Image.BILINEAR)
+        rgb.save(io.BytesIO(), format="JPEG", quality=int(cfg["jpeg_quality"]))
+    return len(figures)
+
+
+def stored_figures(figures: list[tuple[str, bytes, str]], cfg: dict) -> list[dict]:
+    """Each figure as the stage stores it (normalised JPEG and the metadata the panel step reads)."""
+    out = []
+    for fig_id, data, caption in figures:
+        encoded = images.normalise(data, int(cfg["max_pixels"]), int(cfg["max_side"]), int(cfg["jpeg_quality"]))
+        shared, subcaptions = panels.split_caption(caption)
+        out.append({"key": fig_id, "pmcid": "bench", "licence": None, "caption_shared": shared,
+                    "subcaptions": subcaptions, "source_width": encoded.source_width,
+                    "source_height": encoded.source_height, "jpeg": encoded.jpeg})
+    return out
+
+
+def detect_pass(stored: list[dict]) -> int:
+    for row in stored:
+        with Image.open(io.BytesIO(row["jpeg"])) as image:
+            detect_panels(image.convert("RGB"), len(row["subcaptions"]) if len(row["subcaptions"]) >= 2 else None)
+    return len(stored)
+
+
+def panel_step_pass(stored: list[dict], cfg: dict) -> int:
+    """What figures.panels split|both adds per compound figure (others skip it, as the stage does)."""
+    cut = 0
+    for row in stored:
+        if len(row["subcaptions"]) >= 2:
+            samples, _, _ = figure_panels(row, row["jpeg"], int(cfg["jpeg_quality"]))
+            cut += bool(samples)
+    return cut
+
+
+def panel_gallery(stored: list[dict], path: Path) -> int:
+    items = []
+    for row in stored:
+        letters = [s["panel"] for s in row["subcaptions"] if len(s["panel"]) == 1]
+        if len(letters) >= 2:
+            with Image.open(io.BytesIO(row["jpeg"])) as image:
+                found = detect_panels(image.convert("RGB"), len(letters)).panels
+            items.append((f"{row['key']} {len(found)}/{len(letters)}", row["jpeg"],
+                          [(label, p.box) for label, p in zip(letters, found)]))
+    draw_panel_gallery(items, path)
+    return len(items)
 
 
 def pdf_files(data: Path, repo: Path) -> list[tuple[str, bytes]]:
@@ -157,6 +235,13 @@ def main() -> None:
         (n_figures, pixels), jats_cpu, jats_wall = timed(jats_pass, articles, cfg, repeat=args.repeat)
         (n_pages, n_pdf_figs), pdf_cpu, pdf_wall = timed(pdf_pass, pdfs, cfg, repeat=args.repeat)
         sample_run = timed(pdf_pass, sample, cfg, repeat=args.repeat) if sample else None
+        figure_images = jats_figure_images(articles)
+        _, floor_cpu, _ = timed(floor_pass, figure_images, cfg, repeat=args.repeat)
+        stored = stored_figures(figure_images, cfg)
+        _, detect_cpu, _ = timed(detect_pass, stored, repeat=args.repeat)
+        split_figures, step_cpu, _ = timed(panel_step_pass, stored, cfg, repeat=args.repeat)
+    per = len(figure_images)
+    floor_per, jats_per = floor_cpu / per, jats_cpu / n_figures
     result = {
         "machine": {"cpu_count": __import__("os").cpu_count(), "note": "one process, one thread; cpu seconds"},
         "params": {k: cfg[k] for k in ("dpi", "max_side", "jpeg_quality")},
@@ -166,6 +251,18 @@ def main() -> None:
         "pdf_real": {"pdfs": len(pdfs), "pages": n_pages, "figures": n_pdf_figs, "cpu_s": round(pdf_cpu, 3),
                      "wall_s": round(pdf_wall, 3), "pages_per_s_per_core": round(n_pages / pdf_cpu, 1),
                      "target": 20},
+        "panels": {
+            "figures": per, "compound_figures_split": split_figures,
+            "floor_ms_per_figure": round(1000 * floor_per, 2),
+            "detect_ms_per_figure": round(1000 * detect_cpu / per, 2),
+            "panel_step_ms_per_figure": round(1000 * step_cpu / per, 2),
+            "stage_jats_ms_per_figure": round(1000 * jats_per, 2),
+            "detect_over_floor": round(detect_cpu / floor_cpu, 3),
+            "stage_over_floor_without_panels": round(jats_per / floor_per, 3), "goal_without_panels": 1.5,
+            "stage_over_floor_with_panels": round((jats_per + step_cpu / per) / floor_per, 3),
+            "goal_with_panels": 2.5,
+            "gallery_figures": panel_gallery(stored, Path(__file__).resolve().parent / "results" / "panel_gallery.png"),
+        },
         "peak_rss_mb": round(rss.peak_total / 2**20, 1),
         "quality": quality(args.data),
     }

@@ -1,7 +1,9 @@
 """split_reports throughput: reports per CPU-second (= per core) and peak RSS on the
-800 CT-RATE reports.
+800 CT-RATE reports; and the long-report case: CPU time per KB of one report from 1 KB
+to 400 KB, which must stay flat (time linear in a report's length).
 
     python benchmarks/reports.py --data ../shared/data [--index-dir /tmp/reports-bench-index]
+                                 [--cases throughput,long]
 
 Three configurations, each in this one process on one core, reports in shards of
 `split_reports.reports_per_task` as the stage's tasks get them: the lexicon alone
@@ -10,6 +12,13 @@ once into --index-dir) with linker_scope `unresolved` (the default) and `all`.
 Start-up (scispaCy tokenizer, QuickUMLS databases) is timed apart from throughput.
 Rates are per CPU-second of this process, so other work on shared cores does not
 count; wall seconds are reported beside them. Writes benchmarks/results/reports.json.
+
+Long reports (lexicon alone, `max_report_chars` lifted above the largest size): two
+shapes of one report, each a single findings segment (no headers or impression markers:
+the worst case, every clause sharing one scan): CT-RATE's sentences in order, and one
+short sentence group repeated (the shape of "8,000 short sentences"). Each size runs
+until a second of CPU; `ratio_400kb_over_1kb` is the time per KB at 400 KB over that at
+1 KB (1.0: flat). Writes benchmarks/results/reports_long.json.
 """
 from __future__ import annotations
 
@@ -63,12 +72,65 @@ def run(cfg: dict, link_params: dict, reports: list, linker) -> dict:
             "clauses": sum(len(r.clauses) for r in results), "macro_f1": scores["macro_f1"]}
 
 
+LONG_REPORT_KB = (1, 4, 16, 64, 128, 256, 400)
+SHORT_SENTENCES = ("No pleural effusion. A 3 mm nodule in the right upper lobe. The heart is normal in size. "
+                   "Mediastinal lymph nodes are enlarged. Calcified plaques in the aorta. ")
+MIN_CPU_SECONDS = 1.0
+
+
+def one_segment(text: str) -> str:
+    """Report text as one findings segment: no impression markers, no header colons."""
+    for mark in ('"', "•", "·", ":"):
+        text = text.replace(mark, " " if mark != ":" else ",")
+    return text
+
+
+def long_report_case(cfg: dict, reports: list) -> dict:
+    from tasks.reports.processor import ReportInput, ReportProcessor, load_lexicon
+
+    largest = max(LONG_REPORT_KB) * 1000
+    processor = ReportProcessor({**cfg, "max_report_chars": largest}, load_lexicon(cfg["lexicon"]), None)
+    shapes = {"ct_rate_sentences": one_segment(" ".join(r["report_text"] for r in reports)),
+              "short_sentences": SHORT_SENTENCES * (largest // len(SHORT_SENTENCES) + 1)}
+    processor.process([ReportInput("warm-up", shapes["short_sentences"][:2000])])
+    out = {}
+    for shape, source in shapes.items():
+        if len(source) < largest:
+            raise SystemExit(f"long-report case: {shape} has {len(source)} characters, fewer than {largest}")
+        sizes = []
+        for kb in LONG_REPORT_KB:
+            text = source[:kb * 1000]
+            reps, cpu = 0, 0.0
+            with PeakRSS() as rss:
+                while cpu < MIN_CPU_SECONDS or reps == 0:
+                    start = time.process_time()
+                    [result] = processor.process([ReportInput(f"long-{kb}", text)])
+                    cpu += time.process_time() - start
+                    reps += 1
+            if result.rejection:
+                raise SystemExit(f"long-report case: {shape} {kb} KB rejected: {result.rejection}")
+            sizes.append({"kb": kb, "repetitions": reps, "cpu_seconds_per_report": round(cpu / reps, 4),
+                          "cpu_ms_per_kb": round(1000 * cpu / reps / kb, 3), "clauses": len(result.clauses),
+                          "peak_rss_mb": round(rss.peak_total / 2**20, 1)})
+            print(f"[long report] {shape} {kb} KB: {sizes[-1]['cpu_ms_per_kb']} ms/KB ({reps} runs)", flush=True)
+        first, last = sizes[0]["cpu_ms_per_kb"], sizes[-1]["cpu_ms_per_kb"]
+        out[shape] = {"sizes": sizes, "ratio_400kb_over_1kb": round(last / first, 3)}
+    return {"benchmark": "split_reports_long_report", "cores": 1, "linker": "none",
+            "unit": "CPU ms per KB of one report", "sizes_kb": list(LONG_REPORT_KB), "shapes": out,
+            "ratio_400kb_over_1kb": max(v["ratio_400kb_over_1kb"] for v in out.values()),
+            "flat_means": "a ratio near 1 (time linear in length); quadratic work doubles it with each doubling"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", default=os.environ.get("MEDCONCEPT_TEST_DATA", "../shared/data"))
     parser.add_argument("--index-dir", default="/tmp/medconcept-reports-bench-index")
     parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--cases", default="throughput,long", help="comma-separated: throughput, long")
     args = parser.parse_args()
+    cases = set(args.cases.split(","))
+    if not cases <= {"throughput", "long"}:
+        parser.error(f"--cases: unknown {sorted(cases - {'throughput', 'long'})}")
 
     from flows.split_reports import stage_config
 
@@ -76,6 +138,10 @@ def main() -> None:
     base = stage_config(params)
     with open(Path(args.data) / "reports" / "ct_rate" / "train.csv", newline="", encoding="utf-8") as handle:
         reports = list(csv.DictReader(handle))
+    if "long" in cases:
+        write_result("reports_long", long_report_case({**base, "linker": False}, reports))
+    if "throughput" not in cases:
+        return
 
     out = {"benchmark": "split_reports", "data": "CT-RATE train.csv (800 reports)", "cores": 1, "runs": {}}
     with PeakRSS() as rss:

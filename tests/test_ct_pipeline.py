@@ -165,3 +165,30 @@ def test_summaries_are_deterministic_counts(ct_run):
     assert summary["items_out"] == 6 and summary["patients"] >= 4
     assert summary["rejected_by_reason"] == {"corrupt_pixel_data": 1, "inconsistent_matrix": 1,
                                              "missing_slices": 1, "not_ct": 1, "single_slice": 1}
+
+
+def test_inputs_that_lie_rejected_by_the_stage_with_their_reasons(tmp_path, repo_root):
+    """NaN voxels and a slice step that changes half way, through the flow: each input leaves
+    as a rejected row with its own reason and detail, beside a good volume that converts."""
+    from flows._stage import run_stage
+    from flows.ct_convert import ct_convert_flow
+    from tests.helpers.dicom_series import write_series
+
+    source = tmp_path / "input"
+    source.mkdir()
+    good = np.full((16, 16, 8), -1000.0, np.float32)
+    good[4:12, 4:12] = 40.0
+    nib.save(nib.Nifti1Image(good, np.eye(4)), str(source / "good.nii.gz"))
+    holes = good.copy()
+    holes[8, 8, 2:4] = np.nan
+    nib.save(nib.Nifti1Image(holes, np.eye(4)), str(source / "holes.nii.gz"))
+    z = [4.0 * k for k in range(6)] + [20.0 + 7.0 * k for k in range(1, 6)]
+    write_series(source / "uneven", [(0, 0, v) for v in z], uid="1.2.3.9.9")
+    params = stage_params(repo_root, **{"ct_convert.source": str(source),
+                                        "ct_convert.output_dir": str(tmp_path / "ct_convert")})
+    summary = run_stage(ct_convert_flow, params)
+    assert (summary["items_in"], summary["items_out"], summary["rejected"]) == (3, 1, 2)
+    rejected = pd.read_parquet(tmp_path / "ct_convert" / "rejected.parquet")
+    by_reason = dict(zip(rejected.reason, rejected.detail))
+    assert by_reason["non_finite_voxels"] == "2 of 2048 voxels are NaN or infinite"
+    assert by_reason["uneven_spacing"].startswith("steps 4.0 mm x5, 7.0 mm x5")

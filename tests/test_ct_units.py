@@ -7,37 +7,13 @@ import numpy as np
 import nibabel as nib
 import pydicom
 import pytest
-from pydicom.dataset import Dataset, FileMetaDataset
-from pydicom.uid import CTImageStorage, ExplicitVRLittleEndian
 
 from tasks.common.rejection import Rejected
 from tasks.common.tables import Rejection
 from tasks.schema.ct import CtConvertParams
+from tests.helpers.dicom_series import write_series
 
 CONVERT_CFG = {**CtConvertParams().model_dump(), "source_paths": "hashed"}  # the schema's defaults
-
-
-def write_series(folder, positions, rows=8, cols=8, values=None, iop=(1, 0, 0, 0, 1, 0), spacing=(2.0, 2.0),
-                 uid="1.2.3.4.5", modality="CT"):
-    """Files with slice k filled with values[k] (stored = HU + 1024)."""
-    folder.mkdir(parents=True, exist_ok=True)
-    for k, pos in enumerate(positions):
-        ds = Dataset()
-        ds.PatientID, ds.StudyInstanceUID, ds.SeriesInstanceUID = "PID-UNIT-1", "1.2.3.4", uid
-        ds.Modality, ds.SOPClassUID, ds.SOPInstanceUID = modality, CTImageStorage, f"{uid}.{k + 1}"
-        ds.ImagePositionPatient = [str(v) for v in pos]
-        ds.ImageOrientationPatient = [str(v) for v in iop]
-        ds.PixelSpacing = [str(spacing[0]), str(spacing[1])]
-        ds.Rows, ds.Columns, ds.SamplesPerPixel, ds.PhotometricInterpretation = rows, cols, 1, "MONOCHROME2"
-        ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 16, 15, 0
-        ds.RescaleIntercept, ds.RescaleSlope = "-1024", "1"
-        value = (values[k] if values is not None else -1000 + 40 * k) + 1024
-        ds.PixelData = np.full((rows, cols), value, np.uint16).tobytes()
-        ds.file_meta = FileMetaDataset()
-        ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-        ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID = CTImageStorage, ds.SOPInstanceUID
-        ds.save_as(folder / f"f{k:03d}.dcm", enforce_file_format=True)
-    return folder
 
 
 def series_of(folder):
@@ -107,6 +83,78 @@ def test_gantry_tilt_reject_policy_and_resample(tmp_path):
     assert decode_series(series_of(folder), g).shape == (8, 8, 4)
 
 
+def test_a_changing_slice_step_is_uneven_spacing_not_missing_slices(tmp_path):
+    from tasks.ct.dicom_pixels import decode_series
+    # 4 mm for the first half of the series, 7 mm after: no slice is missing
+    z = [4.0 * k for k in range(16)] + [60.0 + 7.0 * k for k in range(1, 15)]
+    folder = write_series(tmp_path / "s", [(0, 0, v) for v in z], rows=4, cols=4, values=[-500 + v for v in z])
+    with pytest.raises(Rejected) as err:
+        plan(folder)
+    assert err.value.reason == "uneven_spacing"
+    assert "steps 4.0 mm x15, 7.0 mm x14" in err.value.detail
+    g = plan(folder, uneven_spacing="resample")
+    assert g.resample == "uneven" and g.slice_step == pytest.approx(4.0)
+    assert len(g.target_positions) == 40 and g.target_positions[-1] <= z[-1]  # 156 mm of 158: no extrapolation
+    volume = decode_series(series_of(folder), g)
+    # HU grow linearly with z, so linear interpolation onto the 4 mm grid gives -500 + z exactly
+    assert volume[0, 0, :].tolist() == [-500 + 4 * k for k in range(40)]
+    assert g.canonical_affine[2, 2] == pytest.approx(4.0)
+    # a real gap (two slices left out of an even 2 mm series) stays missing_slices ...
+    gap = write_series(tmp_path / "g", [(0, 0, v) for v in (0, 2, 4, 10, 12, 14)], rows=4, cols=4)
+    with pytest.raises(Rejected) as err:
+        plan(gap)
+    assert err.value.reason == "missing_slices" and err.value.detail.startswith("2 slice(s) missing")
+    # ... but a gap that is no whole number of steps beside it makes the series uneven
+    mixed = write_series(tmp_path / "m", [(0, 0, v) for v in (0, 2, 4, 10, 12, 17, 19)], rows=4, cols=4)
+    with pytest.raises(Rejected) as err:
+        plan(mixed)
+    assert err.value.reason == "uneven_spacing" and "2.0 mm x4, 6.0 mm x1, 5.0 mm x1" in err.value.detail
+
+
+def test_gantry_tilt_with_uneven_spacing_resamples_both(tmp_path):
+    from tasks.ct.dicom_pixels import decode_series
+    # Steps of 4 then 6 mm; the slice origin moves 0.5 mm posterior per mm along z (tilt 26.6 deg).
+    # A plane fixed in the patient at y = 20 mm is row 20 - 0.5 z of each acquired slice.
+    z = [0, 4, 8, 12, 18, 24, 30]
+    slices = []
+    for v in z:
+        pixels = np.full((32, 32), -1000.0)
+        pixels[int(20 - 0.5 * v), :] = 500
+        slices.append(pixels)
+    folder = write_series(tmp_path / "t", [(0, 0.5 * v, v) for v in z], rows=32, cols=32, values=slices,
+                          spacing=(1.0, 1.0))
+    with pytest.raises(Rejected) as err:
+        plan(folder, uneven_spacing="resample", gantry_tilt="reject")
+    assert err.value.reason == "gantry_tilt"
+    g = plan(folder, uneven_spacing="resample")
+    assert g.resample == "uneven" and g.tilt_shift == pytest.approx((0.0, 2.0))  # rows per 4 mm output step
+    assert any("gantry tilt 26.57 degrees" in note for note in g.notes)
+    volume = decode_series(series_of(folder), g)
+    assert volume.shape == (32, 32, 8)  # 0 to 28 mm in 4 mm steps
+    # RAS flips the row axis: row 20 of the untilted grid is j = 31 - 20 in every output slice
+    assert (volume[:, 11, :] == 500).all()
+    assert (np.delete(volume, 11, axis=1) <= -1000).all()
+
+
+def test_float_dicom_pixels_with_nan_rejected_or_set_to_air(tmp_path):
+    from tasks.ct.convert import convert_dicom_series
+    from tasks.ct.dicom_pixels import decode_series
+    slices = [np.full((4, 4), -1000.0 if k % 2 else 40.0) for k in range(3)]
+    slices[0][0, :2] = np.nan  # slices 0 and 2 are tissue, 1 is air
+    slices[2][3, 3] = np.inf
+    folder = write_series(tmp_path / "f", [(0, 0, 2.0 * k) for k in range(3)], rows=4, cols=4, values=slices,
+                          float_pixels=True)
+    with pytest.raises(Rejected) as err:
+        decode_series(series_of(folder), plan(folder))
+    assert err.value.reason == "non_finite_voxels" and err.value.detail.startswith("3 of 48 voxels")
+    row = convert_dicom_series(series_of(folder), {**CONVERT_CFG, "non_finite_voxels": "air"}, "k",
+                               tmp_path / "o", str(tmp_path))
+    assert isinstance(row, dict), row
+    assert "3 non-finite voxels (NaN or infinite) set to air (-1000 HU)" in row["notes"]
+    volume = np.asanyarray(nib.load(tmp_path / "o" / row["volume"]).dataobj)
+    assert (volume == -1000).sum() == 16 + 3 and (volume == 40).sum() == 48 - 19
+
+
 def test_inconsistent_orientation_and_not_ct(tmp_path):
     folder = write_series(tmp_path / "o", [(0, 0, 0), (0, 0, 2)])
     ds = pydicom.dcmread(folder / "f001.dcm")
@@ -154,6 +202,32 @@ def test_nifti_checks(tmp_path):
                for name in ("four_d", "mr_like")}
     assert isinstance(reasons["four_d"], Rejection) and reasons["four_d"].reason == "not_3d"
     assert isinstance(reasons["mr_like"], Rejection) and reasons["mr_like"].reason == "implausible_hu"
+
+
+def test_nifti_with_non_finite_voxels_rejected_or_set_to_air(tmp_path):
+    from tasks.ct.convert import convert_nifti
+    data = np.full((8, 8, 8), 40.0, np.float32)
+    data[:4] = -1000.0
+    data[5, 5, 5], data[6, 6, 6], data[7, 7, 7] = np.nan, np.inf, -np.inf
+    nib.save(nib.Nifti1Image(data, np.eye(4)), tmp_path / "holes.nii.gz")
+    nib.save(nib.Nifti1Image(np.full((8, 8, 8), np.nan, np.float32), np.eye(4)), tmp_path / "all_nan.nii.gz")
+
+    def convert(name, policy):
+        return convert_nifti(str(tmp_path / f"{name}.nii.gz"), {**CONVERT_CFG, "non_finite_voxels": policy}, "k",
+                             tmp_path / policy, str(tmp_path))
+
+    assert CONVERT_CFG["non_finite_voxels"] == "reject"
+    refused = convert("holes", "reject")
+    assert isinstance(refused, Rejection) and refused.reason == "non_finite_voxels"
+    assert refused.detail == "3 of 512 voxels are NaN or infinite"
+    row = convert("holes", "air")
+    assert isinstance(row, dict) and row["notes"] == "3 non-finite voxels (NaN or infinite) set to air (-1000 HU)"
+    volume = np.asanyarray(nib.load(tmp_path / "air" / row["volume"]).dataobj)
+    assert volume[5, 5, 5] == volume[6, 6, 6] == volume[7, 7, 7] == -1000 and (volume == 40).sum() == 256 - 3
+    for policy in ("reject", "air"):  # no finite voxel: nothing to keep, whatever the policy
+        refused = convert("all_nan", policy)
+        assert isinstance(refused, Rejection) and refused.reason == "non_finite_voxels", policy
+        assert refused.detail.startswith("512 of 512 voxels")
 
 
 def test_nifti_reoriented_to_canonical(tmp_path):

@@ -215,3 +215,172 @@ def test_broken_pdf_gives_no_figures_not_a_crash():
         result = process_article("PMC1", {"a.pdf": damage}, {}, Settings())
         assert result.samples == []
         assert [r["reason"] for r in result.rejected] == ["unreadable_pdf"]
+
+
+# -- BMC-style captions: "Figure 1" glued to the caption's first word ------------------------------
+
+BMC_CAPTIONS = ["Chest CT of a 61-year-old man with a spiculated nodule in the left upper lobe and "
+                "pleural retraction.",
+                "Axial contrast-enhanced CT after six months: the nodule has grown and the hilar nodes "
+                "are enlarged."]
+
+
+def _text_lines(page, x, y, lines, fontname="helv", size=9.0, leading=11.0) -> float:
+    for text in lines:
+        page.insert_text((x, y), text, fontname=fontname, fontsize=size)
+        y += leading
+    return y
+
+
+def _bmc_caption(page, x, y, number, caption, label_font) -> None:
+    """BMC's caption: the label run ("Figure 1") then the caption's first word, no space or
+    delimiter between them; the label bold only by its font's name where label_font is hebo."""
+    label = f"Figure {number}"
+    width = pymupdf.get_text_length(label, fontname=label_font, fontsize=8)
+    words = caption.split()
+    first, rest = " ".join(words[:9]), " ".join(words[9:])
+    page.insert_text((x, y), label, fontname=label_font, fontsize=8)
+    page.insert_text((x + width, y), first, fontname="helv", fontsize=8)
+    page.insert_text((x, y + 9.6), rest, fontname="helv", fontsize=8)
+
+
+def _bmc_pdf(label_font: str) -> bytes:
+    doc = pymupdf.open()
+    page = doc.new_page(width=595, height=842)
+    y = _text_lines(page, 56, 60, [
+        "Background. Lung nodules found on CT are followed up to tell benign from malignant ones by",
+        "their growth. We describe a patient whose nodule grew over six months of surveillance; the",
+        "first scan is shown in Figure 1, the follow-up scan in Figure 2.",
+    ])
+    page.insert_image(pymupdf.Rect(56, y + 6, 356, y + 206), stream=_png(300, 200, 11))
+    _bmc_caption(page, 56, y + 220, 1, BMC_CAPTIONS[0], label_font)
+    _text_lines(page, 56, y + 256, [
+        "Case presentation. A 61-year-old man, a former smoker, was referred after an incidental",
+        "finding on a chest radiograph. The nodule in the left upper lobe measured 14 mm and",
+        "Figure 1 shows its spiculated margin and the retraction of the pleura next to it. A biopsy",
+        "was declined by the patient and surveillance by CT was agreed on instead.",
+    ])
+    page = doc.new_page(width=595, height=842)
+    page.insert_image(pymupdf.Rect(56, 60, 356, 260), stream=_png(300, 200, 12))
+    _bmc_caption(page, 56, 274, 2, BMC_CAPTIONS[1], label_font)
+    _text_lines(page, 56, 310, [
+        "Figure 2 shows the growth of the nodule, which was resected; histology found an",
+        "adenocarcinoma. Discussion. Growth on surveillance CT is the sign that matters most.",
+    ])
+    data = doc.tobytes()
+    doc.close()
+    return data
+
+
+def test_bmc_style_captions_found_by_font_run_or_by_position_and_sequence():
+    for label_font in ("hebo", "helv"):  # Helvetica-Bold label run; one font throughout (position only)
+        doc = pymupdf.open(stream=_bmc_pdf(label_font), filetype="pdf")
+        result = extract(doc, render=False)
+        assert [(f.page, f.label, f.number) for f in result.figures] == [(1, "Figure 1", "1"), (2, "Figure 2", "2")]
+        assert [f.caption for f in result.figures] == BMC_CAPTIONS, label_font
+        assert _near(result.figures[0].bbox, (56, 99, 356, 299), tol=2)
+        assert _near(result.figures[1].bbox, (56, 60, 356, 260), tol=2)
+        assert result.captions_without_region == []  # "Figure 1 shows" and "Figure 2 shows" are running text
+
+
+def test_bmc_caption_line_evidence():
+    from tasks.figures.pdf_captions import Line, caption_start, find_captions
+
+    def line(text, label_run="", first=True, bold=False, y=300):
+        return Line(pymupdf.Rect(56, y, 400, y + 9), text, 8.0, block=y, first_in_block=first, bold_start=bold,
+                    label_run=label_run)
+
+    # the label's own font run (flags not bold, the font name says nothing either): a caption
+    start = caption_start(line("Figure 1Chest CT of a man.", label_run="Figure 1"))
+    assert (start.label, start.number, start.evidence) == ("Figure 1", "1", "font")
+    (caption,) = find_captions([line("Figure 1Chest CT of a man.", label_run="Figure 1")])
+    assert caption.text == "Chest CT of a man."
+    # one font, no delimiter: a caption only beside a graphic, and only the next number
+    image = np.array([[56.0, 90.0, 356.0, 295.0]])
+    plain = line("Figure 2Axial CT of the chest.")
+    assert find_captions([plain]) == []
+    assert [c.text for c in find_captions([plain], image, {"1"})] == ["Axial CT of the chest."]
+    assert find_captions([plain], image, {"1", "2"}) == []  # number 2 has its caption already
+    assert find_captions([line("Figure 5 Axial CT.")], image, {"1"}) == []  # 5 before 2, 3 and 4
+    far = np.array([[56.0, 90.0, 356.0, 200.0]])  # 100 pt above the line: not its caption's place
+    assert find_captions([plain], far, {"1"}) == []
+    # running text: a lower-case word after the number, or a line inside a paragraph
+    assert find_captions([line("Figure 2 shows the growth.")], image, {"1"}) == []
+    assert find_captions([line("Figure 2 Axial CT.", first=False)], image, {"1"}) == []
+
+
+# -- a figure region stops at the table above it -------------------------------------------------
+
+TABLE = [["Finding", "Baseline", "Six months"], ["Nodule (mm)", "14", "21"], ["Hilar node (mm)", "8", "13"],
+         ["Pleural effusion", "none", "small"]]
+
+
+def _table_above_image_pdf() -> bytes:
+    """Page 1: a ruled table; page 2: the same grid without rules; each directly above an image."""
+    doc = pymupdf.open()
+    for ruled in (True, False):
+        page = doc.new_page(width=595, height=842)
+        _text_lines(page, 56, 60, ["Results. The measurements at baseline and after six months are given below,",
+                                   "with the scan that shows them under the table."])
+        top = 90
+        for r, row in enumerate(TABLE):
+            for c, cell in enumerate(row):
+                page.insert_text((62 + 130 * c, top + 14 + 16 * r), cell, fontname="helv", fontsize=8)
+        bottom = top + 16 * len(TABLE) + 4
+        if ruled:
+            shape = page.new_shape()
+            shape.draw_rect(pymupdf.Rect(56, top, 450, bottom))
+            for r in range(1, len(TABLE)):
+                shape.draw_line(pymupdf.Point(56, top + 2 + 16 * r), pymupdf.Point(450, top + 2 + 16 * r))
+            shape.finish(color=(0, 0, 0), width=0.5)
+            shape.commit()
+        page.insert_image(pymupdf.Rect(56, bottom + 4, 356, bottom + 204), stream=_png(300, 200, 20 + ruled))
+        page.insert_text((56, bottom + 218), "Figure %d. Follow-up CT of the measured nodule." % (2 - ruled),
+                         fontname="helv", fontsize=8)
+    data = doc.tobytes()
+    doc.close()
+    return data
+
+
+def test_figure_region_stops_at_a_table_directly_above():
+    doc = pymupdf.open(stream=_table_above_image_pdf(), filetype="pdf")
+    result = extract(doc, render=False)
+    bottom = 90 + 16 * len(TABLE) + 4
+    assert [f.label for f in result.figures] == ["Figure 1", "Figure 2"]
+    for figure in result.figures:  # the image only: not the table's rules, frame or cells
+        assert _near(figure.bbox, (56, bottom + 4, 356, bottom + 204), tol=2), (figure.label, figure.bbox)
+        assert figure.caption == "Follow-up CT of the measured nodule."
+
+
+# -- a PDF that MuPDF "repairs" into no pages, or into pages without their objects -----------------
+
+def _repaired_into_lost_pages() -> bytes:
+    doc = pymupdf.open()
+    for k in range(5):
+        doc.new_page().insert_text((72, 72), f"page {k + 1}")
+    data = doc.tobytes(garbage=0, deflate=False)
+    doc.close()
+    return data[: len(data) // 2]  # cut mid-file: no xref, the last pages' objects gone, /Count still 5
+
+
+def test_pdf_repaired_into_no_or_lost_pages_is_unreadable_not_no_figures():
+    from tasks.figures.article import Settings, process_article
+
+    cases = {
+        "no_pages": b"%PDF-1.7\n1 0 obj\n<</Type/Catalog/Pages 2 0 R>>\nendobj\n2 0 obj\n<</Type/Pages/Count 0"
+                    b"/Kids[]>>\nendobj\ntrailer\n<</Root 1 0 R>>\n%%EOF\n",
+        "catalog_only": b"%PDF-1.4\n1 0 obj\n<</Type/Catalog>>\nendobj\n%%EOF\n",
+        "lost_pages": _repaired_into_lost_pages(),
+    }
+    details = {}
+    for name, damage in cases.items():
+        result = process_article("PMC1", {"a.pdf": damage}, {}, Settings())
+        assert result.samples == []
+        assert [r["reason"] for r in result.rejected] == ["unreadable_pdf"], name
+        details[name] = result.rejected[0]["detail"]
+    assert details["no_pages"].startswith("the PDF opens with 0 pages (PyMuPDF repaired")
+    assert details["catalog_only"].startswith("the PDF opens with 0 pages")
+    assert details["lost_pages"].startswith("PyMuPDF repaired the PDF and 2 of its 5 pages lost their page object")
+    # a sound PDF passes the same checks
+    intact = process_article("PMC1", {"a.pdf": _two_column_pdf()}, {}, Settings())
+    assert intact.samples and not intact.rejected

@@ -73,6 +73,10 @@ def test_variants():
     assert "parkinson disease" in variants("Parkinson's disease")
     assert "neuropathy" in variants("neuropathies")
     assert variants("virus") == () and variants("process") == ()
+    # organs by their noun: MeSH names "Liver Dysfunction", "Kidney Diseases"
+    assert "liver dysfunction" in variants("hepatic dysfunction") and variants("nephropathy") == ("kidney disease",)
+    assert "chronic kidney disease" in variants("chronic nephropathies")
+    assert variants("cardiac") == () and variants("pathway") == ()  # an adjective alone is not its organ
 
 
 def test_linker_on_sample_vocabulary(sample_linker):

@@ -27,6 +27,7 @@ from tasks.predict.model_folder import NotAModelFolder, open_model
 from tasks.schema.ct import CtConvertParams
 from tasks.training.fvlm_tensors import tensors_for
 from tests.conftest import REPO_ROOT, stage_params
+from tests.helpers.dicom_series import write_series
 from tests.helpers.fvlm_folder import write_tiny_conceptclip, write_tiny_fvlm
 
 ANATOMIES = ["lung", "liver", "heart", "kidney", "spleen", "vertebrae", "pulmonary_artery"]
@@ -226,6 +227,15 @@ def test_refusals_are_clear_errors_with_nothing_written(folder, sample, studies,
     assert "not_dicom" in _refusal(folder, notes, tmp_path, capsys)
     assert "several_inputs" in _refusal(folder, sample / "input", tmp_path, capsys)
     assert "no file or folder" in _refusal(folder, tmp_path / "missing.nii.gz", tmp_path, capsys)
+    # inputs that lie: NaN voxels, a slice step that changes half way (ct_convert's reasons and details)
+    holes = np.full((32, 32, 8), -1000.0, np.float32)
+    holes[10, 10, 3] = np.nan
+    nib.save(nib.Nifti1Image(holes, np.eye(4)), str(tmp_path / "holes.nii.gz"))
+    assert "non_finite_voxels" in _refusal(folder, tmp_path / "holes.nii.gz", tmp_path, capsys)
+    z = [3.0 * k for k in range(6)] + [15.0 + 5.0 * k for k in range(1, 6)]
+    uneven = write_series(tmp_path / "uneven", [(0, 0, v) for v in z], rows=16, cols=16)
+    err = _refusal(folder, uneven, tmp_path, capsys)
+    assert "uneven_spacing" in err and "steps 3.0 mm x5, 5.0 mm x5" in err
     # the sample's broken studies: ct_convert's own reasons (an MR series is not a CT)
     for case in (r for r in studies.values() if r["expected"] not in ("ok",)):
         assert f"({case['expected']})" in _refusal(folder, sample / case["path"], tmp_path, capsys), case["case"]

@@ -49,6 +49,6 @@ def test_ct_rate_label_quality(ctrate, part):
     scores = score_labels(reference, predicted, labels)
     _print(part, scores)
     assert scores["n"] == (800 if part == "all" else sum(keep))
-    assert scores["macro_f1"] >= 0.90
+    assert scores["macro_f1"] >= 0.94  # issue 16: kept while the wording classes were added
     worst = min(scores["per_label"].items(), key=lambda kv: kv[1]["f1"])
     assert worst[1]["f1"] >= 0.75, worst

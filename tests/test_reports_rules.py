@@ -163,6 +163,7 @@ def test_history_is_not_findings(processor):
 def test_rejections(processor):
     assert rejection_reason("", None)[0] == "empty_report"
     assert rejection_reason("caf\ufffd", None)[0] == "undecodable_text"
-    assert rejection_reason("\x00\x01\x02\x03 ab", None)[0] == "undecodable_text"
+    assert rejection_reason("\x01\x02\x03\x04 ab", None)[0] == "undecodable_text"
+    assert rejection_reason("\x00\x01\x02\x03 ab", None)[0] == "binary_content"  # a NUL: binary data
     assert _one(processor, "CLINICAL HISTORY: chest pain.").rejection[0] == "no_findings"
     assert _one(processor, "   ").rejection[0] == "empty_report"

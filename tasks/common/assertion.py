@@ -19,7 +19,7 @@ Trigger lists are regex fragments matched on ASCII-lowercased text, bounded so t
 from __future__ import annotations
 
 import re
-from bisect import bisect_left
+from bisect import bisect_left, bisect_right
 from dataclasses import dataclass
 from typing import Iterable, Mapping
 
@@ -122,10 +122,12 @@ class AssertionRules:
         """Triggers of a text (any case; offsets are the text's)."""
         text = ascii_lower(text)
         blocked = [m.span() for m in self._pseudo.finditer(text)] if self._pseudo else []
+        blocked_starts = [s for s, _ in blocked]  # in text order, not overlapping: bisect, not a pass each
         found = []
         for kind, direction, pattern in self._kinds:
             for m in pattern.finditer(text) if pattern is not None else ():
-                if not any(s <= m.start() < e for s, e in blocked):
+                index = bisect_right(blocked_starts, m.start()) - 1
+                if index < 0 or m.start() >= blocked[index][1]:
                     found.append(Trigger(kind, direction, m.start(), m.end()))
         terms = tuple(m.span() for m in self._terminators.finditer(text)) if self._terminators else ()
         words = tuple(m.start() for m in _WORD.finditer(text)) if self.max_scope is not None else ()

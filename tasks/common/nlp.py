@@ -20,7 +20,9 @@ def make_pipeline(spacy_model: str | None = None, scispacy_tokenizer: bool = Tru
     scispacy_tokenizer: scispaCy's biomedical tokenizer, which keeps "3.3 cm", "13x9.3 mm"
         and "e.g." whole.
     split_hyphens: also split letter-hyphen-letter, so the parts of "ground-glass" can
-        match alone (scispaCy keeps them whole).
+        match alone (scispaCy keeps them whole); likewise a bracketed short form before a
+        hyphen ("(SNP)-induced", so the abbreviation detector sees "(SNP)") and word/word
+        ("paclitaxel/cisplatin").
     sentencizer: "rule" (spaCy's punctuation rules, with punct_chars when given), "pysbd"
         (scispaCy's pysbd_sentencizer, slower) or None; a model that splits sentences
         itself gets none.
@@ -41,7 +43,11 @@ def make_pipeline(spacy_model: str | None = None, scispacy_tokenizer: bool = Tru
     if split_hyphens:
         # QuickUMLS rejoins hyphenated n-grams itself, so "X-induced" can match as a whole too.
         infix = nlp.tokenizer.infix_finditer.__self__.pattern
-        nlp.tokenizer.infix_finditer = re.compile(infix + r"|(?<=[A-Za-z0-9])-(?=[A-Za-z])").finditer
+        nlp.tokenizer.infix_finditer = re.compile(
+            infix + r"|(?<=[A-Za-z0-9)\]])-(?=[A-Za-z])|(?<=[A-Za-z0-9])[)\]](?=-[A-Za-z])"
+            r"|(?<=[A-Za-z]{2})/(?=[A-Za-z]{2})").finditer
+        prefix = nlp.tokenizer.prefix_search.__self__.pattern  # the "(" of "(SNP)-induced"
+        nlp.tokenizer.prefix_search = re.compile(prefix + r"|^[(\[](?=[^()\[\]\s]+[)\]]-[A-Za-z])").search
     splits_sentences = nlp.has_pipe("parser") or nlp.has_pipe("senter") or nlp.has_pipe("sentencizer")
     if sentencizer is not None and not splits_sentences:
         if sentencizer == "pysbd":

@@ -22,7 +22,8 @@ Output table `studies.parquet`, one row per converted series (STUDIES_SCHEMA):
   geometry_source   where spacing/orientation came from: header (DICOM or NIfTI header) | metadata
                     (CT-RATE metadata CSV) | header=metadata (header used, metadata agrees)
   reconstruction    CT-RATE reconstruction number (valid_1_a_2 -> 2); null for other inputs
-  notes             conversion notes joined by "; " (resampling, dropped localizers, clipped padding)
+  notes             conversion notes joined by "; " (resampling, dropped localizers, clipped padding,
+                    non-finite voxels set to air under non_finite_voxels: air)
   source            keyed pseudonym of the input path (or the path with deid.source_paths=plain)
   source_sha256     SHA-256 over the input files' SHA-256s in slice order
   stage             "ct_convert"
@@ -50,7 +51,7 @@ from tasks.ct.deid import pseudonyms, source_label
 from tasks.ct.dicom_geometry import Policy, plan_geometry
 from tasks.ct.dicom_pixels import decode_series
 from tasks.ct.dicom_series import ENHANCED_CT_IMAGE_STORAGE, FileProblem, Series
-from tasks.ct.hu import clip_padding, hu_stats, plausibility_problem
+from tasks.ct.hu import AIR_HU, clip_padding, hu_stats, non_finite_note, plausibility_problem, replace_non_finite
 from tasks.ct.nifti_io import orientation_code, spacing, to_canonical, write_nifti
 
 STAGE = "ct_convert"
@@ -191,10 +192,10 @@ def convert_dicom_series(series: Series, cfg: dict, key: str, out_dir: str | Pat
     src = source_label(_common_folder(series.files, root), key, cfg["source_paths"])
     try:
         geometry = plan_geometry(series, Policy.from_params(cfg))
-        volume = decode_series(series, geometry, opener)
+        notes = list(geometry.notes)
+        volume = decode_series(series, geometry, opener, cfg["non_finite_voxels"], notes)
     except Rejected as exc:
         return exc.as_rejection(ids["series_id"], src, STAGE)
-    notes = list(geometry.notes)
     stats, problem = _finish(volume, geometry.canonical_affine, cfg, notes)
     if problem:
         return Rejection(ids["series_id"], src, "implausible_hu", problem, STAGE)
@@ -323,12 +324,18 @@ def convert_nifti(path: str, cfg: dict, key: str, out_dir: str | Path, root: str
     if raw["Modality"] != "CT":
         return Rejection(ids["series_id"], src, "not_ct", f"sidecar modality {raw['Modality']}, only CT is converted",
                          STAGE)
+    notes: list[str] = []
     try:
         img, shape = load_nifti(path, cfg["max_voxels"])
-        data = to_int16(read_voxels(img, shape))
+        # NaN or infinity would become an arbitrary int16 (0 HU on most machines): refuse or fill first
+        voxels, replaced = replace_non_finite(read_voxels(img, shape), cfg["non_finite_voxels"], AIR_HU)
+        data = to_int16(voxels)
+        del voxels
     except Rejected as exc:
         return exc.as_rejection(ids["series_id"], src, STAGE)
-    return write_volume(data, img.affine, ids, src, cfg, out_dir, [], source_format="nifti", transfer_syntax="",
+    if replaced:
+        notes.append(non_finite_note(replaced))
+    return write_volume(data, img.affine, ids, src, cfg, out_dir, notes, source_format="nifti", transfer_syntax="",
                         n_files=1, n_slices_source=int(shape[2]), slice_thickness=None, hu_source="header",
                         geometry_source="header", reconstruction=None, source_sha256=sha256_file(path))
 

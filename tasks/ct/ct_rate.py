@@ -54,7 +54,7 @@ from tasks.ct.convert import STAGE, check_affine, load_nifti, read_voxels, relat
 from tasks.ct.ct_rate_metadata import VolumeMetadata, parse_metadata, read_metadata, select_reconstructions
 from tasks.ct.ct_rate_names import VolumeName, parse_volume_name, raw_ids
 from tasks.ct.deid import pseudonym, pseudonyms, source_label
-from tasks.ct.hu import rescale_to_hu
+from tasks.ct.hu import AIR_HU, check_non_finite, fill_non_finite, non_finite_note, rescale_to_hu
 from tasks.ct.nifti_io import spacing
 
 LPS_TO_RAS = np.diag([-1.0, -1.0, 1.0])
@@ -237,12 +237,21 @@ def convert_ct_rate_volume(volume: CtRateVolume, cfg: dict, key: str, out_dir: s
         geometry = decide_geometry(img.header, img.affine, meta, rate)
         check_affine(geometry.affine)
         stored = read_voxels(img, shape, scaled=False)
-        hu = decide_hu(stored, header_scaling(img.dataobj), meta, rate)
+        bad = check_non_finite(stored, cfg["non_finite_voxels"])  # raises under non_finite_voxels: reject
+        hu = decide_hu(stored, header_scaling(img.dataobj), meta, rate)  # NaN counts as neither air nor tissue
     except Rejected as exc:
         return exc.as_rejection(ids["series_id"], src, STAGE)
+    notes = [hu.note, geometry.note]
+    mask = None
+    if bad:  # non_finite_voxels: air, filled after rescaling (air in stored units depends on the scale)
+        mask = ~np.isfinite(stored)
+        stored = fill_non_finite(stored, 0)
+        notes.append(non_finite_note(bad))
     data = rescale_to_hu(stored, hu.slope, hu.intercept)
     del stored
-    return write_volume(data, geometry.affine, ids, src, cfg, out_dir, [hu.note, geometry.note],
+    if mask is not None:
+        data[mask] = AIR_HU
+    return write_volume(data, geometry.affine, ids, src, cfg, out_dir, notes,
                         source_format="nifti", transfer_syntax="", n_files=1, n_slices_source=int(shape[2]),
                         slice_thickness=meta.slice_thickness, hu_source=hu.source, geometry_source=geometry.source,
                         reconstruction=volume.name.reconstruction, source_sha256=sha256_file(volume.path),

@@ -27,9 +27,10 @@ class Geometry:
     source_shape: tuple  # (columns, rows, slices) after any resampling
     positions: np.ndarray  # frame positions projected on the normal (mm)
     notes: list[str]
-    resample: str | None = None  # None, "uneven" or "tilt"
-    tilt_shift: tuple | None = None  # per-slice in-plane shift (columns, rows) for tilt
+    resample: str | None = None  # None, "uneven" (a tilt then resampled too) or "tilt"
+    tilt_shift: tuple | None = None  # in-plane drift (columns, rows) per output slice step, for tilt
     target_positions: np.ndarray | None = None  # for uneven resampling
+    slice_step: float = 0.0  # mm between output slices
 
 
 @dataclass(frozen=True)
@@ -129,41 +130,36 @@ def plan_geometry(series: Series, policy: Policy) -> Geometry:
             raise Rejected("too_few_slices", f"{len(frames)} distinct positions")
 
     row_spacing, col_spacing = first.pixel_spacing  # between rows, between columns
-    nominal = float(np.median(steps))
+    nominal = usual_step(steps, policy.spacing_tolerance)
     deviation = np.abs(steps - nominal) / nominal
     resample = None
     target_positions = None
     if (deviation > policy.spacing_tolerance).any():
-        gaps = steps > 1.5 * nominal
-        if gaps.any():
-            missing = int(np.sum(np.rint(steps[gaps] / nominal) - 1))
-            reason, detail = "missing_slices", (
-                f"{missing} slice(s) missing: gap of {steps[gaps].max():.3g} mm for {nominal:.3g} mm spacing")
-        else:
-            reason, detail = "uneven_spacing", (
-                f"slice steps {steps.min():.3g}-{steps.max():.3g} mm deviate more than "
-                f"{policy.spacing_tolerance:.0%} from {nominal:.3g} mm")
+        reason, detail = spacing_problem(steps, nominal, policy.spacing_tolerance)
         if policy.uneven_spacing == "reject":
             raise Rejected(reason, detail)
-        count = int(round((along[-1] - along[0]) / nominal)) + 1
+        # Whole steps only: the last target stays inside the scanned range (no extrapolation).
+        count = int(np.floor((along[-1] - along[0]) / nominal + policy.spacing_tolerance)) + 1
         target_positions = along[0] + nominal * np.arange(count)
         resample = "uneven"
         notes.append(f"resampled to uniform {nominal:.4g} mm ({reason}: {detail})")
 
-    # Gantry tilt: the step between slice origins is not along the slice normal.
-    step_vec = (positions[-1] - positions[0]) / (len(positions) - 1)
-    step_len = float(np.linalg.norm(step_vec))
-    tilt_deg = math.degrees(math.acos(min(1.0, abs(step_vec @ normal) / step_len)))
+    # Gantry tilt: the slice origins drift in-plane as they advance along the slice normal.
+    extent = float(along[-1] - along[0])
+    lateral = (positions[-1] - positions[0]) - extent * normal  # in-plane drift over the series
+    tilt_deg = math.degrees(math.atan2(float(np.linalg.norm(lateral)), extent))
     tilt_shift = None
     if tilt_deg > policy.tilt_tolerance_deg:
         if policy.gantry_tilt == "reject":
             raise Rejected("gantry_tilt", f"slices sheared by {tilt_deg:.2f} degrees (gantry tilt)")
-        if resample is not None:
-            raise Rejected("gantry_tilt", f"gantry tilt {tilt_deg:.2f} degrees together with uneven spacing")
-        lateral = step_vec - (step_vec @ normal) * normal  # in-plane drift per slice
-        tilt_shift = (float(lateral @ row_dir) / col_spacing, float(lateral @ col_dir) / row_spacing)
-        resample = "tilt"
-        notes.append(f"gantry tilt {tilt_deg:.2f} degrees resampled to an orthogonal grid")
+        step = nominal if resample else extent / (len(along) - 1)
+        per_step = lateral * step / extent
+        tilt_shift = (float(per_step @ row_dir) / col_spacing, float(per_step @ col_dir) / row_spacing)
+        if resample:  # each slice is shifted by its own distance from the first, then interpolated
+            notes.append(f"gantry tilt {tilt_deg:.2f} degrees resampled to an orthogonal grid, with the spacing")
+        else:
+            resample = "tilt"
+            notes.append(f"gantry tilt {tilt_deg:.2f} degrees resampled to an orthogonal grid")
 
     slice_step = nominal if resample else (along[-1] - along[0]) / (len(along) - 1)
     n_slices = len(target_positions) if target_positions is not None else len(frames)
@@ -178,4 +174,49 @@ def plan_geometry(series: Series, policy: Policy) -> Geometry:
     _view, canon_affine = canonical_view(np.empty(canon_shape, dtype=np.int8), source_affine)
     return Geometry(frames=frames, source_affine=source_affine, canonical_affine=canon_affine,
                     canonical_shape=canon_shape, source_shape=source_shape, positions=along, notes=notes,
-                    resample=resample, tilt_shift=tilt_shift, target_positions=target_positions)
+                    resample=resample, tilt_shift=tilt_shift, target_positions=target_positions,
+                    slice_step=float(slice_step))
+
+
+def step_groups(steps: np.ndarray, tolerance: float) -> list[tuple[float, int]]:
+    """Slice steps grouped by value (within `tolerance` relative to the median step):
+    [(the group's median step, how many)], in the order the groups first occur along the series."""
+    width = max(tolerance * float(np.median(steps)), 1e-3)
+    order = np.argsort(steps, kind="stable")
+    groups: list[list[int]] = []
+    for i in order:
+        if groups and steps[i] - steps[groups[-1][0]] <= width:
+            groups[-1].append(int(i))
+        else:
+            groups.append([int(i)])
+    groups.sort(key=min)
+    return [(float(np.median(steps[g])), len(g)) for g in groups]
+
+
+def usual_step(steps: np.ndarray, tolerance: float) -> float:
+    """The series' usual slice step: the most frequent step (the finer one on a tie)."""
+    groups = step_groups(steps, tolerance)
+    return min(groups, key=lambda g: (-g[1], g[0]))[0]
+
+
+def _mm(value: float) -> str:
+    text = f"{value:.3g}"
+    return text if "." in text or "e" in text else text + ".0"
+
+
+def spacing_problem(steps: np.ndarray, usual: float, tolerance: float) -> tuple[str, str]:
+    """(reason, detail) for steps that deviate from the usual one. missing_slices only when
+    every deviating step is a whole multiple of the usual step (slices left out of an even
+    series); anything else is uneven_spacing, with the steps found."""
+    multiple = np.rint(steps / usual)
+    off = np.abs(steps - usual) > tolerance * usual
+    whole = (multiple >= 2) & (np.abs(steps - multiple * usual) <= tolerance * usual * multiple)
+    if np.all(whole[off]):
+        missing = int(np.sum(multiple[off] - 1))
+        return "missing_slices", (f"{missing} slice(s) missing: gap of {steps[off].max():.3g} mm "
+                                  f"for {usual:.3g} mm spacing")
+    shown = step_groups(steps, tolerance)
+    listed = ", ".join(f"{_mm(value)} mm x{count}" for value, count in shown[:8])
+    more = f", and {len(shown) - 8} other step values" if len(shown) > 8 else ""
+    return "uneven_spacing", (f"steps {listed}{more} (slice positions along the normal; usual step "
+                              f"{_mm(usual)} mm, tolerance {tolerance:.0%})")

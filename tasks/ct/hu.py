@@ -1,9 +1,13 @@
-"""Hounsfield units: rescale stored values, clip padding, check plausibility, summarize."""
+"""Hounsfield units: rescale stored values, replace or refuse non-finite voxels, clip padding,
+check plausibility, summarize."""
 from __future__ import annotations
 
 import numpy as np
 
-HU_AIR = -1024
+from tasks.common.rejection import Rejected
+
+HU_AIR = -1024  # padding floor: values below it are outside the reconstruction circle
+AIR_HU = -1000  # air by the definition of the Hounsfield scale: the fill for non-finite voxels
 INT16_MIN, INT16_MAX = -32768, 32767
 
 
@@ -16,6 +20,50 @@ def rescale_to_hu(stored: np.ndarray, slope: float, intercept: float) -> np.ndar
     else:
         hu = np.rint(stored.astype(np.float32) * slope + intercept)
     return np.clip(hu, INT16_MIN, INT16_MAX).astype(np.int16)
+
+
+def non_finite_count(values: np.ndarray) -> int:
+    """NaN and infinite values (0 for integer data, which cannot hold them)."""
+    if not np.issubdtype(values.dtype, np.floating):
+        return 0
+    return int(values.size - np.count_nonzero(np.isfinite(values)))
+
+
+def non_finite_detail(count: int, total: int, where: str = "voxels") -> str:
+    return f"{count} of {total} {where} are NaN or infinite"
+
+
+def check_non_finite(values: np.ndarray, policy: str, where: str = "voxels") -> int:
+    """How many values are NaN or infinite, under ct_convert.non_finite_voxels.
+
+    reject: any of them raises Rejected("non_finite_voxels"); air: they are counted, to be
+    filled. A volume with no finite value is refused under either policy: filling it would
+    invent an all-air scan.
+    """
+    count = non_finite_count(values)
+    if count and (policy == "reject" or count == values.size):
+        raise Rejected("non_finite_voxels", non_finite_detail(count, values.size, where)
+                       + (" (none is finite)" if count == values.size and policy != "reject" else ""))
+    return count
+
+
+def fill_non_finite(values: np.ndarray, fill: float) -> np.ndarray:
+    """`values` with NaN and infinities set to `fill`, in place where the array is writable."""
+    if not values.flags.writeable:
+        values = np.array(values)
+    values[~np.isfinite(values)] = fill
+    return values
+
+
+def replace_non_finite(values: np.ndarray, policy: str, fill: float, where: str = "voxels"
+                       ) -> tuple[np.ndarray, int]:
+    """check_non_finite, then fill_non_finite: (values, how many were replaced)."""
+    count = check_non_finite(values, policy, where)
+    return (fill_non_finite(values, fill) if count else values), count
+
+
+def non_finite_note(count: int) -> str:
+    return f"{count} non-finite voxels (NaN or infinite) set to air ({AIR_HU} HU)"
 
 
 def clip_padding(volume: np.ndarray, floor: int = HU_AIR) -> int:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 
 from tasks.common.rejection import Rejected
 from tasks.figures import images, jats_figures, panels, pdf_figures, pdf_links
+from tasks.figures.panel_samples import figure_panels
 from tasks.figures.shards import figure_key
 
 STAGE = "figures"
@@ -29,6 +30,7 @@ class Settings:
     pdf_fallback_unresolved: bool = True  # a JATS figure without image file takes its PDF render
     min_region_pt: float = 36.0
     max_caption_gap_pt: float = 144.0
+    panels: str = "whole"  # whole: figures only; split: panels replace the figures they cut; both
 
     @classmethod
     def from_params(cls, figures: dict) -> "Settings":
@@ -41,6 +43,15 @@ class ArticleResult:
     samples: list[tuple[str, bytes, dict]] = field(default_factory=list)
     rejected: list[dict] = field(default_factory=list)
     counts: dict = field(default_factory=dict)
+    panel_samples: list[tuple[str, bytes, dict]] = field(default_factory=list)
+    panels: list[dict] = field(default_factory=list)  # panel rows (tasks/figures/panel_samples.py)
+    split_figures: set[str] = field(default_factory=set)  # figure keys cut into panels
+
+    def shard_samples(self, mode: str) -> list[tuple[str, bytes, dict]]:
+        """What the WebDataset shard holds: figures, and their panels unless mode is whole;
+        with split, a figure cut into panels is there as its panels only."""
+        figures = [s for s in self.samples if not (mode == "split" and s[0] in self.split_figures)]
+        return figures + (self.panel_samples if mode != "whole" else [])
 
     def count(self, name: str, n: int = 1) -> None:
         self.counts[name] = self.counts.get(name, 0) + n
@@ -218,7 +229,25 @@ def process_article(pmcid: str, members: dict[str, bytes], meta: dict, settings:
                 else "the package has neither an .nxml nor a PDF")
     result.count("figures_out", len(result.samples))
     result.count("compound_figures", sum(1 for s in result.samples if s[2]["subcaptions"]))
+    if settings.panels != "whole":
+        _cut_panels(result, settings)
     return result
+
+
+def _cut_panels(result: ArticleResult, settings: Settings) -> None:
+    """Compound figures' panels as samples and rows; a figure left whole counts its reason."""
+    for key, jpeg, meta in result.samples:
+        if len(meta["subcaptions"] or []) < 2:
+            continue
+        samples, rows, reason = figure_panels(meta, jpeg, settings.jpeg_quality)
+        if reason:
+            result.count(f"panels_whole_{reason}")
+            continue
+        result.panel_samples.extend(samples)
+        result.panels.extend(rows)
+        result.split_figures.add(key)
+        result.count("panels_split_figures")
+        result.count("panels_out", len(rows))
 
 
 def _open_pdf(result: ArticleResult, pmcid: str, name: str, data: bytes, settings: Settings):
@@ -231,6 +260,9 @@ def _open_pdf(result: ArticleResult, pmcid: str, name: str, data: bytes, setting
         if doc.needs_pass:
             raise ValueError("encrypted")
         return doc
+    except Rejected as error:  # opened, but with no pages or pages lost in a repair
+        _reject(result, f"{pmcid}/{posixpath.basename(name)}", name, error.reason, error.detail)
+        return None
     except Exception as error:  # noqa: BLE001 - MuPDF raises many kinds on broken files
         _reject(result, f"{pmcid}/{posixpath.basename(name)}", name, "unreadable_pdf",
                 f"PyMuPDF cannot open the PDF ({type(error).__name__}: {error})")

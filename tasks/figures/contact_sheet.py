@@ -45,3 +45,34 @@ def draw_contact_sheet(items: list[tuple[dict, bytes]], path: str | Path, thumb:
         draw.text((8, 8), "no figures", fill="black", font=font)
     sheet.save(path, format="PNG", optimize=False)
     return path
+
+
+def draw_panel_gallery(items: list[tuple[str, bytes, list[tuple[str, tuple[int, int, int, int]]]]],
+                       path: str | Path, thumb: int = 320, columns: int = 4) -> Path:
+    """Figures with their detected panels boxed and labelled: (title, JPEG, [(label, box in
+    the JPEG's pixels)]) each, for reading by eye."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    font = ImageFont.load_default()
+    cols = max(1, min(columns, len(items) or 1))
+    rows = max(1, math.ceil(len(items) / cols))
+    cell_w, cell_h = thumb + 16, thumb + 32
+    sheet = Image.new("RGB", (cols * cell_w, rows * cell_h), "white")
+    draw = ImageDraw.Draw(sheet)
+    for index, (title, jpeg, boxes) in enumerate(items):
+        x, y = (index % cols) * cell_w + 8, (index // cols) * cell_h + 8
+        with Image.open(io.BytesIO(jpeg)) as image:
+            image = image.convert("RGB")
+            scale = min(thumb / image.width, thumb / image.height)
+            image = image.resize((max(1, round(image.width * scale)), max(1, round(image.height * scale))))
+            sheet.paste(image, (x, y))
+        for label, (x0, y0, x1, y1) in boxes:
+            box = [x + x0 * scale, y + y0 * scale, x + x1 * scale - 1, y + y1 * scale - 1]
+            draw.rectangle(box, outline=(230, 0, 0), width=2)
+            draw.rectangle([box[0], box[1], box[0] + 10, box[1] + 12], fill=(230, 0, 0))
+            draw.text((box[0] + 2, box[1]), label, fill=(255, 255, 255), font=font)
+        draw.text((x, y + thumb + 4), title[: thumb // 6], fill=(0, 0, 160), font=font)
+    if not items:
+        draw.text((8, 8), "no figures", fill="black", font=font)
+    sheet.save(path, format="PNG", optimize=False)
+    return path

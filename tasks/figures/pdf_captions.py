@@ -1,6 +1,16 @@
-"""Figure captions on a PDF page: text lines with their type size and weight, caption starts
-("Figure 3.", "Fig. 2:", "FIGURE 1 |", ...) and the blocks that continue a caption.
+"""Figure captions on a PDF page: text lines with their type size and font runs, caption starts
+("Figure 3.", "Fig. 2:", "FIGURE 1 |", BMC's "Figure 1Chest CT ...") and the blocks that
+continue a caption.
 
+A line that starts with a figure label is a caption start on one of three kinds of evidence:
+- punctuation: a delimiter after the number ("Figure 3.", "Fig. 2:"), at a block start or in bold;
+- font: the label is set apart by its font run (a bold or other font before the caption's
+  text, "Figure 1" in Helvetica-Bold then "Chest CT" in Helvetica, with or without a space;
+  a bold font is known by its name, since span flags may not say bold);
+- position and sequence: a label with neither ("Figure 2 Chest CT", "Figure 2Chest CT" in
+  one font), followed by a word that is not lower case, starts a block directly above or
+  below a graphic, and its number comes next in the document's sequence (not taken yet, at
+  most one past the highest so far).
 A caption is its text block plus the blocks that continue it (same column, small gap,
 same type size); body text that cites "Fig. 2" starts no caption.
 """
@@ -10,12 +20,18 @@ import re
 import unicodedata
 from dataclasses import dataclass
 
+import numpy as np
 import pymupdf
 
+_LABEL = (r"(?P<label>(?:Supplementary\s+|Supplemental\s+)?(?:Figure|FIGURE|Fig\.?|FIG\.?|Figs?\.)\s*"
+          r"(?P<num>S?\d+(?:\.\d+)?[A-Za-z]?))")
+# The delimiter after the number; the last alternative is BMC's glued "Figure 1Chest".
 _CAPTION = re.compile(
-    r"^\s*(?P<label>(?:Supplementary\s+|Supplemental\s+)?(?:Figure|FIGURE|Fig\.?|FIG\.?|Figs?\.)\s*"
-    r"(?P<num>S?\d+(?:\.\d+)?[A-Za-z]?))(?P<delim>\s*(?:[.:|]|[\u2014\u2013]|-\s)\s*|\s+(?=\S)|\s*$)"
+    r"^\s*" + _LABEL + r"(?P<delim>\s*(?:[.:|]|[\u2014\u2013]|-\s)\s*|\s+(?=\S)|\s*$|(?=[A-Z][a-z]))"
 )
+# A font run that holds the label and nothing else ("Figure 1", "Fig. 2.", "FIGURE 3 |").
+_LABEL_RUN = re.compile(r"^\s*" + _LABEL + r"\s*(?:[.:|]|[\u2014\u2013]|-)?\s*$")
+_BOLD_FONT = re.compile(r"bold|black|heavy|demi", re.I)
 _TRAILING_DOI = re.compile(r"\s*(?:doi:|https?://doi\.org/)\s*10\.\S+$", re.I)
 _STRONG_DELIM = re.compile(r"[.:|\u2014\u2013-]")
 TEXT_FLAGS = pymupdf.TEXT_PRESERVE_WHITESPACE | pymupdf.TEXT_MEDIABOX_CLIP
@@ -29,6 +45,7 @@ class Line:
     block: int
     first_in_block: bool
     bold_start: bool  # the first span is bold (a caption label set in bold)
+    label_run: str = ""  # the first font run's text, where the line changes font after it
 
 
 @dataclass
@@ -39,6 +56,7 @@ class Caption:
     rect: pymupdf.Rect
     lines: list[int]
     size: float
+    evidence: str = "punctuation"  # CaptionStart.evidence: position-only captions pick regions last
 
 
 
@@ -67,7 +85,8 @@ def page_lines(page: pymupdf.Page, textpage=None) -> list[Line]:
             else:
                 text = "".join(s["text"] for s in line.get("spans", []))
             first = spans[0]
-            bold = bool(first.get("flags", 0) & 16) or "bold" in first.get("font", "").lower()
+            bold = bool(first.get("flags", 0) & 16) or bool(_BOLD_FONT.search(first.get("font", "")))
+            run = spans[:next((k for k, s in enumerate(spans) if s.get("font") != first.get("font")), len(spans))]
             lines.append(Line(
                 rect=pymupdf.Rect(line["bbox"]),
                 text=_clean(text),
@@ -75,20 +94,88 @@ def page_lines(page: pymupdf.Page, textpage=None) -> list[Line]:
                 block=block_no,
                 first_in_block=index == 0 or not lines or lines[-1].block != block_no,
                 bold_start=bold,
+                label_run=_clean("".join(s["text"] for s in run)) if len(run) < len(spans) else "",
             ))
     return lines
 
 
-def _caption_match(line: Line):
+@dataclass
+class CaptionStart:
+    label: str
+    number: str
+    prefix: str  # the line's text up to the caption's own words (label and delimiter)
+    evidence: str  # punctuation | font | position (needs a graphic beside it and the next number)
+
+
+def caption_start(line: Line) -> CaptionStart | None:
+    """Whether a line starts a caption, and on what evidence (see the module docstring)."""
+    run = _LABEL_RUN.match(line.label_run) if line.label_run else None
+    if run and line.text.startswith(line.label_run):
+        return CaptionStart(_clean(run.group("label")), run.group("num").upper(), line.label_run, "font")
     match = _CAPTION.match(line.text)
     if not match:
         return None
-    strong = bool(_STRONG_DELIM.search(match.group("delim") or ""))
-    if not strong and not line.bold_start:
-        return None  # "Figure 3 shows ..." in running text
-    if not line.first_in_block and not line.bold_start:
+    label, number, prefix = _clean(match.group("label")), match.group("num").upper(), match.group(0)
+    delim = match.group("delim") or ""
+    if _STRONG_DELIM.search(delim):
+        if line.first_in_block or line.bold_start:
+            return CaptionStart(label, number, prefix, "punctuation")
         return None
-    return match
+    if line.bold_start:
+        return CaptionStart(label, number, prefix, "font")
+    rest = line.text[len(prefix):]
+    if line.first_in_block and number.isdigit() and not rest[:1].islower():
+        # "Figure 2 Chest CT", "Figure 2Chest CT": a caption only beside a graphic and next in sequence;
+        # "Figure 3 shows ..." (a lower-case word after the number) is running text
+        return CaptionStart(label, number, prefix, "position")
+    return None
+
+
+def block_rect(lines: list[Line], index: int) -> pymupdf.Rect:
+    rect = pymupdf.Rect(lines[index].rect)
+    for line in lines:
+        if line.block == lines[index].block:
+            rect |= line.rect
+    return rect
+
+
+def _graphic_beside(rect: pymupdf.Rect, size: float, graphics) -> bool:
+    """A graphic just above or below the text (its caption's place), overlapping its columns."""
+    if graphics is None or not len(graphics):
+        return False
+    g = np.asarray(graphics, dtype=np.float64).reshape(-1, 4)
+    width = g[:, 2] - g[:, 0]
+    reach = max(3.0 * size, 12.0)
+    big = width * (g[:, 3] - g[:, 1]) >= 400  # not ticks, rules or bullets
+    overlap = np.minimum(rect.x1, g[:, 2]) - np.maximum(rect.x0, g[:, 0]) >= 0.3 * np.minimum(rect.width, width)
+    above = (rect.y0 - g[:, 3] >= -2.0) & (rect.y0 - g[:, 3] <= reach)
+    below = (g[:, 1] - rect.y1 >= -2.0) & (g[:, 1] - rect.y1 <= reach)
+    return bool(np.any(big & overlap & (above | below)))
+
+
+def caption_starts(lines: list[Line], graphics=None, earlier: set[str] | None = None) -> dict[int, CaptionStart]:
+    """The lines that start captions: by punctuation or font, and by position where a graphic
+    is beside the block and the number comes next in the sequence (`earlier`: numbers of the
+    document's captions on earlier pages)."""
+    starts: dict[int, CaptionStart] = {}
+    weak: list[tuple[int, CaptionStart]] = []
+    for i, line in enumerate(lines):
+        start = caption_start(line)
+        if start is None:
+            continue
+        if start.evidence == "position":
+            weak.append((i, start))
+        else:
+            starts[i] = start
+    taken = set(earlier or ()) | {s.number for s in starts.values()}
+    for i, start in sorted(weak, key=lambda w: (lines[w[0]].rect.y0, lines[w[0]].rect.x0)):
+        highest = max((int(n) for n in taken if n.isdigit()), default=0)
+        if start.number in taken or int(start.number) > highest + 1:
+            continue  # a figure cited again, or cited before its caption: running text
+        if _graphic_beside(block_rect(lines, i), lines[i].size, graphics):
+            starts[i] = start
+            taken.add(start.number)
+    return starts
 
 
 def _dehyphenate_join(parts: list[str]) -> str:
@@ -103,8 +190,11 @@ def _dehyphenate_join(parts: list[str]) -> str:
     return _clean(text)
 
 
-def find_captions(lines: list[Line]) -> list[Caption]:
-    starts = {i for i, line in enumerate(lines) if _caption_match(line)}
+def find_captions(lines: list[Line], graphics=None, earlier: set[str] | None = None) -> list[Caption]:
+    """Captions of a page. graphics: the page's graphic boxes ((n, 4) array), for captions known
+    by position; earlier: caption numbers of earlier pages, for the number sequence."""
+    found = caption_starts(lines, graphics, earlier)
+    starts = set(found)
     order = sorted(range(len(lines)), key=lambda i: (round(lines[i].rect.y0, 1), lines[i].rect.x0))
     position = {i: k for k, i in enumerate(order)}
     used: set[int] = set()
@@ -148,14 +238,14 @@ def find_captions(lines: list[Line]) -> list[Caption]:
             for k in block:
                 rect |= lines[k].rect
         used.update(members)
-        match = _caption_match(first)
+        start_info = found[start]
         text = _dehyphenate_join([lines[i].text for i in members])
-        label = _clean(match.group("label"))
-        body = _clean(text[len(match.group(0).rstrip()):] if text.startswith(match.group(0).rstrip()) else text)
+        prefix = start_info.prefix.rstrip()
+        body = _clean(text[len(prefix):] if text.startswith(prefix) else text)
         body = re.sub(r"^[.:|\u2014\u2013-]\s*", "", body)
         body = _TRAILING_DOI.sub("", body)  # publishers print the figure DOI under the caption
-        captions.append(Caption(label=label, number=match.group("num").upper(), text=body, rect=rect,
-                                lines=members, size=size))
+        captions.append(Caption(label=start_info.label, number=start_info.number, text=body, rect=rect,
+                                lines=members, size=size, evidence=start_info.evidence))
     return captions
 
 

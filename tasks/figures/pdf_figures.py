@@ -3,16 +3,18 @@
 For every page that has a caption start, the captions come from `pdf_captions`, the
 region each belongs to from `pdf_regions`; the region is rendered at the requested dpi.
 Only captions with a region become figures, so body text that cites "Fig. 2" adds nothing.
+`open_pdf` refuses a PDF that MuPDF opens with no pages or repairs into fewer pages than it
+declares (Rejected "unreadable_pdf"), which would otherwise pass as an article without figures.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-import numpy as np
 import pymupdf
 
-from tasks.figures.pdf_captions import ANY_CAPTION, TEXT_FLAGS, find_captions, page_lines
-from tasks.figures.pdf_regions import decoration_xrefs, page_graphics, region_for
+from tasks.common.rejection import Rejected
+from tasks.figures.pdf_captions import ANY_CAPTION, TEXT_FLAGS, caption_start, find_captions, page_lines
+from tasks.figures.pdf_regions import decoration_xrefs, graphic_boxes, region_for, table_graphics, table_regions
 
 
 @dataclass
@@ -45,27 +47,35 @@ def extract(doc: pymupdf.Document, dpi: int = 150, render: bool = True, max_page
     """
     result = PdfResult(pages=min(doc.page_count, max_pages))
     decorations: set[int] | None = None
+    numbers: set[str] = set()  # caption numbers so far, for captions known by position and sequence
     for pno in (range(result.pages) if pages is None else [p for p in pages if 0 <= p < doc.page_count]):
         page = doc[pno]
         textpage = page.get_textpage(flags=TEXT_FLAGS)
         if not ANY_CAPTION.search(textpage.extractText()):
             continue
         lines = page_lines(page, textpage)
-        captions = find_captions(lines)
+        if not any(caption_start(line) for line in lines):
+            continue  # no line starts like a caption: the page's graphics are not needed
+        if decorations is None:
+            decorations = decoration_xrefs(doc)
+        graphics, is_image = graphic_boxes(page, decorations, min_image_side)
+        captions = find_captions(lines, graphics, numbers)
+        numbers.update(c.number for c in captions)
         if not captions:
             continue
         result.pages_with_captions += 1
-        if decorations is None:
-            decorations = decoration_xrefs(doc)
-        graphics = page_graphics(page, decorations, min_image_side)
-        free = np.ones(len(graphics), dtype=bool)
+        tables = table_regions(lines, captions, graphics, is_image)
+        free = ~table_graphics(graphics, tables)  # a table's rules and frame are no figure's
         cache: dict = {}
         found: dict[int, tuple[pymupdf.Rect, str]] = {}
         for where in ("above", "below", "beside"):
-            for index, caption in sorted(enumerate(captions), key=lambda c: c[1].rect.y0):
+            # captions known by punctuation or font choose first, then those known by position only
+            for index, caption in sorted(enumerate(captions),
+                                         key=lambda c: (c[1].evidence == "position", c[1].rect.y0)):
                 if index in found:
                     continue
-                hit = region_for(caption, where, page, lines, captions, graphics, free, cache, min_side, max_gap)
+                hit = region_for(caption, where, page, lines, captions, graphics, free, cache, min_side, max_gap,
+                                 tables)
                 if hit:
                     region, chosen = hit
                     free[chosen] = False
@@ -125,4 +135,35 @@ def render_region(page, region: pymupdf.Rect, dpi: int, max_pixels: int):
 
 
 def open_pdf(data: bytes) -> pymupdf.Document:
-    return pymupdf.open(stream=data, filetype="pdf")
+    """The PDF, or Rejected("unreadable_pdf") when MuPDF opens it with no pages or repairs it
+    into pages without their page objects (a truncated or damaged file: not an article
+    without figures). MuPDF's own open errors pass through."""
+    doc = pymupdf.open(stream=data, filetype="pdf")
+    problem = damage(doc)
+    if problem:
+        doc.close()
+        raise Rejected("unreadable_pdf", problem)
+    return doc
+
+
+def damage(doc: pymupdf.Document) -> str | None:
+    """Why an opened PDF cannot be searched, or None."""
+    repaired = bool(getattr(doc, "is_repaired", False))
+    if doc.page_count == 0:
+        return "the PDF opens with 0 pages" + (" (PyMuPDF repaired a broken cross-reference table)" if repaired else "")
+    if not repaired:
+        return None
+    lost = [pno + 1 for pno in range(doc.page_count) if not _has_page_object(doc, pno)]
+    if lost:
+        shown = ", ".join(str(p) for p in lost[:5]) + (", ..." if len(lost) > 5 else "")
+        return (f"PyMuPDF repaired the PDF and {len(lost)} of its {doc.page_count} pages lost their page object "
+                f"(pages {shown}): the file is truncated or damaged")
+    return None
+
+
+def _has_page_object(doc: pymupdf.Document, pno: int) -> bool:
+    try:
+        xref = doc.page_xref(pno)
+        return 0 < xref < doc.xref_length() and doc.xref_get_key(xref, "Type") == ("name", "/Page")
+    except Exception:  # noqa: BLE001 - MuPDF raises ValueError or RuntimeError for a missing object
+        return False

@@ -25,6 +25,7 @@ from tasks.figures import entries
 from tasks.figures.article import STAGE, Settings, process_article
 from tasks.figures.contact_sheet import draw_contact_sheet, pick_evenly
 from tasks.figures.near_duplicates import near_duplicates
+from tasks.figures.panel_samples import PANELS_SCHEMA
 from tasks.figures.shards import read_articles, read_jpeg, write_shard
 from tasks.incremental.layout import content_groups
 from tasks.incremental.store import ItemCache, cache_dir_for, code_version, item_key, params_for_key, run_record
@@ -102,13 +103,15 @@ def figures_shard(shard: tuple[int, str, list[dict], dict], cfg: dict, out: str)
         try:
             result = process_article(pmcid, members, by_pmcid[pmcid], settings)
             samples, article_rejected, counts = result.samples, result.rejected, result.counts
+            shard_samples, panel_rows = result.shard_samples(settings.panels), result.panels
         except Exception as error:  # noqa: BLE001 - one bad article never stops the stage
-            samples, counts = [], {}
+            samples, counts, shard_samples, panel_rows = [], {}, [], []
             article_rejected = [{"item": pmcid, "source": article_shard, "reason": "processing_error",
                                  "detail": f"{type(error).__name__}: {error}", "stage": STAGE}]
         key = by_pmcid[pmcid]["entry"]
         tmp = cache.temporary(key, entries.SUFFIX)
-        entries.write_entry(tmp, samples, article_rejected, counts, FIGURES_SCHEMA, by_pmcid[pmcid].get("shard"))
+        entries.write_entry(tmp, samples, article_rejected, counts, FIGURES_SCHEMA, by_pmcid[pmcid].get("shard"),
+                            shard_samples, panel_rows)
         cache.commit(tmp, key, entries.SUFFIX)
     for pmcid in sorted(set(by_pmcid) - seen):  # not cached: the shard, not the article, is wrong
         rejected.append({"item": pmcid, "source": article_shard, "reason": "missing_from_shard",
@@ -121,21 +124,28 @@ def shard_name(first_pmcid: str) -> str:
     return SHARD_PATTERN.format(first_pmcid)
 
 
-def _build_shard(articles: list[tuple[str, str, str]], name: str, tar_path: Path, part_path: Path) -> dict:
-    samples, tables, rejected, counts = [], [FIGURES_SCHEMA.empty_table()], [], {}
-    for _, entry, article_shard in articles:
-        article_samples, figures, article_rejected, article_counts = entries.read_entry(
-            entry, FIGURES_SCHEMA, article_shard)
-        samples.extend(article_samples)
-        tables.append(figures)
-        rejected.extend(article_rejected)
-        add_counts(counts, article_counts)
-    jpegs = write_shard(tar_path, samples)
-    table = pa.concat_tables(tables)
+def _stamp(table: pa.Table, name: str) -> pa.Table:
     for column, value in (("shard", name), ("stage", STAGE)):
         table = table.set_column(table.schema.get_field_index(column), column,
                                  pa.array([value] * table.num_rows, pa.string()))
-    write_table(table.sort_by([("key", "ascending")]) if table.num_rows else table, part_path)
+    return table.sort_by([("key", "ascending")]) if table.num_rows else table
+
+
+def _build_shard(articles: list[tuple[str, str, str]], name: str, tar_path: Path, part_path: Path,
+                 panels_path: Path) -> dict:
+    samples, tables, rejected, counts = [], [FIGURES_SCHEMA.empty_table()], [], {}
+    panel_tables = [PANELS_SCHEMA.empty_table()]
+    for _, entry, article_shard in articles:
+        article_samples, figures, article_rejected, article_counts, panels = entries.read_entry(
+            entry, FIGURES_SCHEMA, article_shard)
+        samples.extend(article_samples)
+        tables.append(figures)
+        panel_tables.append(panels)
+        rejected.extend(article_rejected)
+        add_counts(counts, article_counts)
+    jpegs = write_shard(tar_path, samples)
+    write_table(_stamp(pa.concat_tables(tables), name), part_path)
+    write_table(_stamp(pa.concat_tables(panel_tables), name), panels_path)
     return {"rejected": rejected, "counts": counts, "jpegs": jpegs}
 
 
@@ -145,7 +155,8 @@ def shard_key(shard: tuple[str, list[tuple[str, str, str]], dict]) -> str:
 
 
 def shard_cached(shard: tuple[str, list[tuple[str, str, str]], dict]) -> bool:
-    return ItemCache.of(shard[2]).has(shard_key(shard), ".shard.tar", ".part.parquet", ".shard.json")
+    return ItemCache.of(shard[2]).has(shard_key(shard), ".shard.tar", ".part.parquet", ".panels.parquet",
+                                      ".shard.json")
 
 
 def assemble_shard(shard: tuple[str, list[tuple[str, str, str]], dict], out: str) -> dict:
@@ -157,20 +168,22 @@ def assemble_shard(shard: tuple[str, list[tuple[str, str, str]], dict], out: str
     cache = ItemCache.of(run)
     key = shard_key(shard)
     part, meta = cache.path(key, ".part.parquet"), cache.path(key, ".shard.json")
+    panels = cache.path(key, ".panels.parquet")
     built: dict = {}
-    if not (part.is_file() and meta.is_file()):  # an entry missing a piece is built again
+    if not (part.is_file() and panels.is_file() and meta.is_file()):  # an entry missing a piece is built again
         cache.path(key, ".shard.tar").unlink(missing_ok=True)
 
     def build(tmp: Path) -> None:
-        part_tmp = cache.temporary(key, ".part.parquet")
-        built.update(_build_shard(articles, name, tmp, part_tmp))
+        part_tmp, panels_tmp = cache.temporary(key, ".part.parquet"), cache.temporary(key, ".panels.parquet")
+        built.update(_build_shard(articles, name, tmp, part_tmp, panels_tmp))
         cache.commit(part_tmp, key, ".part.parquet")
+        cache.commit(panels_tmp, key, ".panels.parquet")
         cache.write_json(key, ".shard.json", built)
 
     reused = cache.place(key, ".shard.tar", Path(out) / "shards" / name, build)
     # the tar is written last of the three, so its presence means the others are there
     value = built or json.loads(meta.read_text(encoding="utf-8"))
-    return {"part": str(part), "rejected": value["rejected"], "counts": value["counts"], "key": key,
+    return {"part": str(part), "panels": str(panels), "rejected": value["rejected"], "counts": value["counts"], "key": key,
             "reused": reused, "shard": name, "jpegs": value["jpegs"]}
 
 
@@ -189,7 +202,8 @@ def flag_near_duplicates(path: Path, max_distance: int) -> int:
 def contact_sheet(out_dir: Path, n: int, thumb: int, jpegs: dict[str, dict[str, list[int]]]) -> int:
     """jpegs: shard -> key -> where its JPEG lies in the shard (write_shard)."""
     table = pq.read_table(out_dir / "figures.parquet", columns=["key", "label", "caption", "shard", "source"])
-    picked = pick_evenly(table.to_pylist(), n)
+    # with figures.panels split a figure cut into panels is in its shard as panels only
+    picked = pick_evenly([r for r in table.to_pylist() if r["key"] in jpegs[r["shard"]]], n)
     items = [(row, read_jpeg(out_dir / "shards" / row["shard"], *jpegs[row["shard"]][row["key"]])) for row in picked]
     draw_contact_sheet(items, out_dir / "contact_sheet.png", thumb)
     return len(picked)
@@ -210,6 +224,7 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
                                       name=f"{STAGE}-assemble-shard")
     figures_path = out / "figures.parquet"
     items_out = concat_parts([a["part"] for a in assembled], FIGURES_SCHEMA, figures_path, sort_by=("key",))
+    concat_parts([a["panels"] for a in assembled], PANELS_SCHEMA, out / "panels.parquet", sort_by=("key",))
     counts: dict = {}
     for a in assembled:
         add_counts(counts, a["counts"])

@@ -129,6 +129,7 @@ class ConceptLinker:
         self._long_form_cache: dict[str, dict | None] = {}
         self._lookup_cache: dict[str, tuple[dict, ...]] = {}
         self._start_stop = qa.stopwords(matcher) | qa.negations(matcher)  # negation is the assertion rules' job
+        self._inner_punct = qa.valid_punct(matcher)
 
     @classmethod
     def from_index(cls, index_dir: str | Path, params: dict) -> "ConceptLinker":
@@ -136,7 +137,9 @@ class ConceptLinker:
         settings = linker_settings(params)
         matcher = open_quickumls(
             index_dir, overlapping_criteria="length" if settings["overlap"] == "length" else "score",
-            threshold=settings["threshold"], window=settings["window"],
+            # QuickUMLS counts tokens; the window counts words (_ngrams), and a split hyphen
+            # adds two tokens ("tree-in-bud opacities" is 6 tokens, 2 words)
+            threshold=settings["threshold"], window=HYPHEN_TOKENS_PER_WORD * settings["window"],
             similarity_name=settings["similarity"], min_match_length=settings["min_match_length"],
             accepted_semtypes=set(settings["semantic_types"]) if settings["semantic_types"] else None,
         )
@@ -263,12 +266,25 @@ class ConceptLinker:
         return groups
 
     def _ngrams(self, doc, starts: list[int], ends: list[int]):
-        """QuickUMLS's n-grams within sentences, minus those opening with a stopword: without a
-        POS tagger QuickUMLS lets "with X" compete with "X" and the longer one wins on length."""
+        """QuickUMLS's n-grams within sentences, minus those opening with a stopword (without a
+        POS tagger QuickUMLS lets "with X" compete with "X" and the longer one wins on length),
+        those of more words than the window, across punctuation, or with a bracket left open."""
         stop = self._start_stop
         single = len(starts) == 1
+        most_spaces = self.settings["window"] - 1
+        # Punctuation other than dashes and brackets ends a span ("CT: tree-in-bud" is not a term):
+        # QuickUMLS means to (its invalid middle tokens) but compares tokens with token indices.
+        barriers = [tok.idx for tok in doc if tok.is_punct and not tok.is_bracket and tok.text not in self._inner_punct]
         for start, end, ngram in qa.make_ngrams(self.matcher, doc):
             if not single and end > ends[bisect_right(starts, start) - 1]:
+                continue
+            if ngram.count(" ") > most_spaces:  # more words than the window
+                continue
+            if barriers:
+                inside = bisect_right(barriers, start)
+                if inside < len(barriers) and barriers[inside] < end:
+                    continue
+            if not _balanced(ngram):  # "pentoxifylline (0" is not a longer "pentoxifylline"
                 continue
             first = ngram.split(" ", 1)[0].lower()
             if first not in stop:
@@ -299,6 +315,24 @@ class ConceptLinker:
             taken.append((cand["start"], cand["end"]))
             chosen.append(cand)
         return sorted(chosen, key=lambda c: (c["start"], c["end"]))
+
+
+HYPHEN_TOKENS_PER_WORD = 2   # the matcher's token window per word of link_concepts.window
+_OPENING, _CLOSING = "([{", ")]}"
+
+
+def _balanced(ngram: str) -> bool:
+    """Whether every bracket the n-gram holds is closed inside it, in order."""
+    if not any(ch in ngram for ch in "()[]{}"):  # the cheap test first: most n-grams have none
+        return True
+    depth = []
+    for ch in ngram:
+        if ch in _OPENING:
+            depth.append(_CLOSING[_OPENING.index(ch)])
+        elif ch in _CLOSING:
+            if not depth or depth.pop() != ch:
+                return False
+    return not depth
 
 
 def _rank(cand: dict) -> tuple:

@@ -85,6 +85,11 @@ def negations(matcher) -> set[str]:
     return set(matcher.negations)
 
 
+def valid_punct(matcher) -> set[str]:
+    """The punctuation QuickUMLS allows inside a span (dashes), beside brackets."""
+    return set(matcher.valid_punct)
+
+
 def make_ngrams(matcher, doc) -> Iterator[tuple[int, int, str]]:
     """QuickUMLS's candidate spans of a spaCy doc: (start char, end char, text)."""
     return matcher._make_ngrams(doc)

@@ -2,6 +2,9 @@
 
 Vocabularies list one spelling and one inflection: "Hemodilution" not "haemodilution",
 "Hypertension" not "hypertensive", "Parkinson Disease" not "Parkinson's disease".
+A vocabulary without UMLS's many sources (MeSH alone) also names an organ by its noun
+where text uses the adjective or a Greek root: "Liver Dysfunction" for "hepatic
+dysfunction", "Kidney Diseases" for "nephropathy" (MetaMap's synonym variants do the same).
 Variants keep the n-gram's span, so mentions still point at the text as written.
 """
 from __future__ import annotations
@@ -24,6 +27,30 @@ _SUFFIX = [
     (re.compile(r"(?<=[a-z]{3})(?<![su])s$"), ""),
 ]
 _POSSESSIVE = re.compile(r"['’]s\b")
+# Organ adjectives and combining forms (Greek/Latin roots) -> the organ's noun.
+_ORGAN_ADJECTIVES = {
+    "renal": "kidney", "hepatic": "liver", "cardiac": "heart", "pulmonary": "lung", "cerebral": "brain",
+    "gastric": "stomach", "ocular": "eye", "cutaneous": "skin", "osseous": "bone",
+}
+_ORGAN_ROOTS = {
+    "nephro": "kidney", "hepato": "liver", "cardio": "heart", "encephalo": "brain", "gastro": "stomach",
+    "retino": "retina", "arthro": "joint", "osteo": "bone", "pneumo": "lung", "entero": "intestine",
+}
+_ROOT_PATHY = re.compile(r"\b(" + "|".join(sorted(_ORGAN_ROOTS, key=len, reverse=True)) + r")?path(y|ies)\b")
+_ORGAN_WORD = re.compile(r"\b(" + "|".join(sorted(_ORGAN_ADJECTIVES)) + r")\b")
+
+
+def _organ_nouns(form: str) -> list[str]:
+    """'hepatic dysfunction' -> 'liver dysfunction'; 'nephropathy' -> 'kidney disease'."""
+    out = []
+    if "path" in form:
+        found = _ROOT_PATHY.sub(lambda m: f"{_ORGAN_ROOTS[m.group(1)]} {'disease' if m.group(2) == 'y' else 'diseases'}"
+                                if m.group(1) else m.group(0), form)
+        if found != form:
+            out.append(found)
+    if " " in form and _ORGAN_WORD.search(form):  # an adjective alone ("cardiac") is not its organ
+        out.append(_ORGAN_WORD.sub(lambda m: _ORGAN_ADJECTIVES[m.group(1)], form))
+    return out
 
 
 _SPELLING_HINT = re.compile(r"ae|oe|our|isation")
@@ -40,10 +67,11 @@ def variants(ngram: str) -> tuple[str, ...]:
             spelled = pattern.sub(repl, spelled)
     if "'" in spelled or "’" in spelled:
         spelled = _POSSESSIVE.sub("", spelled)
-    if spelled == base and not base.endswith(_SUFFIX_ENDS):
+    organs = _organ_nouns(spelled) if "path" in spelled or _ORGAN_WORD.search(spelled) else []
+    if spelled == base and not organs and not base.endswith(_SUFFIX_ENDS):
         return ()
     out = []
-    for form in (spelled,):
+    for form in (spelled, *organs):
         if form != base:
             out.append(form)
         head, _, last = form.rpartition(" ")

@@ -9,7 +9,8 @@ from __future__ import annotations
 import re
 from typing import Iterable, Mapping
 
-from tasks.common.terms import ascii_lower, compile_terms
+from tasks.common.terms import ascii_lower
+from tasks.reports.text import SortedStarts, compile_report_terms, inside_any
 
 OTHER = "other"
 
@@ -21,7 +22,7 @@ class AnatomyLexicon:
         self._patterns = _compile_table(terms)
         self._weak = _compile_table(weak_terms or {})
         # Phrases that look anatomical but are not ("lung window", "upper abdominal organs").
-        self._exclude = compile_terms(exclude)
+        self._exclude = compile_report_terms(exclude)
 
     def find(self, text: str) -> list[tuple[str, int, int]]:
         """(anatomy, start, end) of each lexicon match, in text order."""
@@ -31,15 +32,17 @@ class AnatomyLexicon:
         hits.sort(key=lambda h: (h[1], h[2], h[0]))
         return hits
 
-    def scan(self, text: str) -> tuple[list, list]:
-        """(strong hits, weak hits) over a longer `ascii_lower`ed text; `pick` chooses per clause."""
+    def scan(self, text: str) -> tuple[SortedStarts, SortedStarts]:
+        """(strong hits, weak hits) over a longer `ascii_lower`ed text, by start; `pick`
+        chooses per clause by bisection."""
         blocked = [m.span() for m in self._exclude.finditer(text)] if self._exclude is not None else []
-        return _hits(self._patterns, text, blocked), _hits(self._weak, text, blocked)
+        return (SortedStarts(_hits(self._patterns, text, blocked), lambda h: h[1]),
+                SortedStarts(_hits(self._weak, text, blocked), lambda h: h[1]))
 
     @staticmethod
-    def pick(scanned: tuple[list, list], start: int, end: int) -> list[tuple[str, int, int]]:
+    def pick(scanned: tuple[SortedStarts, SortedStarts], start: int, end: int) -> list[tuple[str, int, int]]:
         strong, weak = scanned
-        hits = [h for h in strong if start <= h[1] < end] or [h for h in weak if start <= h[1] < end]
+        hits = strong.between(start, end) or weak.between(start, end)
         return sorted(hits, key=lambda h: (h[1], h[2], h[0]))
 
     def anatomies_in(self, text: str) -> list[str]:
@@ -54,17 +57,19 @@ class AnatomyLexicon:
 def _compile_table(table: Mapping[str, Iterable[str]]) -> list[tuple[str, re.Pattern]]:
     compiled = []
     for anatomy, words in table.items():
-        pattern = compile_terms(words or [])
+        pattern = compile_report_terms(words or [])
         if pattern is not None:
             compiled.append((anatomy, pattern))
     return compiled
 
 
 def _hits(patterns, text: str, blocked) -> list[tuple[str, int, int]]:
+    """blocked: the exclude matches, in text order and not overlapping (finditer's)."""
+    blocked_starts = [s for s, _ in blocked]
     hits = []
     for anatomy, pattern in patterns:
         for m in pattern.finditer(text):
-            if not any(s <= m.start() and m.end() <= e for s, e in blocked):
+            if not (blocked and inside_any(blocked, blocked_starts, m.start(), m.end())):
                 hits.append((anatomy, m.start(), m.end()))
     return hits
 

@@ -4,7 +4,10 @@ Each finding has regex terms, optional `exclude` patterns (a mention inside an
 exclude match is dropped: "contrast material" is not a medical device) and optional
 `context` patterns that must occur in the same sentence ("coronary" for coronary
 calcification). Overlapping mentions of different findings keep the longest, so
-"pericardial effusion" is not also a bare pleural "effusion".
+"pericardial effusion" is not also a bare pleural "effusion". A term's spaces match
+any whitespace (a line break inside "pericardial effusion" keeps it that term), and
+`{{name}}` in a term is the lexicon's `term_macros[name]` (one definition of, e.g., a
+comparative of size shared by every size finding).
 """
 from __future__ import annotations
 
@@ -12,7 +15,10 @@ import re
 from dataclasses import dataclass, field
 from typing import Iterable, Mapping
 
-from tasks.common.terms import ascii_lower, compile_terms
+from tasks.common.terms import ascii_lower
+from tasks.reports.text import SortedStarts, any_position_between, compile_report_terms, inside_any
+
+_MACRO = re.compile(r"\{\{(\w+)\}\}")
 
 
 @dataclass(frozen=True)
@@ -41,10 +47,23 @@ class FindingMention:
     source: str = "lexicon"  # lexicon | linker
 
 
-def finding_defs(table: Mapping[str, Mapping]) -> list[FindingDef]:
+def expand_macros(terms: Iterable[str], macros: Mapping[str, str], where: str) -> list[str]:
+    """Terms with each `{{name}}` replaced by `(?:macros[name])`."""
+    def one(m: re.Match) -> str:
+        if m.group(1) not in macros:
+            raise ValueError(f"{where}: unknown term macro {{{{{m.group(1)}}}}}; known: {', '.join(sorted(macros))}")
+        return f"(?:{macros[m.group(1)]})"
+    return [_MACRO.sub(one, t) for t in terms]
+
+
+def finding_defs(table: Mapping[str, Mapping], macros: Mapping[str, str] | None = None) -> list[FindingDef]:
+    macros = dict(macros or {})
     defs = []
     for key, entry in table.items():
-        pattern = compile_terms(entry.get("terms") or [])
+        def terms(name: str) -> re.Pattern | None:
+            return compile_report_terms(expand_macros(entry.get(name) or [], macros, f"finding {key!r} {name}"))
+
+        pattern = terms("terms")
         if pattern is None:
             raise ValueError(f"finding {key!r} has no terms")
         defs.append(FindingDef(
@@ -53,10 +72,10 @@ def finding_defs(table: Mapping[str, Mapping]) -> list[FindingDef]:
             cui=entry.get("cui") or None,
             anatomy=entry.get("anatomy") or None,
             pattern=pattern,
-            exclude=compile_terms(entry.get("exclude") or []),
-            context=compile_terms(entry.get("context") or []),
+            exclude=terms("exclude"),
+            context=terms("context"),
             relocatable=bool(entry.get("relocatable", False)),
-            exclude_context=compile_terms(entry.get("exclude_context") or []),
+            exclude_context=terms("exclude_context"),
             generic=bool(entry.get("generic", False)),
         ))
     return defs
@@ -88,12 +107,13 @@ class FindingMatcher:
             if d.exclude_context is not None:
                 vetoes[d.key] = [m.start() for m in d.exclude_context.finditer(text)]
             excluded = [m.span() for m in d.exclude.finditer(text)] if d.exclude is not None else []
+            excluded_starts = [s for s, _ in excluded]
             if excluded:
                 excludes[d.key] = excluded
             if d.context is not None and not contexts[d.key]:
                 continue
             for m in d.pattern.finditer(text):
-                if any(s <= m.start() and m.end() <= e for s, e in excluded):
+                if excluded and inside_any(excluded, excluded_starts, m.start(), m.end()):
                     continue
                 candidates.append(FindingMention(d.key, m.start(), m.end(), m.group(0), d.cui))
         generic = frozenset(k for k, d in self.defs.items() if d.generic)
@@ -102,6 +122,8 @@ class FindingMatcher:
 
 @dataclass
 class FindingScan:
+    """Candidates and rule positions of one text; every list is in text order (finditer's),
+    so a clause's share is found by bisection, not by a pass over the whole text."""
     text: str
     candidates: list[FindingMention]
     contexts: dict[str, list[int]]
@@ -109,16 +131,21 @@ class FindingScan:
     excludes: dict[str, list[tuple[int, int]]] = field(default_factory=dict)
     generic: frozenset = frozenset()
 
+    def __post_init__(self):
+        self._by_start = SortedStarts(self.candidates, lambda m: m.start)
+        self._exclude_starts = {k: [s for s, _ in spans] for k, spans in self.excludes.items()}
+
     def allows(self, key: str, start: int, end: int, sentence_start: int, sentence_end: int) -> bool:
         """Whether a mention of `key` at [start, end) (from elsewhere, e.g. the linker)
         passes the finding's exclude, context and veto rules."""
-        if any(s <= start and end <= e for s, e in self.excludes.get(key, ())):
+        spans = self.excludes.get(key)
+        if spans and inside_any(spans, self._exclude_starts[key], start, end):
             return False
         ctx = self.contexts.get(key)
-        if ctx is not None and not any(sentence_start <= c < sentence_end for c in ctx):
+        if ctx is not None and not any_position_between(ctx, sentence_start, sentence_end):
             return False
         veto = self.vetoes.get(key)
-        return not (veto and any(sentence_start <= c < sentence_end for c in veto))
+        return not (veto and any_position_between(veto, sentence_start, sentence_end))
 
     def mentions(self, start: int, end: int, sentence_start: int, sentence_end: int,
                  shift: int | None = None) -> list[FindingMention]:
@@ -126,14 +153,12 @@ class FindingScan:
         (or to `shift`); context terms are looked for in the sentence span."""
         shift = start if shift is None else shift
         out = []
-        for m in self.candidates:
-            if not (start <= m.start < end):
-                continue
+        for m in self._by_start.between(start, end):
             ctx = self.contexts.get(m.key)
-            if ctx is not None and not any(sentence_start <= c < sentence_end for c in ctx):
+            if ctx is not None and not any_position_between(ctx, sentence_start, sentence_end):
                 continue
             veto = self.vetoes.get(m.key)
-            if veto and any(sentence_start <= c < sentence_end for c in veto):
+            if veto and any_position_between(veto, sentence_start, sentence_end):
                 continue
             out.append(FindingMention(m.key, m.start - shift, min(m.end, end) - shift, m.text, m.cui, m.source))
         return resolve_overlaps(out, self.generic)

@@ -50,19 +50,31 @@ def read_tables(location: str | Path, key: str, columns: Sequence[str], named_by
                 run_root: str | Path) -> list[TableFile]:
     """Every table of `location` (the param `key`) as strings, each checked for `columns` (an
     error naming the file, the missing columns and the params `named_by` them). Bytes that
-    are not UTF-8 become U+FFFD, so one bad report is rejected rather than the whole file failing."""
+    are not UTF-8 become U+FFFD, so one bad report is rejected rather than the whole file failing.
+    A CSV holding NUL bytes is read by the Python parser, which keeps them: the C parser ends
+    the field at a NUL, and a report cut there would pass as empty (it is `binary_content`)."""
     tables = []
     for path in table_paths(location, key):
         if path.suffix.lower() in PARQUET_SUFFIXES:
             frame = pd.read_parquet(path)
         else:
-            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="replace")
+            frame = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8", encoding_errors="replace",
+                                engine="python" if has_nul(path) else "c")
         missing = [c for c in columns if c not in frame.columns]
         if missing:
             raise ParamsError(f"split_reports.{key}: column(s) {missing} ({named_by}) not in {path} "
                               f"(columns: {list(frame.columns)})")
         tables.append(TableFile(path=path, frame=frame, source=recorded(path, run_root), sha256=sha256_file(path)))
     return tables
+
+
+def has_nul(path: Path, chunk: int = 1 << 20) -> bool:
+    """Whether the file holds a NUL byte (read in chunks: memory stays flat)."""
+    with open(path, "rb") as handle:
+        while block := handle.read(chunk):
+            if b"\x00" in block:
+                return True
+    return False
 
 
 def rows(tables: Sequence[TableFile]) -> Iterator[tuple[str, TableFile, dict]]:

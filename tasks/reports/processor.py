@@ -5,6 +5,11 @@ the findings' own anatomy + organ header) -> finding mentions with assertion ->
 per-anatomy descriptions and report labels. The concept linker is optional: with
 it, its anatomy and finding CUIs join the lexicon's; without it the lexicon alone
 decides, and the summary says which ran.
+
+Before any of it, a report longer than `max_report_chars` or holding a NUL byte is
+rejected, and HTML entities are unescaped (clause offsets are into the unescaped text).
+Each lexicon scans a whole segment once; clauses take their share by bisection, and
+sentences are at most `max_sentence_chars` long, so time grows linearly with a report.
 """
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from tasks.common.assertion import ABSENT, PRESENT, UNCERTAIN, AssertionRules
+from tasks.common.assertion import (ABSENT, DEFAULT_RULES, NEGATION, PRESENT, RULE_LISTS, UNCERTAIN,
+                                    AssertionRules, Scan)
 from tasks.reports.anatomy import OTHER, AnatomyLexicon
 from tasks.reports.clauses import split_clauses
 from tasks.reports.descriptions import AnatomyText, as_sentence, render
@@ -24,9 +30,11 @@ from tasks.reports.labels import derive_labels, label_rules
 from tasks.reports.normal import NormalStatements
 from tasks.reports.sections import SectionSplitter
 from tasks.reports.sentences import split_sentences
+from tasks.reports.text import SortedStarts, any_whitespace, unescape_entities
 from tasks.common.terms import ascii_lower
 
 _PRONOUN = re.compile(r"\b(?:it|its|they|their|this|these|which)\b", re.I)
+_FIRST_WORD = re.compile(r"\W*\w+")
 
 
 @dataclass(frozen=True)
@@ -62,8 +70,17 @@ _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ue000-
 _LETTERS = re.compile(r"[^\W\d_]")
 
 
-def rejection_reason(findings: str | None, impression: str | None) -> tuple[str, str] | None:
+def rejection_reason(findings: str | None, impression: str | None,
+                     max_chars: int | None = None) -> tuple[str, str] | None:
+    """Why a report cannot be read, or None. Checked on the raw text, before unescaping."""
+    size = len(findings or "") + len(impression or "")
+    if max_chars is not None and size > max_chars:
+        return "report_too_long", (f"{size} characters, more than split_reports.max_report_chars "
+                                   f"({max_chars})")
     text = f"{findings or ''}\n{impression or ''}"
+    if "\x00" in text:
+        # Binary data in a text field (a CSV reader in C stops the field there: it is not empty).
+        return "binary_content", f"a NUL byte at character {text.index(chr(0))} of the report text"
     if "\ufffd" in text:
         return "undecodable_text", "text holds bytes that are not valid UTF-8"
     if not text.strip():
@@ -81,10 +98,12 @@ class ReportProcessor:
         self.config = dict(config)
         self.anatomy_lexicon = AnatomyLexicon(
             lexicon["anatomy_terms"], lexicon.get("anatomy_weak_terms"), lexicon.get("anatomy_exclude") or [])
-        defs = finding_defs(lexicon["findings"])
+        defs = finding_defs(lexicon["findings"], lexicon.get("term_macros"))
         self.finding_defs = {d.key: d for d in defs}
         self.matcher = FindingMatcher(defs)
-        self.assertion = AssertionRules()  # no word limit: the clause is a trigger's scope
+        # no word limit: the clause is a trigger's scope
+        self.assertion = AssertionRules(report_assertion_rules(lexicon.get("assertion_rules")))
+        self.historic = historic_rules(lexicon.get("historic_rules"))
         self.normal = NormalStatements()
         self.splitter = SectionSplitter(
             None, self.config["impression_markers"], header_anatomy=self.anatomy_lexicon.header_anatomy)
@@ -109,6 +128,8 @@ class ReportProcessor:
         self.abnormal_template = self.config["abnormal_template"]
         self.label_sections = set(self.config["label_sections"])
         self.template = self.config["default_template"]
+        self.max_report_chars = self.config["max_report_chars"]
+        self.max_sentence_chars = self.config["max_sentence_chars"]
         self.use_scispacy_tokenizer = self.config["scispacy_tokenizer"]
         self.linker = linker
         self._link_cache: dict[str, list] = {}
@@ -122,11 +143,14 @@ class ReportProcessor:
         results = [ReportResult(r.study_id) for r in reports]
         segments_per_report = []
         for report, result in zip(reports, results):
-            result.rejection = rejection_reason(report.findings, report.impression)
-            segments = [] if result.rejection else self.splitter.split(report.findings, report.impression)
+            result.rejection = rejection_reason(report.findings, report.impression, self.max_report_chars)
+            findings, impression = unescape_entities(report.findings), unescape_entities(report.impression)
+            if not result.rejection:  # an entity may have been all there was (&#0;, &nbsp;)
+                result.rejection = rejection_reason(findings, impression)
+            segments = [] if result.rejection else self.splitter.split(findings, impression)
             segments_per_report.append(segments)
         flat = [seg.text for segs in segments_per_report for seg in segs]
-        split = split_sentences(flat, self.use_scispacy_tokenizer)
+        split = split_sentences(flat, self.use_scispacy_tokenizer, max_chars=self.max_sentence_chars)
         # Each lexicon runs once over a whole segment; clauses take theirs by offset.
         all_scans = [self._scan(text) for text in flat]
         linked = iter(self._link_segments(all_scans, split))
@@ -149,7 +173,7 @@ class ReportProcessor:
     def _scan(self, text: str) -> tuple:
         low = ascii_lower(text)
         return (self.anatomy_lexicon.scan(low), self.matcher.scan(low),
-                self.assertion.scan(low), self.normal.scan(low))
+                ClauseScopes(self.assertion.scan(low)), self.normal.scan(low), ClauseScopes(self.historic.scan(low)))
 
     def _link_segments(self, all_scans, split) -> list[list]:
         """Linker mentions per segment, offsets into the segment.
@@ -187,6 +211,7 @@ class ReportProcessor:
         counted: list[tuple[str, list[str]]] = []
         for segment, sentences, linked, scans in zip(segments, per_segment, links, seg_scans):
             previous: list[str] = []
+            linked = SortedStarts(linked, lambda m: m.start)
             for sentence in sentences:
                 clauses = split_clauses(sentence.text)
                 clause_rows = []
@@ -215,7 +240,7 @@ class ReportProcessor:
 
     def _clause(self, segment, sentence, clause, linked, previous, scans) -> dict:
         text = clause.text
-        anatomy_scan, finding_scan, trigger_scan, normal_scan = scans
+        anatomy_scan, finding_scan, trigger_scan, normal_scan, historic_scan = scans
         off = sentence.start + clause.start  # clause offset in the segment
         end = off + len(text)
         hits = self.anatomy_lexicon.pick(anatomy_scan, off, end)
@@ -223,9 +248,9 @@ class ReportProcessor:
         source = "lexicon" if anatomies else ""
         mentions = list(finding_scan.mentions(off, end, sentence.start, sentence.start + len(sentence.text)))
         linked_cuis = []
-        for m in linked:  # linker offsets are into the segment
+        for m in linked.between(off, end):  # linker offsets are into the segment
             m_start, m_end = m.start - off, m.end - off
-            if m_start < 0 or m_end > len(text):
+            if m_end > len(text):
                 continue
             linked_cuis.append(m.cui)
             if m.cui in self.anatomy_cuis:
@@ -236,8 +261,8 @@ class ReportProcessor:
                 key = None
             if key and not any(x.start < m_end and m_start < x.end for x in mentions):
                 mentions.append(FindingMention(key, m_start, m_end, text[m_start:m_end], m.cui, "linker"))
-        clause_scan = trigger_scan.within(off, end)
-        found = [(m, self.assertion.decide(clause_scan, m.start + off, m.end + off)) for m in mentions]
+        clause_scan, clause_historic = trigger_scan.within(off, end), historic_scan.within(off, end)
+        found = [(m, self._assert(clause_scan, clause_historic, m, off)) for m in mentions]
         # Findings bring their own anatomy ("no pleural effusion" speaks of the pleura).
         named = _unique(anatomies)
         implied = [self.finding_defs[m.key].anatomy for m, _ in found
@@ -283,6 +308,22 @@ class ReportProcessor:
             "linked_cuis": _unique(linked_cuis),
         }
 
+    def _assert(self, scan: Scan, historic: Scan, mention: FindingMention, off: int) -> str:
+        """The assertion engine's decision, and two kinds it cannot see: a trigger inside a
+        long term after its first word speaks of that term ("lymph nodes not observed in
+        pathological size", "heart size not increased"), and a resolved or historic finding
+        ("resolved effusion", "history of pneumonia") is not present now."""
+        start, end = mention.start + off, mention.end + off
+        decision = self.assertion.decide(scan, start, end)
+        if decision == ABSENT:
+            return decision
+        head = _FIRST_WORD.match(mention.text)
+        head_end = start + (head.end() if head else 0)
+        inside = [t for t in scan.triggers if head_end <= t.start and t.end <= end]
+        if any(t.kind == NEGATION for t in inside) or self.historic.flags(historic, start, end)[0]:
+            return ABSENT
+        return UNCERTAIN if inside else decision
+
     def _collect(self, section, sentence_text, rows, entries, fallback, counted) -> None:
         counts_present = {PRESENT} | ({UNCERTAIN} if self.uncertain_as_present else set())
         if section in self.label_sections:
@@ -318,3 +359,45 @@ class ReportProcessor:
 
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
+
+
+class ClauseScopes:
+    """One segment's assertion scan, cut per clause by bisection (`Scan.within` passes over
+    every trigger of the segment for each clause: quadratic in a long report)."""
+
+    def __init__(self, scan: Scan):
+        self._triggers = SortedStarts(scan.triggers, lambda t: t.start)
+        self._terminators = SortedStarts(scan.terminators, lambda x: x[0])
+        self._word_starts = scan.word_starts
+
+    def within(self, start: int, end: int) -> Scan:
+        return Scan(tuple(t for t in self._triggers.between(start, end) if t.end <= end),
+                    tuple(x for x in self._terminators.between(start, end) if x[1] <= end), self._word_starts)
+
+
+def report_assertion_rules(extra: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
+    """The shared engine's trigger lists plus the lexicon's `assertion_rules`, each term's
+    spaces matching any whitespace ("no\nevidence of")."""
+    extra = dict(extra or {})
+    unknown = sorted(set(extra) - set(RULE_LISTS))
+    if unknown:
+        raise ValueError(f"lexicon assertion_rules: unknown list {unknown[0]!r}; known: {', '.join(RULE_LISTS)}")
+    return {name: [any_whitespace(t) for t in [*DEFAULT_RULES[name], *(extra.get(name) or [])]]
+            for name in RULE_LISTS}
+
+
+def historic_rules(table: Mapping[str, Any] | None) -> AssertionRules:
+    """Negations of a resolved or historic finding (lexicon `historic_rules`), reaching only
+    findings fewer than `max_words` words away: "in a patient with a history of surgery,
+    atelectasis is seen" speaks of the atelectasis now."""
+    table = dict(table or {})
+    max_words = int(table.pop("max_words", 4))
+    own = ("negation_pre", "negation_post", "pseudo", "terminators")
+    unknown = sorted(set(table) - set(own))
+    if unknown:
+        raise ValueError(f"lexicon historic_rules: unknown key {unknown[0]!r}; known: max_words, {', '.join(own)}")
+    lists = {name: [] for name in RULE_LISTS}
+    lists.update({name: list(table.get(name) or []) for name in own})
+    lists["terminators"] += DEFAULT_RULES["terminators"]
+    return AssertionRules({name: [any_whitespace(t) for t in terms] for name, terms in lists.items()},
+                          max_scope=max_words)

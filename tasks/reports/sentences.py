@@ -2,7 +2,10 @@
 
 No trained spaCy model can be installed offline, so sentences come from the
 rule-based sentencizer over scispaCy's biomedical tokenizer (which keeps
-"3.3 cm", "13x9.3 mm" and "e.g." whole).
+"3.3 cm", "13x9.3 mm" and "e.g." whole). A sentence longer than `max_chars` (text
+without sentence ends: a dump, a table) is cut at whitespace into pieces of at most
+that many characters, so that the work per sentence stays bounded and a report costs
+time in proportion to its length.
 """
 from __future__ import annotations
 
@@ -31,11 +34,12 @@ def _clean(text: str) -> tuple[int, str]:
 
 
 def split_sentences(texts: Iterable[str], use_scispacy_tokenizer: bool = True,
-                    batch_size: int = 64) -> list[list[Sentence]]:
-    """Sentences of each text, with offsets into that text."""
+                    batch_size: int = 64, max_chars: int | None = None) -> list[list[Sentence]]:
+    """Sentences of each text, with offsets into that text; none longer than `max_chars`."""
     nlp = sentence_pipeline(use_scispacy_tokenizer)
     results: list[list[Sentence]] = []
     for doc in nlp.pipe(texts, batch_size=batch_size):
+        whole = doc.text  # built from the tokens at each access: once per text
         sentences = []
         for sent in doc.sents:
             lead, text = _clean(sent.text)
@@ -43,9 +47,31 @@ def split_sentences(texts: Iterable[str], use_scispacy_tokenizer: bool = True,
             if sentences and (not any(ch.isalnum() for ch in text)):
                 prev = sentences[-1]
                 end = sent.start_char + lead + len(text)
-                sentences[-1] = Sentence(prev.start, doc.text[prev.start:end].strip())
+                sentences[-1] = Sentence(prev.start, whole[prev.start:end].strip())
                 continue
             if text:
                 sentences.append(Sentence(sent.start_char + lead, text))
+        if max_chars is not None:
+            sentences = [piece for sentence in sentences for piece in cut_long(sentence, max_chars)]
         results.append(sentences)
     return results
+
+
+def cut_long(sentence: Sentence, max_chars: int) -> list[Sentence]:
+    """The sentence in pieces of at most `max_chars`, cut at the last whitespace before
+    the limit (mid-word only where a piece has none)."""
+    if len(sentence.text) <= max_chars:
+        return [sentence]
+    pieces, text, base = [], sentence.text, sentence.start
+    while len(text) > max_chars:
+        cut = max(text.rfind(" ", 0, max_chars + 1), text.rfind("\n", 0, max_chars + 1))
+        cut = cut if cut > 0 else max_chars
+        head, rest = text[:cut].rstrip(), text[cut:]
+        if head:
+            pieces.append(Sentence(base, head))
+        stripped = rest.lstrip()
+        base += cut + len(rest) - len(stripped)
+        text = stripped
+    if text:
+        pieces.append(Sentence(base, text))
+    return pieces

@@ -17,7 +17,7 @@ from tasks.sample import captions
 from tasks.sample.article_pdf import build_pdf
 from tasks.common.masks import box_of, rle_encode
 from tasks.sample.catalogue import FINDINGS, IMAGE_KINDS
-from tasks.sample.figure_images import compose_panels, panel_offsets, render_panel
+from tasks.sample.figure_images import HARD_LAYOUTS, compose_panels, hard_layout, render_panel, row_layout
 from tasks.sample.jats import ArticleSpec, FigureSpec, build_nxml
 
 PMCID_BASE = 9_900_001
@@ -55,7 +55,7 @@ def _jpeg(image: Image.Image, quality: int) -> bytes:
 
 
 def _make_figure(rng, article_index: int, fig_no: int, prefix: str, size: int, compound: bool,
-                 quality: int) -> tuple[FigureSpec, bytes, tuple[int, int]]:
+                 quality: int, layout_rng: np.random.Generator | None = None) -> tuple[FigureSpec, bytes, tuple[int, int]]:
     kind = list(IMAGE_KINDS)[int(rng.integers(0, len(IMAGE_KINDS)))]
     n_panels = int(rng.integers(2, 4)) if compound else 1
     letters = [chr(ord("A") + i) for i in range(n_panels)]
@@ -72,13 +72,19 @@ def _make_figure(rng, article_index: int, fig_no: int, prefix: str, size: int, c
         style = PANEL_STYLES[int(rng.integers(0, len(PANEL_STYLES)))]
         parts = [style.format(L=p["panel"], l=p["panel"].lower(), t=p["text"]) for p in panel_specs]
         caption = " ".join(parts)
-        for p in panel_specs:
-            p["style"] = style
-        image = compose_panels(panel_images, letters)
+        layout_name = HARD_LAYOUTS[int(layout_rng.integers(0, len(HARD_LAYOUTS)))] if layout_rng else "row"
+        layout = (row_layout([p.size for p in panel_images]) if layout_name == "row"
+                  else hard_layout(layout_name, size, n_panels))
+        for p, box in zip(panel_specs, layout[1]):
+            # where the panel was drawn (figure pixels, x1 and y1 exclusive): panel detection's truth
+            p.update(style=style, box=list(box), layout=layout_name)
+        image = compose_panels(panel_images, letters, layout)
+        boxes = layout[1]
     else:
         caption = panel_specs[0]["text"]
         panel_specs = []
         image = panel_images[0]
+        boxes = [(0, 0, image.width, image.height)]
     graphic = f"{prefix}.g{fig_no:03d}"
     figure = FigureSpec(
         fig_id=f"fig{fig_no}",
@@ -89,21 +95,24 @@ def _make_figure(rng, article_index: int, fig_no: int, prefix: str, size: int, c
         kind=kind,
         panels=panel_specs,
         findings=sorted(union),
-        regions=_figure_regions(panel_images, panel_regions, letters if compound else None, image.size),
+        regions=_figure_regions(boxes, panel_regions, letters if compound else None, image.size),
     )
     return figure, _jpeg(image, quality), image.size
 
 
-def _figure_regions(panels: list[Image.Image], regions: list[dict], letters: list[str] | None,
+def _figure_regions(boxes: list[tuple[int, int, int, int]], regions: list[dict], letters: list[str] | None,
                     figure_size: tuple[int, int]) -> list[dict]:
-    """Each drawn finding's mask in the figure's pixels (its panel placed where
+    """Each drawn finding's mask in the figure's pixels (its panel placed and sized where
     compose_panels puts it), as a box and run lengths, with the finding's CUI."""
     width, height = figure_size
     out = []
-    for index, (panel, offset) in enumerate(zip(panels, panel_offsets(panels))):
+    for index, (x0, y0, x1, y1) in enumerate(boxes):
         for finding, mask in sorted(regions[index].items()):
+            if mask.shape != (y1 - y0, x1 - x0):  # the panel was resized into its box
+                mask = np.asarray(Image.fromarray(mask.astype(np.uint8) * 255, mode="L").resize(
+                    (x1 - x0, y1 - y0), Image.NEAREST)) > 127
             full = np.zeros((height, width), dtype=bool)
-            full[: mask.shape[0], offset: offset + mask.shape[1]] = mask
+            full[y0:y1, x0:x1] = mask
             box = box_of(full)
             if box is None:  # jittered out of the panel
                 continue
@@ -124,7 +133,7 @@ def build_article(params: dict, index: int) -> tuple[ArticleSpec, dict[str, byte
     for fig_no in range(1, n_figures + 1):
         compound = bool(rng.random() < float(lit["compound_fraction"]))
         figure, data, size = _make_figure(rng, index, fig_no, prefix, int(lit["image_size"]), compound,
-                                          int(lit["jpeg_quality"]))
+                                          int(lit["jpeg_quality"]), _rng(params, 3, index, fig_no))
         figures.append(figure)
         images[figure.graphic] = data
         sizes[figure.graphic] = size

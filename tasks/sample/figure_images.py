@@ -195,6 +195,11 @@ def render_panel(rng: np.random.Generator, kind: str, size: int, findings: set[s
 
 
 PANEL_GAP = 4  # white pixels between the panels of a compound figure
+HARD_LAYOUT_MARGIN = 8  # white frame around the figures laid out by hard_layout
+INSET_FRAME = 3  # white frame around an inset panel
+# Layouts that defeat a plain gutter grid (tasks/figures/panel_detect.py must still find them),
+# drawn from their own generator so the rest of the sample keeps its draws.
+HARD_LAYOUTS = ("row", "row", "unequal", "touching", "inset")
 
 
 def panel_offsets(panels: list[Image.Image]) -> list[int]:
@@ -206,18 +211,57 @@ def panel_offsets(panels: list[Image.Image]) -> list[int]:
     return offsets
 
 
-def compose_panels(panels: list[Image.Image], letters: list[str] | None) -> Image.Image:
-    """Place panels side by side; write the panel letter in each top-left corner."""
-    width = sum(p.width for p in panels) + PANEL_GAP * (len(panels) - 1)
-    height = max(p.height for p in panels)
-    canvas = Image.new("RGB", (width, height), (255, 255, 255))
-    x = 0
+def row_layout(sizes: list[tuple[int, int]]) -> tuple[tuple[int, int], list[tuple[int, int, int, int]]]:
+    """Side by side, top-aligned, PANEL_GAP apart, no margin: (canvas size, box per panel)."""
+    boxes, x = [], 0
+    for w, h in sizes:
+        boxes.append((x, 0, x + w, h))
+        x += w + PANEL_GAP
+    return (x - PANEL_GAP, max(h for _, h in sizes)), boxes
+
+
+def hard_layout(name: str, side: int, n: int) -> tuple[tuple[int, int], list[tuple[int, int, int, int]]]:
+    """(canvas size, box per panel, x1 and y1 exclusive) for n square panels of `side` pixels:
+    unequal: the first panel large, the others beside it (stacked when two);
+    touching: a row without gutters; inset: the last panel shrunk into the first one's
+    bottom-right corner inside a white frame, the others in a row."""
+    m, g = HARD_LAYOUT_MARGIN, PANEL_GAP
+    if name == "unequal":
+        big = 2 * side + g if n >= 3 else side * 3 // 2
+        boxes = [(m, m, m + big, m + big)] + [
+            (m + big + g, m + k * (side + g), m + big + g + side, m + k * (side + g) + side) for k in range(n - 1)]
+    elif name == "touching":
+        boxes = [(m + k * side, m, m + (k + 1) * side, m + side) for k in range(n)]
+    elif name == "inset":
+        boxes = [(m + k * (side + g), m, m + k * (side + g) + side, m + side) for k in range(n - 1)]
+        small = int(side * 0.42)
+        x1, y1 = boxes[0][2] - INSET_FRAME - 6, boxes[0][3] - INSET_FRAME - 6
+        boxes.append((x1 - small, y1 - small, x1, y1))
+    else:
+        raise ValueError(f"unknown layout {name!r}")
+    width = max(b[2] for b in boxes) + m
+    height = max(b[3] for b in boxes) + m
+    return (width, height), boxes
+
+
+def compose_panels(panels: list[Image.Image], letters: list[str] | None,
+                   layout: tuple[tuple[int, int], list[tuple[int, int, int, int]]] | None = None) -> Image.Image:
+    """Place panels in their boxes (default: side by side, row_layout), resized to the box;
+    write the panel letter in each top-left corner; an inset (a box inside an earlier one)
+    gets a white frame."""
+    size, boxes = layout or row_layout([p.size for p in panels])
+    canvas = Image.new("RGB", size, (255, 255, 255))
     font = ImageFont.load_default()
-    for index, panel in enumerate(panels):
-        canvas.paste(panel, (x, 0))
+    draw = ImageDraw.Draw(canvas)
+    for index, (panel, box) in enumerate(zip(panels, boxes)):
+        x0, y0, x1, y1 = box
+        if any(b[0] <= x0 and b[1] <= y0 and b[2] >= x1 and b[3] >= y1 for b in boxes[:index]):
+            f = INSET_FRAME
+            draw.rectangle([x0 - f, y0 - f, x1 + f - 1, y1 + f - 1], fill=(255, 255, 255))
+        if panel.size != (x1 - x0, y1 - y0):
+            panel = panel.resize((x1 - x0, y1 - y0), Image.BILINEAR)
+        canvas.paste(panel, (x0, y0))
         if letters:
-            draw = ImageDraw.Draw(canvas)
-            draw.rectangle([x + 3, 3, x + 17, 17], fill=(0, 0, 0))
-            draw.text((x + 6, 4), letters[index], fill=(255, 255, 255), font=font)
-        x += panel.width + PANEL_GAP
+            draw.rectangle([x0 + 3, y0 + 3, x0 + 17, y0 + 17], fill=(0, 0, 0))
+            draw.text((x0 + 6, y0 + 4), letters[index], fill=(255, 255, 255), font=font)
     return canvas

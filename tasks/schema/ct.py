@@ -49,6 +49,7 @@ class CtConvertParams(Section):
     uneven_spacing: Literal["reject", "resample"] = "reject"
     gantry_tilt: Literal["reject", "resample"] = "resample"
     duplicate_positions: Literal["reject", "drop"] = "reject"
+    non_finite_voxels: Literal["reject", "air"] = "reject"
     spacing_tolerance: float = Field(0.02, ge=0)
     tilt_tolerance_deg: float = Field(0.05, ge=0)
     max_voxels: int = Field(2147483648, ge=1)
@@ -104,6 +105,8 @@ class SplitReportsParams(Section):
     output_dir: Location = "data/split_reports"
     lexicon: Location = "tasks/reports/lexicon.yaml"
     reports_per_task: int = Field(200, ge=1)
+    max_report_chars: int = Field(100000, ge=1)
+    max_sentence_chars: int = Field(2000, ge=100)
     linker: Literal["auto"] | bool = "auto"
     linker_index: Location = "data/umls_index"
     linker_scope: Literal["unresolved", "all"] = "unresolved"

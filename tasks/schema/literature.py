@@ -105,6 +105,7 @@ class FiguresParams(Section):
     max_caption_gap_pt: float = Field(144, ge=0)
     near_duplicate_distance: int = 6
     contact_sheet: ContactSheet = ContactSheet()
+    panels: Literal["split", "whole", "both"] = "whole"
     incremental: bool = True
 
 
@@ -112,7 +113,11 @@ class UmlsIndexParams(Section):
     meta_dir: Location = "data/sample/umls/META"
     semantic_groups: Location | None = "data/sample/umls/SemGroups.txt"
     mesh_tree: Location | None = None
+    mesh_xml: Location | None = None
+    mesh_supplementary_xml: Location | None = None
     mesh_permute_inverted: bool = True
+    mesh_permuted_terms: bool = False
+    radiology_supplement: Location | None = None
     output_dir: Location = "data/umls_index"
     language: str = "ENG"
     sources: list[str] | None = None

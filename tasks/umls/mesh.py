@@ -1,26 +1,21 @@
 """MeSH descriptors as a UMLS-shaped vocabulary, for users without a UMLS licence.
 
 Input: NLM's MeSH tree file (tab-separated: tree number, descriptor UI, term; the
-2017 file starts with a BOM and a header). Output: MRCONSO.RRF, MRSTY.RRF and a
-SemGroups.txt in a META folder, with descriptor UIs standing in for CUIs, so the
-rest of the pipeline cannot tell the difference. Semantic types come from the
-tree: the longest listed prefix of each tree number gives a UMLS semantic type
-(TUI), and the TUI its semantic group.
+2017 file starts with a BOM and a header), or NLM's descriptor XML (tasks/umls/mesh_xml.py).
+Output: MRCONSO.RRF, MRSTY.RRF and a SemGroups.txt in a META folder, with descriptor UIs
+standing in for CUIs, so the rest of the pipeline cannot tell the difference. Semantic
+types come from the tree: the longest listed prefix of each tree number gives a UMLS
+semantic type (TUI), and the TUI its semantic group.
 """
 from __future__ import annotations
 
+from functools import lru_cache
 from pathlib import Path
 
 from tasks.umls import rrf
 
-# tree-number prefix -> (TUI, type name, group, group name); longest prefix wins.
+# tree-number prefix -> (TUI, type name, group); longest prefix wins.
 # Coarse by design: a MeSH branch is mapped to the type most of its UMLS concepts carry.
-_G = {
-    "ANAT": "Anatomy", "LIVB": "Living Beings", "DISO": "Disorders", "CHEM": "Chemicals & Drugs",
-    "PROC": "Procedures", "DEVI": "Devices", "PHYS": "Physiology", "ACTI": "Activities & Behaviors",
-    "OCCU": "Occupations", "PHEN": "Phenomena", "CONC": "Concepts & Ideas", "OBJC": "Objects",
-    "ORGA": "Organizations", "GEOG": "Geographic Areas",
-}
 TREE_TYPES: dict[str, tuple[str, str, str]] = {
     "A": ("T023", "Body Part, Organ, or Organ Component", "ANAT"),
     "A01": ("T029", "Body Location or Region", "ANAT"),
@@ -129,39 +124,99 @@ def uninvert(term: str) -> str | None:
     return f"{modifier} {head}"
 
 
-def mesh_to_rrf(tree_path: str | Path, meta_dir: str | Path, permute_inverted: bool) -> dict:
+GROUP_NAMES = {
+    "ANAT": "Anatomy", "LIVB": "Living Beings", "DISO": "Disorders", "CHEM": "Chemicals & Drugs",
+    "PROC": "Procedures", "DEVI": "Devices", "PHYS": "Physiology", "ACTI": "Activities & Behaviors",
+    "OCCU": "Occupations", "PHEN": "Phenomena", "CONC": "Concepts & Ideas", "OBJC": "Objects",
+    "ORGA": "Organizations", "GEOG": "Geographic Areas", "GENE": "Genes & Molecular Sequences",
+}
+FINDING = ("T033", "Finding", "DISO")   # the radiology supplement's type (tasks/umls/supplement.py)
+
+
+@lru_cache(maxsize=1)
+def semantic_groups() -> dict[str, tuple[str, str, str]]:
+    """TUI -> (group, group name, type name) for the types a MeSH vocabulary is given here."""
+    table = {tui: (group, GROUP_NAMES[group], name) for tui, name, group in [*TREE_TYPES.values(), FINDING]}
+    return table
+
+
+def tree_types(tree_numbers) -> list[tuple[str, str]]:
+    """(TUI, type name) of tree numbers, in tree-number order, each TUI once."""
+    types: list[tuple[str, str]] = []
+    for tree in sorted(tree_numbers):
+        found = tree_type(tree)
+        if found is not None and found[0] not in (t for t, _ in types):
+            types.append(found[:2])
+    return types
+
+
+# A term as written to MRCONSO: (text, TS, STT, ISPREF, TTY[, SAB, CODE]).
+PREFERRED = ("P", "PF", "Y")   # TS, STT, ISPREF of a concept's preferred name (tasks.umls.concepts)
+OTHER = ("S", "VO", "N")
+
+
+class RrfWriter:
+    """MRCONSO.RRF and MRSTY.RRF written one concept at a time (a MeSH XML has a million
+    terms), and SemGroups.txt for the types used, at close."""
+
+    def __init__(self, meta_dir: str | Path):
+        self.meta_dir = Path(meta_dir)
+        self.meta_dir.mkdir(parents=True, exist_ok=True)
+        self.conso = (self.meta_dir / "MRCONSO.RRF").open("w", encoding="utf-8", newline="")
+        self.sty = (self.meta_dir / "MRSTY.RRF").open("w", encoding="utf-8", newline="")
+        self.groups: set[tuple[str, str, str, str]] = set()
+        self.serial = self.concepts = self.type_rows = 0
+
+    def concept(self, cui: str, names: list[tuple], types: list[tuple[str, str]]) -> int:
+        """Write a concept's names (text, TS, STT, ISPREF, TTY[, SAB, CODE]) and types; returns
+        the number of MRCONSO rows written."""
+        known = semantic_groups()
+        for name in names:
+            text, ts, stt, ispref, tty = name[:5]
+            sab, code = name[5:7] if len(name) > 5 else ("MSH", cui)
+            self.serial += 1
+            serial = self.serial
+            self.conso.write(rrf.format_row((
+                cui, "ENG", ts, f"L{serial:07d}", stt, f"S{serial:07d}", ispref, f"A{serial:08d}", "", "",
+                cui if sab == "MSH" else "", sab, tty, code, text, "0", "N", "")))
+        for tui, type_name in types:
+            self.sty.write(rrf.format_row((cui, tui, "", type_name, "", "")))
+            if tui in known:
+                group, group_name, _ = known[tui]
+                self.groups.add((group, group_name, tui, type_name))
+        self.concepts += 1
+        self.type_rows += len(types)
+        return len(names)
+
+    def close(self) -> None:
+        self.conso.close()
+        self.sty.close()
+        rrf.write_semgroups(self.groups, self.meta_dir / "SemGroups.txt")
+
+
+def mesh_to_rrf(tree_path: str | Path, meta_dir: str | Path, permute_inverted: bool,
+                supplement: str | Path | None = None) -> dict:
     """Write MRCONSO.RRF, MRSTY.RRF and SemGroups.txt for the descriptors of a MeSH tree file;
-    permute_inverted: also write "Rheumatoid Arthritis" for "Arthritis, Rheumatoid"."""
+    permute_inverted: also write "Rheumatoid Arthritis" for "Arthritis, Rheumatoid";
+    supplement: a radiology supplement (tasks/umls/supplement.py) added to the vocabulary."""
+    from tasks.umls.supplement import read_supplement
+
     descriptors, bad = read_tree(tree_path)
-    meta_dir = Path(meta_dir)
-    meta_dir.mkdir(parents=True, exist_ok=True)
-    conso, sty, groups = [], [], set()
-    serial = 0
+    added = read_supplement(supplement) if supplement else None
+    writer = RrfWriter(meta_dir)
+    terms = 0
     for ui in sorted(descriptors):
         entry = descriptors[ui]
-        names = [(entry["term"], "P", "PF", "Y", "MH")]
+        names = [(entry["term"], *PREFERRED, "MH")]
         variant = uninvert(entry["term"]) if permute_inverted else None
         if variant:
             names.append((variant, "S", "VO", "N", "PM"))
-        for text, ts, stt, ispref, tty in names:
-            serial += 1
-            conso.append({
-                "CUI": ui, "LAT": "ENG", "TS": ts, "LUI": f"L{serial:07d}", "STT": stt,
-                "SUI": f"S{serial:07d}", "ISPREF": ispref, "AUI": f"A{serial:08d}", "SAUI": "",
-                "SCUI": "", "SDUI": ui, "SAB": "MSH", "TTY": tty, "CODE": ui, "STR": text,
-                "SRL": "0", "SUPPRESS": "N", "CVF": "",
-            })
-        seen = set()
-        for tree in sorted(entry["trees"]):
-            found = tree_type(tree)
-            if found is None or found[0] in seen:
-                continue
-            seen.add(found[0])
-            tui, name, group = found
-            sty.append({"CUI": ui, "TUI": tui, "STN": "", "STY": name, "ATUI": "", "CVF": ""})
-            groups.add((group, _G[group], tui, name))
-    rrf.write_mrconso(conso, meta_dir / "MRCONSO.RRF")
-    rrf.write_mrsty(sty, meta_dir / "MRSTY.RRF")
-    rrf.write_semgroups(groups, meta_dir / "SemGroups.txt")
-    return {"descriptors": len(descriptors), "terms": len(conso), "semantic_type_rows": len(sty),
-            "bad_lines": len(bad), "bad": bad}
+        if added is not None:
+            names += added.names_for(ui)
+        terms += writer.concept(ui, names, tree_types(entry["trees"]))
+    if added is not None:
+        for cui, names, types in added.own_concepts():
+            terms += writer.concept(cui, names, types)
+    writer.close()
+    return {"descriptors": len(descriptors), "terms": terms, "semantic_type_rows": writer.type_rows,
+            "bad_lines": len(bad), "bad": bad, "supplement": added}

@@ -2,23 +2,28 @@
 
 Items are the vocabulary's rows, `<file>:<line>`: every MRCONSO row that the section's
 selection keeps (language, sources, term types, not suppressed) and every line of
-MRCONSO, MRSTY or the MeSH tree file that cannot be read. A kept row ends as a term of
+MRCONSO, MRSTY or the MeSH tree file that cannot be read; for a MeSH XML, every record
+that cannot be used, `<file>:<record number>` (its converted records are MRCONSO rows), and
+every line of the radiology supplement that cannot be read. A kept row ends as a term of
 the index, its concept a row of concepts.parquet, or as a rejected row (empty string,
 concept without a semantic type, concept whose types are not kept). Rows the selection
 leaves out are counted (`rows_not_selected`), not listed: a selection, not bad input.
 
-plan: convert the MeSH tree first when one is named (into out/_parts/meta), list the rows.
+plan: convert the MeSH tree or XML first when one is named (into out/_parts/meta, with the
+radiology supplement when one is named), list the rows.
 build (one task: QuickUMLS's databases are written by one process): the index and
 concepts.parquet, and a part table of the indexed rows.
 merge: accounted = the indexed rows whose concept is in the written concepts.parquet.
 
 A full release has millions of rows, so Plan.items holds each as an int code in an array
 (8 bytes a row; a str a row would cost the runner's accounting gigabytes): the MRCONSO
-line number, or FILE_CODES[file] << LINE_BITS | line for other files. Rejected rows keep
+line number, or FILE_CODES[file] << LINE_BITS | line for MRSTY, and a code from the file's
+name for the MeSH and supplement files (several can be read together). Rejected rows keep
 their `<file>:<line>` item, which `item_code` maps to the same code (the flow's item_of).
 """
 from __future__ import annotations
 
+import zlib
 from array import array
 from collections import Counter
 from dataclasses import dataclass, field
@@ -33,17 +38,24 @@ from tasks.common.sharding import Merged, Plan, ShardResult
 from tasks.umls import rrf
 from tasks.umls.index import build_index, meta_files, row_item, select_terms
 from tasks.umls.mesh import mesh_to_rrf
+from tasks.umls.mesh_xml import mesh_xml_to_rrf
 
 STAGE = "umls_index"
-FILE_CODES = {"MRCONSO.RRF": 0, "MRSTY.RRF": 1}  # any other file: the MeSH tree the META was made from
-OTHER_FILE = 2
+FILE_CODES = {"MRCONSO.RRF": 0, "MRSTY.RRF": 1}
+OTHER_FILES = 2            # other files (MeSH tree or XML, supplement): 2 + a hash of the name
+OTHER_FILE_SPAN = 1 << 22  # codes stay below 2**23, lines below 2**40: an int64
 LINE_BITS = 40
+
+
+def file_code(name: str) -> int:
+    code = FILE_CODES.get(name)
+    return code if code is not None else OTHER_FILES + zlib.crc32(name.encode("utf-8")) % OTHER_FILE_SPAN
 
 
 def item_code(item: str) -> int:
     """The int code of a `<file>:<line>` item."""
     name, _, line = item.rpartition(":")
-    return FILE_CODES.get(name, OTHER_FILE) << LINE_BITS | int(line)
+    return file_code(name) << LINE_BITS | int(line)
 
 
 @dataclass(frozen=True)
@@ -51,8 +63,8 @@ class Vocabulary:
     """What the build reads: a META folder, its semantic groups, the name rejected rows give as source."""
     meta_dir: str
     semantic_groups: str | None
-    source: str | None                      # the MeSH tree when the META folder was converted from it
-    mesh_descriptors: int | None = None
+    source: str | None                      # the MeSH tree or XML when the META folder was converted from it
+    counts: dict = field(default_factory=dict)   # the conversion's counts (mesh_descriptors, ...)
 
 
 @dataclass
@@ -60,17 +72,63 @@ class VocabularyPlan(Plan):
     rejected: list[dict] = field(default_factory=list)   # lines of the MeSH tree that cannot be read
 
 
+def _check_sources(cfg: dict) -> None:
+    if cfg["mesh_xml"] and cfg["mesh_tree"]:
+        raise ValueError("umls_index: name mesh_xml or mesh_tree, not both")
+    if cfg["mesh_supplementary_xml"] and not cfg["mesh_xml"]:
+        raise ValueError("umls_index.mesh_supplementary_xml is typed by its HeadingMappedTo descriptors: "
+                         "name their descriptor XML in mesh_xml too")
+    if cfg["radiology_supplement"] and not (cfg["mesh_xml"] or cfg["mesh_tree"]):
+        raise ValueError("umls_index.radiology_supplement is added to a MeSH vocabulary (mesh_xml or mesh_tree); "
+                         "a UMLS release has these findings already")
+    names = [Path(cfg[key]).name for key in ("mesh_tree", "mesh_xml", "mesh_supplementary_xml", "radiology_supplement")
+             if cfg[key]]
+    if len({file_code(name) for name in names}) != len(names) or set(names) & set(FILE_CODES):
+        raise ValueError(f"umls_index: the vocabulary files need distinct names ({', '.join(names)})")
+
+
+def _supplement_rejections(supplement, cfg: dict) -> list[dict]:
+    if supplement is None:
+        return []
+    shown = recorded(supplement.path, cfg["run_root"])
+    return [{"item": row_item(supplement.path, line), "source": shown, "reason": reason, "detail": detail,
+             "stage": STAGE} for line, reason, detail in supplement.bad]
+
+
+def _supplement_counts(supplement) -> dict:
+    if supplement is None:
+        return {}
+    return {"radiology_supplement_entries": len(supplement.entries), "radiology_supplement_mapped": supplement.mapped}
+
+
 def vocabulary(cfg: dict, out: Path) -> tuple[Vocabulary, list[dict]]:
-    """The META folder to index (converting a MeSH tree under out/_parts first), and the
-    rejections of the tree's unreadable lines."""
+    """The META folder to index (converting a MeSH tree or XML under out/_parts first), and the
+    rejections of the tree's unreadable lines or the XML's unusable records."""
+    _check_sources(cfg)
+    meta = out / "_parts" / "meta"
+    if cfg["mesh_xml"]:
+        desc = Path(cfg["mesh_xml"])
+        supp = Path(cfg["mesh_supplementary_xml"]) if cfg["mesh_supplementary_xml"] else None
+        converted = mesh_xml_to_rrf(desc, meta, permute_inverted=cfg["mesh_permute_inverted"],
+                                    permuted_terms=cfg["mesh_permuted_terms"], supplementary=supp,
+                                    supplement=cfg["radiology_supplement"])
+        rejected = [{"item": row_item(r.path, r.record), "source": recorded(r.path, cfg["run_root"]),
+                     "reason": r.reason, "detail": r.detail, "stage": STAGE} for r in converted["rejected"]]
+        rejected += _supplement_rejections(converted["supplement"], cfg)
+        counts = {"mesh_descriptors": converted.get("descriptor_records_converted", 0),
+                  "mesh_records_rejected": len(converted["rejected"]), **_supplement_counts(converted["supplement"])}
+        if supp is not None:
+            counts["mesh_supplementary_records"] = converted.get("supplementary_records_converted", 0)
+        return Vocabulary(str(meta), str(meta / "SemGroups.txt"), recorded(desc, cfg["run_root"]), counts), rejected
     if cfg["mesh_tree"]:
         tree = Path(cfg["mesh_tree"])
-        meta = out / "_parts" / "meta"
-        converted = mesh_to_rrf(tree, meta, cfg["mesh_permute_inverted"])
+        converted = mesh_to_rrf(tree, meta, cfg["mesh_permute_inverted"], supplement=cfg["radiology_supplement"])
         shown = recorded(tree, cfg["run_root"])
         rejected = [{"item": row_item(tree, line), "source": shown, "reason": "malformed_mesh_line",
                      "detail": text, "stage": STAGE} for line, text in converted["bad"]]
-        return Vocabulary(str(meta), str(meta / "SemGroups.txt"), shown, converted["descriptors"]), rejected
+        rejected += _supplement_rejections(converted["supplement"], cfg)
+        counts = {"mesh_descriptors": converted["descriptors"], **_supplement_counts(converted["supplement"])}
+        return Vocabulary(str(meta), str(meta / "SemGroups.txt"), shown, counts), rejected
     groups = cfg["semantic_groups"]
     if groups and not Path(groups).is_file():
         raise FileNotFoundError(f"umls_index.semantic_groups: {groups} not found")
@@ -87,9 +145,7 @@ def plan(cfg: dict, out: Path) -> VocabularyPlan:
         pass
     items.extend(item_code(f"{row.file}:{row.line}") for row in bad)
     items.extend(item_code(row["item"]) for row in rejected)
-    counts = {"rows_not_selected": sum(not_selected.values())}
-    if vocab.mesh_descriptors is not None:
-        counts["mesh_descriptors"] = vocab.mesh_descriptors
+    counts = {"rows_not_selected": sum(not_selected.values()), **vocab.counts}
     return VocabularyPlan(items=items, shards=[vocab], counts=counts, rejected=rejected)
 
 

@@ -88,13 +88,14 @@ def linker_predictor(linker) -> Callable:
     return predict
 
 
-def bare_quickumls_predictor(index_dir: str | Path, concepts: dict) -> Callable:
-    """QuickUMLS with its default settings on a blank English pipeline (no model can be downloaded)."""
+def bare_quickumls_predictor(index_dir: str | Path, concepts: dict, **matcher_options) -> Callable:
+    """QuickUMLS with its default settings (but matcher_options, e.g. accepted_semtypes=None: every
+    type) on a blank English pipeline (no model can be downloaded)."""
     from tasks.common.nlp import make_pipeline
     from tasks.linking import quickumls_adapter as qa
     from tasks.linking.linker import open_quickumls
 
-    matcher = open_quickumls(index_dir)
+    matcher = open_quickumls(index_dir, **matcher_options)
     nlp = make_pipeline(scispacy_tokenizer=False, sentencizer=None)
 
     def predict(text):
