@@ -148,3 +148,15 @@ def test_real_multi_panel_figures_match_their_letter_counts(shared_data, tmp_pat
                         [(label, p.box) for label, p in zip(letters, detection.panels)]))
     assert matched / len(figures) >= 0.8, (matched, len(figures))
     assert draw_panel_gallery(gallery, tmp_path / "panel_gallery.png").stat().st_size > 0
+
+
+def test_content_mask_is_the_per_channel_distance_rule():
+    import numpy as np
+
+    from tasks.figures.panel_detect import TOLERANCE, content_mask
+
+    rgb = np.random.default_rng(0).integers(0, 256, (37, 53, 3), dtype=np.uint8)
+    for background in (np.array([255, 255, 255]), np.array([12, 200, 90])):
+        expected = (np.abs(rgb.astype(np.int16) - background) > TOLERANCE).any(axis=2)
+        assert (content_mask(rgb, background) == expected).all()
+        assert expected.any() and not expected.all()

@@ -4,15 +4,23 @@ from __future__ import annotations
 
 import hashlib
 
+import numpy as np
 import pyarrow.parquet as pq
+from PIL import Image
 
+from tasks.figures.contact_sheet import BOX_COLOUR
 from tasks.figures.panel_detect import box_iou
+from tasks.figures.stage import COMPOUND_ON_SHEET
 from tests.test_figures_flow import _run, _sample_articles, _webdataset, _write_ingest
 
 
 def _digests(out):
     return {p.relative_to(out).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(out.rglob("*")) if p.is_file() and p.name != "timing.json"}
+
+
+def _box_pixels(sheet) -> int:
+    return int(np.all(np.asarray(Image.open(sheet).convert("RGB")) == BOX_COLOUR, axis=2).sum())
 
 
 def test_panels_both_and_split(repo_root, tmp_path):
@@ -49,6 +57,10 @@ def test_panels_both_and_split(repo_root, tmp_path):
     _run(repo_root, tmp_path / "ingest", tmp_path / "split", **{"figures.panels": "split"})  # from the cache
     assert _digests(tmp_path / "split") == first
 
-    _run(repo_root, tmp_path / "ingest", tmp_path / "whole")
+    whole_summary = _run(repo_root, tmp_path / "ingest", tmp_path / "whole")
     assert pq.read_table(tmp_path / "whole" / "panels.parquet").num_rows == 0
+    # the contact sheet draws a few cut figures with their panel boxes, under split and both only
+    assert counts["contact_sheet_compound_figures"] == min(COMPOUND_ON_SHEET, split) > 0
+    assert whole_summary["contact_sheet_compound_figures"] == 0
+    assert _box_pixels(out / "contact_sheet.png") > _box_pixels(tmp_path / "whole" / "contact_sheet.png") + 500
     assert {s["__key__"] for s in _webdataset(tmp_path / "whole")} == {r["key"] for r in figures}

@@ -120,7 +120,7 @@ def evaluate(train_dir: str | Path, train_section: dict, concepts_table: str | P
     size = int(config["model"]["image"]["image_size"])
     names = concept_names(concepts_table)
     min_pos = int(params["min_positives"])
-    surface = surface_forms(train_section["mentions"], {r.key for r in sides[TRAIN]})
+    surface = surface_forms(train_section["mentions"], data.mention_keys(sides[TRAIN]))
     top_k = int(train_section["zero_shot"]["top_k"])
     model.eval()
 

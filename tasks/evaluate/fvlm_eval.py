@@ -62,7 +62,7 @@ def zero_shot(model, dataset, tokenizer, positives: list[str], negatives: list[s
     n = len(dataset)
     if not positives:
         return np.zeros((n, 0))
-    device = next(model.parameters()).device
+    device = next(iter(model.parameters()), torch.empty(0)).device if hasattr(model, "parameters") else "cpu"
     pe, ne = tokenizer.encode(positives), tokenizer.encode(negatives)
     pe_ids, pe_mask, ne_ids, ne_mask = (torch.as_tensor(t).to(device) for t in (
         pe["input_ids"], pe["attention_mask"], ne["input_ids"], ne["attention_mask"]))

@@ -4,7 +4,8 @@ Two caption styles are recognised:
 - prefix: the panel label opens its part, "(A) CT shows ... (B) ...", "A, ...", "a) ...", "(a-c) ...";
 - suffix: the label closes a clause, "amplitude (a), density (b) and energy (c)".
 Labels must run in alphabetical order from A, so "(CT)" or a later "as in (A)" are not panels.
-The image is never cut: subcaptions are metadata of the whole figure.
+This module cuts the text only (tasks/figures/panel_detect.py cuts the image under figures.panels
+split | both); shared_span and panel_text say how a panel's own text is made from the split.
 """
 from __future__ import annotations
 
@@ -133,3 +134,18 @@ def _split_suffix(caption: str, markers: list[Marker]) -> tuple[str, list[dict]]
             texts.setdefault(panel, []).append(text)
         previous_end = marker.end
     return shared, [{"panel": p, "text": " ".join(t for t in texts[p] if t)} for p in texts]
+
+
+def shared_span(caption: str, shared: str | None) -> tuple[int, int] | None:
+    """[start, end) of the caption's shared part in the caption; split_caption collapses
+    whitespace, so it is found word by word. None when empty or not found."""
+    words = (shared or "").split()
+    if not words or not caption:
+        return None
+    found = re.search(r"\s+".join(re.escape(w) for w in words), caption)
+    return (found.start(), found.end()) if found else None
+
+
+def panel_text(shared: str | None, subcaption: str | None) -> str:
+    """The text a panel sample trains with: the shared caption, then its subcaption."""
+    return " ".join(t for t in ((shared or "").strip(), (subcaption or "").strip()) if t)

@@ -11,6 +11,7 @@ concatenated, near-duplicate images flagged across articles, a contact sheet dra
 """
 from __future__ import annotations
 
+import io
 import json
 
 from pathlib import Path
@@ -18,6 +19,7 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+from PIL import Image
 
 from tasks.common.sharding import Merged, Plan, ShardResult, add_counts, chunks, fan_out_unless_cached
 from tasks.common.tables import concat_parts, write_table
@@ -199,14 +201,49 @@ def flag_near_duplicates(path: Path, max_distance: int) -> int:
     return len(dups)
 
 
-def contact_sheet(out_dir: Path, n: int, thumb: int, jpegs: dict[str, dict[str, list[int]]]) -> int:
-    """jpegs: shard -> key -> where its JPEG lies in the shard (write_shard)."""
-    table = pq.read_table(out_dir / "figures.parquet", columns=["key", "label", "caption", "shard", "source"])
+COMPOUND_ON_SHEET = 4  # compound figures drawn with their panel boxes (figures.panels split | both)
+
+
+def _source_scale(figure: dict) -> tuple[float, float]:
+    """Stored pixels per source pixel (panel boxes are in source pixels)."""
+    return (figure["width"] / (figure["source_width"] or figure["width"]),
+            figure["height"] / (figure["source_height"] or figure["height"]))
+
+
+def _compound_from_panels(out_dir: Path, figure: dict, panels: list[dict], jpegs: dict) -> Image.Image:
+    """A cut figure put together again from its panel samples at their boxes (the whole
+    figure is not in the shard under split): the sheet shows what was cut, gutters white."""
+    sx, sy = _source_scale(figure)
+    canvas = Image.new("RGB", (figure["width"], figure["height"]), "white")
+    for panel in panels:
+        data = read_jpeg(out_dir / "shards" / panel["shard"], *jpegs[panel["shard"]][panel["key"]])
+        with Image.open(io.BytesIO(data)) as crop:
+            canvas.paste(crop.convert("RGB"), (round(panel["box"][0] * sx), round(panel["box"][1] * sy)))
+    return canvas
+
+
+def contact_sheet(out_dir: Path, n: int, thumb: int, jpegs: dict[str, dict[str, list[int]]]) -> tuple[int, int]:
+    """(figures, compound figures with panel boxes) drawn; jpegs: shard -> key -> where its
+    JPEG lies in the shard (write_shard)."""
+    table = pq.read_table(out_dir / "figures.parquet", columns=["key", "label", "caption", "shard", "source", "width",
+                                                               "height", "source_width", "source_height"])
+    figures = table.to_pylist()
     # with figures.panels split a figure cut into panels is in its shard as panels only
-    picked = pick_evenly([r for r in table.to_pylist() if r["key"] in jpegs[r["shard"]]], n)
+    picked = pick_evenly([r for r in figures if r["key"] in jpegs[r["shard"]]], n)
     items = [(row, read_jpeg(out_dir / "shards" / row["shard"], *jpegs[row["shard"]][row["key"]])) for row in picked]
-    draw_contact_sheet(items, out_dir / "contact_sheet.png", thumb)
-    return len(picked)
+    panels_of: dict[str, list[dict]] = {}
+    for panel in pq.read_table(out_dir / "panels.parquet", columns=["key", "parent", "label", "box", "shard"]).to_pylist():
+        panels_of.setdefault(panel["parent"], []).append(panel)
+    compound = []
+    for figure in pick_evenly([r for r in figures if r["key"] in panels_of], COMPOUND_ON_SHEET):
+        panels = panels_of[figure["key"]]
+        sx, sy = _source_scale(figure)
+        boxes = [(p["label"], (round(p["box"][0] * sx), round(p["box"][1] * sy), round(p["box"][2] * sx),
+                               round(p["box"][3] * sy))) for p in panels]
+        compound.append((f"{figure['label'] or figure['key']}: {len(panels)} panels",
+                         _compound_from_panels(out_dir, figure, panels, jpegs), boxes))
+    draw_contact_sheet(items, out_dir / "contact_sheet.png", thumb, compound=compound)
+    return len(picked), len(compound)
 
 
 def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out) -> Merged:
@@ -228,9 +265,10 @@ def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out)
     counts: dict = {}
     for a in assembled:
         add_counts(counts, a["counts"])
+    sheet_figures, sheet_compound = contact_sheet(out, cfg["contact_sheet"]["n"], cfg["contact_sheet"]["thumb"],
+                                                  {a["shard"]: a["jpegs"] for a in assembled})
     counts.update({"near_duplicates": flag_near_duplicates(figures_path, cfg["near_duplicate_distance"]),
-                   "contact_sheet_figures": contact_sheet(out, cfg["contact_sheet"]["n"], cfg["contact_sheet"]["thumb"],
-                                                          {a["shard"]: a["jpegs"] for a in assembled}),
+                   "contact_sheet_figures": sheet_figures, "contact_sheet_compound_figures": sheet_compound,
                    "shards": len(groups)})
     table = pq.read_table(figures_path, columns=["pmcid", "source"])
     counts.update({f"figures_from_{v['values']}": v["counts"] for v in pc.value_counts(table["source"]).to_pylist()})

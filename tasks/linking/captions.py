@@ -2,6 +2,11 @@
 
 A figure's texts are its caption ("caption") and each panel's subcaption
 ("subcaption:<panel>"); mention offsets are relative to that text.
+
+Panels the figures stage cut (panels.parquet, figures.panels split | both) get a concepts row
+of their own, keyed `<figure key>_<label>`: the concepts of their subcaption and of the
+caption's shared part (the caption's mentions that lie inside it). They are taken from the
+figure's mentions, not linked again, so mentions.parquet holds each text's mentions once.
 """
 from __future__ import annotations
 
@@ -9,6 +14,8 @@ from collections import defaultdict
 from typing import Iterable
 
 import pyarrow as pa
+
+from tasks.figures.panels import shared_span
 
 STAGE = "link_concepts"
 
@@ -24,6 +31,7 @@ MENTIONS_SCHEMA = pa.schema([
 ])
 CAPTION_CONCEPTS_SCHEMA = pa.schema([
     ("key", pa.string()), ("pmcid", pa.string()), ("figure_id", pa.string()),
+    ("parent", pa.string()), ("panel", pa.string()),  # a panel's figure key and label; null for a figure
     ("cuis", pa.list_(pa.string())),      # affirmed concepts: what training uses
     ("negated_cuis", pa.list_(pa.string())), ("uncertain_cuis", pa.list_(pa.string())),
     ("n_texts", pa.int32()), ("n_mentions", pa.int32()),
@@ -49,8 +57,25 @@ def figure_texts(row: dict) -> list[tuple[str, str]]:
     return texts
 
 
-def link_figures(rows: Iterable[dict], linker, source: str, max_chars: int, exclude_uncertain: bool) -> dict:
-    """Mentions, per-figure concepts and rejections for a shard of figure rows."""
+def panel_mentions(mentions: list, caption: str, shared: str | None, label: str) -> list:
+    """Of one figure's (text_field, mention) pairs, those of panel `label`: its subcaption's,
+    and the caption's inside the shared part."""
+    span = shared_span(caption, shared)
+    own = f"subcaption:{label}"
+    return [(field, m) for field, m in mentions if field == own or (
+        field == "caption" and span is not None and span[0] <= m.start and m.end <= span[1])]
+
+
+def _concept_lists(found: list, exclude_uncertain: bool) -> dict:
+    affirmed = {m.cui for m in found if not m.negated and not (exclude_uncertain and m.uncertain)}
+    return {"cuis": sorted(affirmed), "negated_cuis": sorted({m.cui for m in found if m.negated} - affirmed),
+            "uncertain_cuis": sorted({m.cui for m in found if m.uncertain and not m.negated} - affirmed)}
+
+
+def link_figures(rows: Iterable[dict], linker, source: str, max_chars: int, exclude_uncertain: bool,
+                 panels: Iterable[dict] = ()) -> dict:
+    """Mentions, per-figure concepts and rejections for a shard of figure rows; with `panels`
+    (key, parent, label rows of panels.parquet) a concepts row per panel too."""
     mentions, concepts, rejected = [], [], []
     jobs = []  # (row index, field, text)
     rows = list(rows)
@@ -71,7 +96,7 @@ def link_figures(rows: Iterable[dict], linker, source: str, max_chars: int, excl
     for (index, field, _), found in zip(jobs, results):
         row = rows[index]
         for m in found:
-            per_figure[index].append(m)
+            per_figure[index].append((field, m))
             mentions.append(dict(m.as_dict(), key=row["key"], pmcid=row.get("pmcid"),
                                  figure_id=row.get("figure_id"), text_field=field, source=source,
                                  stage=STAGE))
@@ -79,14 +104,33 @@ def link_figures(rows: Iterable[dict], linker, source: str, max_chars: int, excl
     for index, _, _ in jobs:
         n_texts[index] += 1
     for index in sorted(n_texts):
-        row, found = rows[index], per_figure.get(index, [])
-        affirmed = {m.cui for m in found if not m.negated and not (exclude_uncertain and m.uncertain)}
+        row, found = rows[index], [m for _, m in per_figure.get(index, [])]
         concepts.append({
-            "key": row["key"], "pmcid": row.get("pmcid"), "figure_id": row.get("figure_id"),
-            "cuis": sorted(affirmed),
-            "negated_cuis": sorted({m.cui for m in found if m.negated} - affirmed),
-            "uncertain_cuis": sorted({m.cui for m in found if m.uncertain and not m.negated} - affirmed),
+            "key": row["key"], "pmcid": row.get("pmcid"), "figure_id": row.get("figure_id"), "parent": None,
+            "panel": None, **_concept_lists(found, exclude_uncertain),
             "n_texts": n_texts[index], "n_mentions": len(found), "source": source, "stage": STAGE,
+        })
+    index_of = {row["key"]: index for index, row in enumerate(rows)}
+    why_rejected = {r["item"]: r["reason"] for r in rejected}
+    for panel in sorted(panels, key=lambda p: p["key"]):
+        parent = panel["parent"]
+        if parent not in index_of or index_of[parent] not in n_texts:
+            reason = why_rejected.get(parent)
+            rejected.append({"item": panel["key"], "source": source,
+                             "reason": "figure_rejected" if reason else "figure_missing",
+                             "detail": f"its figure {parent} was rejected ({reason})" if reason
+                             else f"its figure {parent} is not in figures.parquet", "stage": STAGE})
+            continue
+        row = rows[index_of[parent]]
+        subcaption = next((s.get("text") for s in row.get("subcaptions") or [] if s and s.get("panel") == panel["label"]),
+                          None)
+        found = [m for _, m in panel_mentions(per_figure.get(index_of[parent], []), row.get("caption") or "",
+                                              row.get("caption_shared"), panel["label"])]
+        concepts.append({
+            "key": panel["key"], "pmcid": row.get("pmcid"), "figure_id": row.get("figure_id"), "parent": parent,
+            "panel": panel["label"], **_concept_lists(found, exclude_uncertain),
+            "n_texts": sum(1 for t in (row.get("caption_shared"), subcaption) if t and t.strip()),
+            "n_mentions": len(found), "source": source, "stage": STAGE,
         })
     return {"mentions": mentions, "concepts": concepts, "rejected": rejected}
 
@@ -101,7 +145,10 @@ def concept_frequency_table(mentions_path, concepts_path) -> pa.Table:
     agg = m.group_by("cui").aggregate([
         ("key", "count"), ("key", "count_distinct"), ("negated", "sum"), ("uncertain", "sum"),
         ("preferred_name", "min"), ("semantic_group", "min")])
-    counts = pc.value_counts(pc.list_flatten(pq.read_table(concepts_path, columns=["cuis"])["cuis"]))
+    concepts = pq.read_table(concepts_path)
+    if "parent" in concepts.column_names:  # figures only: a panel's concepts are its figure's too
+        concepts = concepts.filter(pc.is_null(concepts["parent"]))
+    counts = pc.value_counts(pc.list_flatten(concepts["cuis"]))
     affirmed = dict(zip(counts.field("values").to_pylist(), counts.field("counts").to_pylist()))
     cuis = agg["cui"].to_pylist()
     table = pa.table({

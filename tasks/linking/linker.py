@@ -12,6 +12,17 @@ filters (semantic types or groups, minimum similarity, stop-concepts) applied be
 overlap policy picks non-overlapping mentions; the assertion rules (tasks/common/assertion.py)
 mark negation and uncertainty, the sentence a trigger's scope.
 
+Wrong senses of a word matched alone (a head noun read in another semantic group than its
+phrase: "dural tail sign" is no tail, "sagittal suture" no surgical suture, "posterior elements"
+no chemical elements, "mild dilatation" no procedure) are kept out by these settings:
+`shadow_groups` (longest match: a longer span that matched a concept of these groups, objects
+or organisms the filters drop, still hides the matches inside it: "ground glass" is no Glass;
+QuickUMLS's own best match picks among the candidates its type filter kept, so the head noun
+alone would win), `sense_rules` (the groups a one-word match may have next to
+given words), `acronyms_as_written` (a vocabulary acronym matches only in capitals: "main stem
+bronchus" is no STEM) and `exact_before_hyphen` (a combining form, "parieto-", matches only
+exactly); `stop_concepts` lists concepts no caption means.
+
 `get_linker(index_dir, params)` keeps one linker per process (one QuickUMLS matcher per
 Dask worker), since opening the databases costs far more than linking one caption.
 """
@@ -36,7 +47,7 @@ LINKER_KEYS = (
     "spacy_model", "split_hyphens", "sentencizer", "abbreviations", "acronyms", "similarity", "threshold",
     "window", "min_match_length", "overlap", "best_match", "semantic_types", "semantic_groups",
     "min_similarity", "stop_concepts", "same_start", "variants", "negation", "context_max_scope",
-    "context_rules",
+    "context_rules", "shadow_groups", "acronyms_as_written", "exact_before_hyphen", "sense_rules",
 )
 
 
@@ -73,6 +84,9 @@ def linker_settings(params: dict) -> dict:
         raise ValueError(f"link_concepts.overlap must be 'length' or 'score', not {settings['overlap']!r}")
     if settings["similarity"] not in ("jaccard", "dice", "cosine", "overlap"):
         raise ValueError(f"link_concepts.similarity {settings['similarity']!r} is not a QuickUMLS measure")
+    for rule in settings["sense_rules"]:
+        if rule["where"] not in ("before", "after"):
+            raise ValueError(f"link_concepts.sense_rules: where must be 'before' or 'after', not {rule['where']!r}")
     return settings
 
 
@@ -126,6 +140,13 @@ class ConceptLinker:
         self._types = set(settings["semantic_types"]) if settings["semantic_types"] else None
         self._groups = set(settings["semantic_groups"]) if settings["semantic_groups"] else None
         self._stop = set(settings["stop_concepts"])
+        self._shadow_groups = frozenset(settings["shadow_groups"] or ())
+        # (where, words, groups) per sense rule; words lowercase
+        self._sense_rules = [(rule["where"], frozenset(w.lower() for w in rule["words"]), frozenset(rule["groups"]))
+                             for rule in settings["sense_rules"]]
+        # an all-capitals vocabulary term -> its concepts (the index lowercases every term)
+        self._acronym_cuis = {term.lower(): frozenset(cuis) for term, cuis in self.acronyms.items()} \
+            if settings["acronyms_as_written"] else {}
         self._long_form_cache: dict[str, dict | None] = {}
         self._lookup_cache: dict[str, tuple[dict, ...]] = {}
         self._start_stop = qa.stopwords(matcher) | qa.negations(matcher)  # negation is the assertion rules' job
@@ -141,7 +162,9 @@ class ConceptLinker:
             # adds two tokens ("tree-in-bud opacities" is 6 tokens, 2 words)
             threshold=settings["threshold"], window=HYPHEN_TOKENS_PER_WORD * settings["window"],
             similarity_name=settings["similarity"], min_match_length=settings["min_match_length"],
-            accepted_semtypes=set(settings["semantic_types"]) if settings["semantic_types"] else None,
+            # shadow_groups needs the candidates of other types too (_keep filters them after)
+            accepted_semtypes=set(settings["semantic_types"]) if settings["semantic_types"]
+            and not settings["shadow_groups"] else None,
         )
         nlp = make_pipeline(settings["spacy_model"], split_hyphens=settings["split_hyphens"],
                             sentencizer=settings["sentencizer"], abbreviations=settings["abbreviations"])
@@ -163,13 +186,28 @@ class ConceptLinker:
         return self.concepts.get(cui) or (cui, (), "UNKN", frozenset())
 
     def _keep(self, cand: dict) -> bool:
-        cui = cand["cui"]
-        if cui in self._stop or cand["similarity"] < self.settings["min_similarity"]:
+        return self._matches(cand) and self._wanted(cand)
+
+    def _matches(self, cand: dict) -> bool:
+        """Whether the candidate's term is what the text says (similarity, first letters, case)."""
+        if cand["similarity"] < self.settings["min_similarity"]:
             return False
         k = self.settings["same_start"]
         if k and cand["similarity"] < 1.0 and " " not in cand["ngram"] and " " not in cand["term"]:
             if cand["ngram"][:k].lower() != cand["term"][:k].lower():
                 return False
+        if self._acronym_cuis:
+            # "stem" or "bun" in running text is the word, not the vocabulary's STEM or BUN
+            cuis = self._acronym_cuis.get(str(cand["term"]).lower())
+            if cuis and cand["cui"] in cuis and not cand["ngram"].isupper():
+                return False
+        return True
+
+    def _wanted(self, cand: dict) -> bool:
+        """Whether the filters keep the candidate's concept (stop concepts, types, groups)."""
+        cui = cand["cui"]
+        if cui in self._stop:
+            return False
         if self._types is not None and not (set(cand["semtypes"]) & self._types):
             return False
         if self._groups is not None:
@@ -204,11 +242,23 @@ class ConceptLinker:
         starts = [sent.start_char for sent in sents]
         ends = [sent.end_char for sent in sents]
         ngram_groups: dict[int, list] = {}
+        shadows: list[tuple[int, int]] = []   # spans matched to a concept of shadow_groups
+        context = _WordContext(doc) if self._sense_rules or self.settings["exact_before_hyphen"] else None
         for group in self._candidates(self._ngrams(doc, starts, ends)):
-            kept = [c for c in group if self._keep(c)]
+            matching = [c for c in group if self._matches(c)]
+            kept = [c for c in matching if self._wanted(c)]
+            if kept and context is not None:
+                kept = self._in_context(kept, context)
+            if matching and not kept and self._shadow_groups \
+                    and any(self._concept(c["cui"])[3] & self._shadow_groups for c in matching):
+                shadows.append((matching[0]["start"], matching[0]["end"]))
             # A defined short form means its long form: never another concept.
             if kept and (kept[0]["start"], kept[0]["end"]) not in abbrev:
                 ngram_groups.setdefault(bisect_right(starts, kept[0]["start"]) - 1, []).append((0, kept))
+        if shadows:
+            ngram_groups = {s_index: [(prio, cands) for prio, cands in groups
+                                      if not _inside_any(cands[0]["start"], cands[0]["end"], shadows)]
+                            for s_index, groups in ngram_groups.items()}
         mentions: list[Mention] = []
         for s_index, sent in enumerate(sents):
             groups = ngram_groups.get(s_index, [])  # (priority, candidates): abbreviations, acronyms first
@@ -246,6 +296,24 @@ class ConceptLinker:
                     matched_term=str(cand["term"]), abbreviation_of=cand.get("abbreviation_of"),
                 ))
         return mentions
+
+    def _in_context(self, cands: list[dict], context: "_WordContext") -> list[dict]:
+        """The candidates of one span that its neighbouring words allow (sense_rules,
+        exact_before_hyphen); only one-word spans are judged, by the words around them."""
+        start, end = cands[0]["start"], cands[0]["end"]
+        if not context.one_word(start, end):
+            return cands
+        if self.settings["exact_before_hyphen"] and context.before_hyphen(end):
+            # "parieto-occipital": a combining form is no near-spelling of a drug name ("Pariet")
+            cands = [c for c in cands if c["similarity"] >= 1.0]
+        for where, words, groups in self._sense_rules:
+            if not cands:
+                break
+            near = context.words_before(start, self.settings["window"] - 1) if where == "before" \
+                else context.word_after(end)
+            if near and not words.isdisjoint(near):
+                cands = [c for c in cands if self._concept(c["cui"])[3] & groups]
+        return cands
 
     def _candidates(self, ngrams) -> list[list[dict]]:
         """QuickUMLS's candidate groups for the n-grams, as one `_get_all_matches` call gives
@@ -286,6 +354,8 @@ class ConceptLinker:
                     continue
             if not _balanced(ngram):  # "pentoxifylline (0" is not a longer "pentoxifylline"
                 continue
+            if "-" in ngram and _loose_dash(ngram):  # "CT- multiple fractures" is not "multiple fractures"
+                continue
             first = ngram.split(" ", 1)[0].lower()
             if first not in stop:
                 yield start, end, ngram
@@ -318,6 +388,69 @@ class ConceptLinker:
 
 
 HYPHEN_TOKENS_PER_WORD = 2   # the matcher's token window per word of link_concepts.window
+_DASHES = "-\u2010\u2011\u2012\u2013\u2014"
+
+
+def _loose_dash(ngram: str) -> bool:
+    """A dash at an end of the n-gram or beside a space joins nothing inside it."""
+    if ngram[0] in _DASHES or ngram[-1] in _DASHES:
+        return True
+    return any(ch in _DASHES and (ngram[i - 1] == " " or ngram[i + 1] == " ")
+               for i, ch in enumerate(ngram[1:-1], start=1))
+
+
+def _inside_any(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
+    """Whether (start, end) lies inside a longer span of `spans`."""
+    return any(s <= start and end <= e and e - s > end - start for s, e in spans)
+
+
+class _WordContext:
+    """The words around a span of one doc: what sense_rules and exact_before_hyphen look at."""
+
+    def __init__(self, doc):
+        self.doc = doc
+        self.by_start = {tok.idx: tok.i for tok in doc}
+        self.by_end = {tok.idx + len(tok): tok.i for tok in doc}
+
+    def one_word(self, start: int, end: int) -> bool:
+        return not any(ch.isspace() for ch in self.doc.text[start:end])
+
+    def before_hyphen(self, end: int) -> bool:
+        """Whether a hyphen follows the span directly ("parieto-")."""
+        i = self.by_end.get(end)
+        return i is not None and i + 1 < len(self.doc) and self.doc[i + 1].text in _DASHES \
+            and not self.doc[i].whitespace_
+
+    def word_after(self, end: int) -> set[str]:
+        """The next word, lowercase, directly after the span or after a hyphen ("tail sign",
+        "grape-like"); empty when punctuation or nothing follows."""
+        i = self.by_end.get(end)
+        if i is None or i + 1 >= len(self.doc):
+            return set()
+        nxt = self.doc[i + 1]
+        if nxt.text in _DASHES and not self.doc[i].whitespace_ and i + 2 < len(self.doc):
+            nxt = self.doc[i + 2]
+        return {nxt.lower_} if nxt.is_alpha else set()
+
+    def words_before(self, start: int, most: int) -> set[str]:
+        """The words of the span's phrase before it, lowercase: up to `most` words, back to the
+        first punctuation, number or short function word ("mild ventricular dilatation":
+        mild, ventricular)."""
+        i = self.by_start.get(start)
+        found: set[str] = set()
+        if i is None:
+            return found
+        j = i - 1
+        while j >= 0 and len(found) < most:
+            tok = self.doc[j]
+            if tok.text in _DASHES and j > 0 and not self.doc[j - 1].whitespace_:
+                j -= 1   # "fronto-parietal": the words a hyphen joins are one phrase
+                continue
+            if not tok.is_alpha or tok.is_stop:
+                break
+            found.add(tok.lower_)
+            j -= 1
+        return found
 _OPENING, _CLOSING = "([{", ")]}"
 
 

@@ -17,7 +17,8 @@ from tasks.sample import captions
 from tasks.sample.article_pdf import build_pdf
 from tasks.common.masks import box_of, rle_encode
 from tasks.sample.catalogue import FINDINGS, IMAGE_KINDS
-from tasks.sample.figure_images import HARD_LAYOUTS, compose_panels, hard_layout, render_panel, row_layout
+from tasks.sample.figure_images import (HARD_LAYOUTS, INSET_FRAME, compose_panels, hard_layout, render_panel,
+                                        row_layout)
 from tasks.sample.jats import ArticleSpec, FigureSpec, build_nxml
 
 PMCID_BASE = 9_900_001
@@ -113,8 +114,11 @@ def _figure_regions(boxes: list[tuple[int, int, int, int]], regions: list[dict],
                     (x1 - x0, y1 - y0), Image.NEAREST)) > 127
             full = np.zeros((height, width), dtype=bool)
             full[y0:y1, x0:x1] = mask
+            for bx0, by0, bx1, by1 in boxes[index + 1:]:  # an inset drawn later hides what lies under it
+                f = INSET_FRAME
+                full[max(0, by0 - f):by1 + f, max(0, bx0 - f):bx1 + f] = False
             box = box_of(full)
-            if box is None:  # jittered out of the panel
+            if box is None:  # jittered out of the panel, or under an inset
                 continue
             out.append({"finding": finding, "cui": FINDINGS[finding].cui, "panel": letters[index] if letters else None,
                         "box": box, "pixels": int(full.sum()), "mask": rle_encode(full)})

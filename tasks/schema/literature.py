@@ -129,6 +129,29 @@ class UmlsIndexParams(Section):
     acronym_max_len: int = Field(6, ge=0)
 
 
+class SenseRule(Section):
+    """link_concepts.sense_rules: a one-word match next to one of `words` (`where` they stand:
+    before the match, within its phrase, or directly after it) keeps only candidates of `groups`."""
+    where: Literal["before", "after"]
+    words: list[str]
+    groups: list[str]
+
+
+# The defaults of link_concepts.sense_rules (params.yaml names each with its reason).
+SENSE_RULES = [
+    {"where": "after", "words": ["sign", "signs", "appearance", "configuration", "like", "shaped"],
+     "groups": ["DISO"]},
+    {"where": "before", "words": ["coronal", "sagittal", "lambdoid", "metopic", "squamosal", "cranial",
+                                  "calvarial"], "groups": ["ANAT", "DISO"]},
+    {"where": "before", "words": ["anterior", "posterior", "lateral", "medial", "superior", "inferior",
+                                  "ventral", "dorsal", "proximal", "distal", "central", "peripheral"],
+     "groups": ["ANAT", "DISO", "PHYS", "PROC", "DEVI"]},
+    {"where": "before", "words": ["mild", "mildly", "moderate", "moderately", "severe", "marked", "markedly",
+                                  "minimal", "extensive", "progressive", "premature", "congenital", "diffuse",
+                                  "focal", "aneurysmal"], "groups": ["ANAT", "DISO", "PHYS", "CHEM"]},
+]
+
+
 class LinkConceptsParams(Section):
     figures: Location = "data/figures/figures.parquet"
     index_dir: Location = "data/umls_index"
@@ -152,7 +175,12 @@ class LinkConceptsParams(Section):
     same_start: int = Field(3, ge=0)
     semantic_types: list[str] | None = None
     semantic_groups: list[str] | None = ["ANAT", "DISO", "PROC", "CHEM", "DEVI", "PHYS"]
-    stop_concepts: list[str] = ["C0012634", "C0039082", "C0243095", "D004194", "D013577"]
+    stop_concepts: list[str] = ["C0012634", "C0039082", "C0243095", "D004194", "D013577",
+                                "D014894", "D009934", "D009308", "D012722"]
+    shadow_groups: list[str] | None = ["ACTI", "CONC", "GENE", "GEOG", "LIVB", "OBJC", "OCCU", "ORGA", "PHEN"]
+    acronyms_as_written: bool = True
+    exact_before_hyphen: bool = True
+    sense_rules: list[SenseRule] = SENSE_RULES
     negation: bool = True
     context_max_scope: int = Field(8, ge=1)
     context_rules: dict[AssertionRuleList, list[str]] = {}

@@ -79,6 +79,9 @@ def prepare(params: dict) -> Prepared:
         "concepts": len(concept_ids), "concept_spans_train": sum(len(s) for s in train.spans),
         "concept_spans_dropped": train.spans_dropped + val.spans_dropped,
         "figures_with_concepts": sum(1 for r in records if r.cuis), "vocab_size": tokenizer.vocab_size,
+        # figures.panels split | both: figures trained as their panels, and those panel samples
+        "figures_as_panels": len({r.parent for r in records if r.parent}),
+        "panel_samples": sum(1 for r in records if r.parent),
     }
     return Prepared(cfg, model_cfg, tokenizer, train, val, records, rejected, concept_ids, fp, counts)
 
@@ -93,7 +96,7 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
 
     out = _path(prep.cfg["output_dir"])
     mentions = _path(prep.cfg["mentions"])
-    surface = data.surface_forms(mentions, set(prep.train.keys))
+    surface = data.surface_forms(mentions, data.mention_keys([r for r in prep.records if r.split == data.TRAIN]))
     names = data.preferred_names(mentions, prep.concept_ids)
     config = {
         "model": prep.model_cfg, "concept_ids": prep.concept_ids,
