@@ -40,6 +40,8 @@ from tasks.common.assertion import AssertionRules
 from tasks.common.nlp import make_pipeline
 from tasks.linking import quickumls_adapter as qa
 from tasks.linking.variants import variants
+from tasks.linking.index_files import quickumls_dir, open_quickumls, load_concepts
+from tasks.linking.spans import HYPHEN_TOKENS_PER_WORD, loose_dash, inside_longer_span, WordContext, balanced_brackets, candidate_rank
 
 # The keys of the params section `link_concepts` that the linker reads (the schema,
 # tasks/schema/literature.py, holds their types and defaults); other keys are ignored.
@@ -88,44 +90,6 @@ def linker_settings(params: dict) -> dict:
         if rule["where"] not in ("before", "after"):
             raise ValueError(f"link_concepts.sense_rules: where must be 'before' or 'after', not {rule['where']!r}")
     return settings
-
-
-def quickumls_dir(index_dir: str | Path) -> Path:
-    """The QuickUMLS folder of a umls_index output (or a bare QuickUMLS index folder)."""
-    index_dir = Path(index_dir)
-    nested = index_dir / "quickumls"
-    return nested if nested.is_dir() else index_dir
-
-
-def open_quickumls(index_dir: str | Path, **kwargs):
-    """A QuickUMLS matcher that needs no download: stopwords from the index, no spaCy model."""
-    qdir = quickumls_dir(index_dir)
-    nltk_dir = qdir / "nltk_data"
-    if not (qdir / "umls-simstring.db").exists():
-        raise FileNotFoundError(f"no QuickUMLS index in {qdir}")
-    return qa.open_matcher(qdir, nltk_dir if nltk_dir.is_dir() else None, **kwargs)
-
-
-def load_concepts(index_dir: str | Path) -> dict[str, tuple[str, tuple[str, ...], str, frozenset]]:
-    """cui -> (preferred name, TUIs, group, all groups) from concepts.parquet, when present.
-
-    A full UMLS has millions of concepts and a few hundred distinct type lists, so those
-    are shared, not one object per concept, and the table is read in batches."""
-    path = Path(index_dir) / "concepts.parquet"
-    if not path.is_file():
-        return {}
-    import pyarrow.parquet as pq
-
-    shared: dict = {}
-    concepts = {}
-    columns = ["cui", "preferred_name", "semantic_types", "semantic_group", "semantic_groups"]
-    for batch in pq.ParquetFile(path).iter_batches(batch_size=65_536, columns=columns):
-        table = batch.to_pydict()
-        for cui, name, types, group, groups in zip(*(table[c] for c in columns)):
-            types, groups = tuple(types), frozenset(groups)
-            concepts[cui] = (name, shared.setdefault(types, types), shared.setdefault(group, group),
-                             shared.setdefault(groups, groups))
-    return concepts
 
 
 class ConceptLinker:
@@ -222,7 +186,7 @@ class ConceptLinker:
             forms = [long_form] + (list(variants(long_form)) if self.settings["variants"] else [])
             groups = qa.get_all_matches(self.matcher, [(0, len(long_form), f) for f in forms])
             cands = [c for group in groups for c in group if self._keep(c)]
-            cands.sort(key=_rank)
+            cands.sort(key=candidate_rank)
             if len(self._long_form_cache) > 100_000:  # long-lived workers: keep memory flat
                 self._long_form_cache.clear()
             self._long_form_cache[long_form] = cands[0] if cands else None
@@ -243,7 +207,7 @@ class ConceptLinker:
         ends = [sent.end_char for sent in sents]
         ngram_groups: dict[int, list] = {}
         shadows: list[tuple[int, int]] = []   # spans matched to a concept of shadow_groups
-        context = _WordContext(doc) if self._sense_rules or self.settings["exact_before_hyphen"] else None
+        context = WordContext(doc) if self._sense_rules or self.settings["exact_before_hyphen"] else None
         for group in self._candidates(self._ngrams(doc, starts, ends)):
             matching = [c for c in group if self._matches(c)]
             kept = [c for c in matching if self._wanted(c)]
@@ -257,7 +221,7 @@ class ConceptLinker:
                 ngram_groups.setdefault(bisect_right(starts, kept[0]["start"]) - 1, []).append((0, kept))
         if shadows:
             ngram_groups = {s_index: [(prio, cands) for prio, cands in groups
-                                      if not _inside_any(cands[0]["start"], cands[0]["end"], shadows)]
+                                      if not inside_longer_span(cands[0]["start"], cands[0]["end"], shadows)]
                             for s_index, groups in ngram_groups.items()}
         mentions: list[Mention] = []
         for s_index, sent in enumerate(sents):
@@ -297,7 +261,7 @@ class ConceptLinker:
                 ))
         return mentions
 
-    def _in_context(self, cands: list[dict], context: "_WordContext") -> list[dict]:
+    def _in_context(self, cands: list[dict], context: "WordContext") -> list[dict]:
         """The candidates of one span that its neighbouring words allow (sense_rules,
         exact_before_hyphen); only one-word spans are judged, by the words around them."""
         start, end = cands[0]["start"], cands[0]["end"]
@@ -352,9 +316,9 @@ class ConceptLinker:
                 inside = bisect_right(barriers, start)
                 if inside < len(barriers) and barriers[inside] < end:
                     continue
-            if not _balanced(ngram):  # "pentoxifylline (0" is not a longer "pentoxifylline"
+            if not balanced_brackets(ngram):  # "pentoxifylline (0" is not a longer "pentoxifylline"
                 continue
-            if "-" in ngram and _loose_dash(ngram):  # "CT- multiple fractures" is not "multiple fractures"
+            if "-" in ngram and loose_dash(ngram):  # "CT- multiple fractures" is not "multiple fractures"
                 continue
             first = ngram.split(" ", 1)[0].lower()
             if first not in stop:
@@ -366,17 +330,17 @@ class ConceptLinker:
     def _select(self, groups: list[tuple[int, list[dict]]]) -> list[dict]:
         """Best candidate per span; with best_match, non-overlapping spans by the overlap policy."""
         def best(cands):
-            return min(cands, key=_rank)
+            return min(cands, key=candidate_rank)
 
         picked = [(prio, best(cands)) for prio, cands in groups]
         if not self.settings["best_match"]:
-            return sorted((c for _, c in picked), key=lambda c: (c["start"], c["end"], *_rank(c)))
+            return sorted((c for _, c in picked), key=lambda c: (c["start"], c["end"], *candidate_rank(c)))
         if self.settings["overlap"] == "length":
             order = lambda pc: (-pc[0], -(pc[1]["end"] - pc[1]["start"]), -pc[1]["similarity"], pc[1]["start"],
-                                *_rank(pc[1]))
+                                *candidate_rank(pc[1]))
         else:
             order = lambda pc: (-pc[0], -pc[1]["similarity"], -(pc[1]["end"] - pc[1]["start"]), pc[1]["start"],
-                                *_rank(pc[1]))
+                                *candidate_rank(pc[1]))
         taken: list[tuple[int, int]] = []
         chosen = []
         for _, cand in sorted(picked, key=order):
@@ -385,93 +349,6 @@ class ConceptLinker:
             taken.append((cand["start"], cand["end"]))
             chosen.append(cand)
         return sorted(chosen, key=lambda c: (c["start"], c["end"]))
-
-
-HYPHEN_TOKENS_PER_WORD = 2   # the matcher's token window per word of link_concepts.window
-_DASHES = "-\u2010\u2011\u2012\u2013\u2014"
-
-
-def _loose_dash(ngram: str) -> bool:
-    """A dash at an end of the n-gram or beside a space joins nothing inside it."""
-    if ngram[0] in _DASHES or ngram[-1] in _DASHES:
-        return True
-    return any(ch in _DASHES and (ngram[i - 1] == " " or ngram[i + 1] == " ")
-               for i, ch in enumerate(ngram[1:-1], start=1))
-
-
-def _inside_any(start: int, end: int, spans: list[tuple[int, int]]) -> bool:
-    """Whether (start, end) lies inside a longer span of `spans`."""
-    return any(s <= start and end <= e and e - s > end - start for s, e in spans)
-
-
-class _WordContext:
-    """The words around a span of one doc: what sense_rules and exact_before_hyphen look at."""
-
-    def __init__(self, doc):
-        self.doc = doc
-        self.by_start = {tok.idx: tok.i for tok in doc}
-        self.by_end = {tok.idx + len(tok): tok.i for tok in doc}
-
-    def one_word(self, start: int, end: int) -> bool:
-        return not any(ch.isspace() for ch in self.doc.text[start:end])
-
-    def before_hyphen(self, end: int) -> bool:
-        """Whether a hyphen follows the span directly ("parieto-")."""
-        i = self.by_end.get(end)
-        return i is not None and i + 1 < len(self.doc) and self.doc[i + 1].text in _DASHES \
-            and not self.doc[i].whitespace_
-
-    def word_after(self, end: int) -> set[str]:
-        """The next word, lowercase, directly after the span or after a hyphen ("tail sign",
-        "grape-like"); empty when punctuation or nothing follows."""
-        i = self.by_end.get(end)
-        if i is None or i + 1 >= len(self.doc):
-            return set()
-        nxt = self.doc[i + 1]
-        if nxt.text in _DASHES and not self.doc[i].whitespace_ and i + 2 < len(self.doc):
-            nxt = self.doc[i + 2]
-        return {nxt.lower_} if nxt.is_alpha else set()
-
-    def words_before(self, start: int, most: int) -> set[str]:
-        """The words of the span's phrase before it, lowercase: up to `most` words, back to the
-        first punctuation, number or short function word ("mild ventricular dilatation":
-        mild, ventricular)."""
-        i = self.by_start.get(start)
-        found: set[str] = set()
-        if i is None:
-            return found
-        j = i - 1
-        while j >= 0 and len(found) < most:
-            tok = self.doc[j]
-            if tok.text in _DASHES and j > 0 and not self.doc[j - 1].whitespace_:
-                j -= 1   # "fronto-parietal": the words a hyphen joins are one phrase
-                continue
-            if not tok.is_alpha or tok.is_stop:
-                break
-            found.add(tok.lower_)
-            j -= 1
-        return found
-_OPENING, _CLOSING = "([{", ")]}"
-
-
-def _balanced(ngram: str) -> bool:
-    """Whether every bracket the n-gram holds is closed inside it, in order."""
-    if not any(ch in ngram for ch in "()[]{}"):  # the cheap test first: most n-grams have none
-        return True
-    depth = []
-    for ch in ngram:
-        if ch in _OPENING:
-            depth.append(_CLOSING[_OPENING.index(ch)])
-        elif ch in _CLOSING:
-            if not depth or depth.pop() != ch:
-                return False
-    return not depth
-
-
-def _rank(cand: dict) -> tuple:
-    """Best candidate first; a total order (cui, then the matched term), so that ties never
-    fall to the order QuickUMLS returned them in."""
-    return (-cand["similarity"], -cand["preferred"], cand["cui"], str(cand["term"]))
 
 
 _CACHE: dict[tuple[str, str], tuple[str, ConceptLinker]] = {}  # (index, settings) -> (build stamp, linker)

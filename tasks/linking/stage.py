@@ -27,7 +27,8 @@ from tasks.incremental.store import (ItemCache, cache_dir_for, code_version, fin
 from tasks.incremental.layout import content_groups
 from tasks.incremental.tables import read_tables, write_tables
 from tasks.linking import captions
-from tasks.linking.linker import get_linker, quickumls_dir
+from tasks.linking.index_files import quickumls_dir
+from tasks.linking.linker import get_linker
 
 STAGE = captions.STAGE
 FIGURE_COLUMNS = ("key", "pmcid", "figure_id", "caption", "caption_shared", "subcaptions")

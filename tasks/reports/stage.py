@@ -131,7 +131,8 @@ def get_processor(cfg: Mapping[str, Any]) -> tuple[ReportProcessor, str]:
 def _open_linker(cfg, required: bool):
     index_dir = Path(cfg["linker_index"])
     try:
-        from tasks.linking.linker import get_linker, quickumls_dir
+        from tasks.linking.index_files import quickumls_dir
+        from tasks.linking.linker import get_linker
 
         if not quickumls_dir(index_dir).is_dir():
             raise FileNotFoundError(f"no QuickUMLS index under {index_dir}")
