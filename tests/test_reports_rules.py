@@ -9,7 +9,8 @@ from tasks.common.params import load_params
 from tasks.reports.anatomy import AnatomyLexicon
 from tasks.reports.clauses import split_clauses
 from tasks.reports.labels import derive_labels, label_rules
-from tasks.reports.processor import ReportInput, ReportProcessor, load_lexicon, rejection_reason
+from tasks.reports.processor import ReportInput, ReportProcessor, load_lexicon
+from tasks.reports.rejections import rejection_reason
 from tasks.reports.sections import SectionSplitter
 from tasks.reports.sentences import split_sentences
 

@@ -8,7 +8,8 @@ import pytest
 
 from flows.split_reports import stage_config
 from tasks.common.params import load_params
-from tasks.reports.processor import ReportInput, ReportProcessor, load_lexicon, rejection_reason
+from tasks.reports.processor import ReportInput, ReportProcessor, load_lexicon
+from tasks.reports.rejections import rejection_reason
 
 
 @pytest.fixture(scope="module")

@@ -20,17 +20,18 @@ from typing import Any, Iterable, Mapping, Sequence
 
 import yaml
 
-from tasks.common.assertion import (ABSENT, DEFAULT_RULES, NEGATION, PRESENT, RULE_LISTS, UNCERTAIN,
-                                    AssertionRules, Scan)
+from tasks.common.assertion import ABSENT, NEGATION, PRESENT, UNCERTAIN, AssertionRules, Scan
 from tasks.reports.anatomy import OTHER, AnatomyLexicon
+from tasks.reports.assertion_rules import ClauseScopes, historic_rules, report_assertion_rules
 from tasks.reports.clauses import split_clauses
 from tasks.reports.descriptions import AnatomyText, as_sentence, render
 from tasks.reports.findings import FindingMatcher, FindingMention, finding_defs
 from tasks.reports.labels import derive_labels, label_rules
 from tasks.reports.normal import NormalStatements
+from tasks.reports.rejections import rejection_reason
 from tasks.reports.sections import SectionSplitter
 from tasks.reports.sentences import split_sentences
-from tasks.reports.text import SortedStarts, any_whitespace, unescape_entities
+from tasks.reports.text import SortedStarts, unescape_entities
 from tasks.common.terms import ascii_lower
 
 _PRONOUN = re.compile(r"\b(?:it|its|they|their|this|these|which)\b", re.I)
@@ -64,33 +65,6 @@ class ReportResult:
 def load_lexicon(path: str | Path) -> dict:
     with open(path, encoding="utf-8") as handle:
         return yaml.safe_load(handle)
-
-
-_CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f\ud800-\udfff\ue000-\uf8ff]")
-_LETTERS = re.compile(r"[^\W\d_]")
-
-
-def rejection_reason(findings: str | None, impression: str | None,
-                     max_chars: int | None = None) -> tuple[str, str] | None:
-    """Why a report cannot be read, or None. Checked on the raw text, before unescaping."""
-    size = len(findings or "") + len(impression or "")
-    if max_chars is not None and size > max_chars:
-        return "report_too_long", (f"{size} characters, more than split_reports.max_report_chars "
-                                   f"({max_chars})")
-    text = f"{findings or ''}\n{impression or ''}"
-    if "\x00" in text:
-        # Binary data in a text field (a CSV reader in C stops the field there: it is not empty).
-        return "binary_content", f"a NUL byte at character {text.index(chr(0))} of the report text"
-    if "\ufffd" in text:
-        return "undecodable_text", "text holds bytes that are not valid UTF-8"
-    if not text.strip():
-        return "empty_report", "no report text"
-    bad = len(_CONTROL.findall(text))
-    if bad > 0.05 * len(text):
-        return "undecodable_text", f"{bad} control or private-use characters in {len(text)}"
-    if len(_LETTERS.findall(text, 0, 200)) < 3:
-        return "empty_report", "no words in the report text"
-    return None
 
 
 class ReportProcessor:
@@ -359,45 +333,3 @@ class ReportProcessor:
 
 def _unique(items: Iterable[str]) -> list[str]:
     return list(dict.fromkeys(items))
-
-
-class ClauseScopes:
-    """One segment's assertion scan, cut per clause by bisection (`Scan.within` passes over
-    every trigger of the segment for each clause: quadratic in a long report)."""
-
-    def __init__(self, scan: Scan):
-        self._triggers = SortedStarts(scan.triggers, lambda t: t.start)
-        self._terminators = SortedStarts(scan.terminators, lambda x: x[0])
-        self._word_starts = scan.word_starts
-
-    def within(self, start: int, end: int) -> Scan:
-        return Scan(tuple(t for t in self._triggers.between(start, end) if t.end <= end),
-                    tuple(x for x in self._terminators.between(start, end) if x[1] <= end), self._word_starts)
-
-
-def report_assertion_rules(extra: Mapping[str, Sequence[str]] | None) -> dict[str, list[str]]:
-    """The shared engine's trigger lists plus the lexicon's `assertion_rules`, each term's
-    spaces matching any whitespace ("no\nevidence of")."""
-    extra = dict(extra or {})
-    unknown = sorted(set(extra) - set(RULE_LISTS))
-    if unknown:
-        raise ValueError(f"lexicon assertion_rules: unknown list {unknown[0]!r}; known: {', '.join(RULE_LISTS)}")
-    return {name: [any_whitespace(t) for t in [*DEFAULT_RULES[name], *(extra.get(name) or [])]]
-            for name in RULE_LISTS}
-
-
-def historic_rules(table: Mapping[str, Any] | None) -> AssertionRules:
-    """Negations of a resolved or historic finding (lexicon `historic_rules`), reaching only
-    findings fewer than `max_words` words away: "in a patient with a history of surgery,
-    atelectasis is seen" speaks of the atelectasis now."""
-    table = dict(table or {})
-    max_words = int(table.pop("max_words", 4))
-    own = ("negation_pre", "negation_post", "pseudo", "terminators")
-    unknown = sorted(set(table) - set(own))
-    if unknown:
-        raise ValueError(f"lexicon historic_rules: unknown key {unknown[0]!r}; known: max_words, {', '.join(own)}")
-    lists = {name: [] for name in RULE_LISTS}
-    lists.update({name: list(table.get(name) or []) for name in own})
-    lists["terminators"] += DEFAULT_RULES["terminators"]
-    return AssertionRules({name: [any_whitespace(t) for t in terms] for name, terms in lists.items()},
-                          max_scope=max_words)
