@@ -12,10 +12,9 @@ import pytest
 
 from tasks.common.params import load_params
 from tasks.umls import rrf
-from tasks.umls.index import build_index
-from tasks.umls.mesh_xml import mesh_xml_to_rrf
 from tasks.umls.supplement import RADIOLOGY_SUPPLEMENT, read_supplement
 from tests.conftest import REPO_ROOT
+from tests.helpers.mesh2024 import build_mesh2024_index
 
 PARAMS = load_params(REPO_ROOT / "params.yaml")
 UMLS_INDEX = PARAMS["umls_index"]
@@ -24,12 +23,7 @@ UMLS_INDEX = PARAMS["umls_index"]
 @pytest.fixture(scope="module")
 def mesh2024(shared_data, tmp_path_factory):
     """MeSH 2024 converted (with the params' term options) and indexed, once per module."""
-    root = tmp_path_factory.mktemp("mesh2024")
-    converted = mesh_xml_to_rrf(shared_data / "umls" / "mesh2024" / "desc2024_terms.xml.gz", root / "META",
-                                permute_inverted=UMLS_INDEX["mesh_permute_inverted"],
-                                permuted_terms=UMLS_INDEX["mesh_permuted_terms"])
-    built = build_index(root / "META", root / "index", UMLS_INDEX, semantic_groups_file=root / "META" / "SemGroups.txt")
-    return {"meta": root / "META", "index": root / "index", "converted": converted, "built": built}
+    return build_mesh2024_index(shared_data, tmp_path_factory.mktemp("mesh2024"), UMLS_INDEX)
 
 
 def test_every_descriptor_and_its_entry_terms(mesh2024):
