@@ -77,6 +77,18 @@ def test_good_studies_land_on_their_mask_grid_with_plausible_hu(ct_run):
         assert np.allclose(np.array(row.affine).reshape(4, 4), vol.affine, atol=1e-4)
 
 
+def test_conversion_settings_written_beside_the_studies(ct_run):
+    from tasks.ct.conversion_settings import LAYOUT_KEYS, read_conversion_settings
+    from tasks.ct.deid import deid_key
+
+    out = ct_run["root"] / "ct_convert"
+    settings = read_conversion_settings(out / "studies.parquet")
+    section = ct_run["params"]["ct_convert"]
+    assert settings == {k: v for k, v in section.items() if k not in LAYOUT_KEYS}
+    assert "min_slices" in settings and "series_per_task" not in settings
+    assert deid_key(ct_run["params"]) not in (out / "conversion.json").read_text()
+
+
 def test_each_broken_study_rejected_with_its_own_reason(ct_run):
     rejected = pd.read_parquet(ct_run["root"] / "ct_convert" / "rejected.parquet")
     broken = [s for s in ct_run["studies"] if s["expected"] != "ok"]

@@ -147,6 +147,7 @@ def test_sample_probabilities_are_the_models_on_the_training_tensors(folder, sam
     assert record["input"]["source_format"] == fmt and record["study"].startswith("ct-")
     assert record["preprocess"]["hu_windows"] == folder.config["preprocess"]["hu_windows"]
     assert "schema" in record["conversion"]["source"] and record["conversion"]["settings"]["min_slices"] == 2
+    assert folder.config["ct_convert"] is None  # the tiny folder's studies table has no conversion.json
     assert "lineage" in record["usability"]["source"]
     assert summary == json.loads((tmp_path / "out" / "predictions.json").read_text())
     assert summary["anatomies"]["usable"] == sum(s == "usable" for s in status.values())
@@ -252,6 +253,23 @@ def test_totalsegmentator_without_weights_asks_for_a_mask(folder, sample, studie
     assert "--mask" in err and "totalseg_download_weights" in err
     config = json.loads((tmp_path / "totalseg_home" / "config.json").read_text())
     assert config["send_usage_stats"] is False
+
+
+def test_the_training_datas_conversion_settings_are_used(sample, studies, tmp_path, capsys):
+    """A model trained on studies converted with min_slices 100 refuses the sample's 48-slice series
+    as ct_convert would have; the defaults (min_slices 2) would score it."""
+    trained = write_tiny_fvlm(tmp_path / "m" / "train_fvlm", ANATOMIES, FINDINGS,
+                              conversion={**CFG, "min_slices": 100, "deid_key": "a secret"})
+    assert json.loads((trained / "config.json").read_text())["ct_convert"]["min_slices"] == 100
+    assert b"a secret" not in (trained / "config.json").read_bytes()
+    case = _case(studies, "dicom")
+    with pytest.raises(CtRefused, match="100 needed") as refused:
+        predict_ct(open_model(trained), sample / case["path"], tmp_path / "out", mask=str(sample / case["mask"]))
+    assert refused.value.reason == "too_few_slices" and not (tmp_path / "out").exists()
+    folder = open_model(trained)
+    folder.config["ct_convert"] = {**folder.config["ct_convert"], "min_slice": 3}
+    with pytest.raises(NotAModelFolder, match="unknown key .ct_convert.min_slice. .did you mean .ct_convert.min_slices"):
+        predict_ct(folder, sample / case["path"], tmp_path / "out2", mask=str(sample / case["mask"]))
 
 
 def test_wrong_model_folders(folder, sample, studies, tmp_path, capsys):

@@ -10,8 +10,8 @@ plan (a parallel pass of its own), by `input_kind`:
 One task per `series_per_task` series or volumes.
 convert_shard (on a worker): each series, NIfTI file or CT-RATE volume to
 volumes/<series_id>.nii.gz and its studies row (tasks.ct.convert, tasks.ct.ct_rate).
-merge: studies.parquet from the part tables; patients, studies, formats, HU sources and
-geometry sources counted.
+merge: studies.parquet from the part tables; conversion.json (tasks.ct.conversion_settings);
+patients, studies, formats, HU sources and geometry sources counted.
 
 cfg is the ct_convert section plus, from the flow: `source_paths` and `deid_key` (the
 deid section) and `root`, the local folder holding the input.
@@ -26,6 +26,7 @@ import pyarrow.parquet as pq
 
 from tasks.common.sharding import Merged, Plan, ShardResult, chunks
 from tasks.common.tables import Rejection, concat_parts, write_rows
+from tasks.ct.conversion_settings import write_conversion_settings
 from tasks.ct.convert import (STAGE, STUDIES_SCHEMA, convert_dicom_series, convert_nifti, discover,
                               file_problem_rejection, nifti_ids, relative)
 from tasks.ct.ct_rate import convert_ct_rate_volume, plan_volumes
@@ -104,6 +105,7 @@ def convert_shard(shard: tuple[int, list[tuple[str, object]]], cfg: dict, out: s
 
 
 def merge(cfg: dict, out: Path, plan: ConvertPlan, results: list[ShardResult], fan_out) -> Merged:
+    write_conversion_settings(cfg, out)
     studies = out / "studies.parquet"
     items_out = concat_parts([r.value for r in results], STUDIES_SCHEMA, studies, sort_by=STUDIES_SORT)
     table = pq.read_table(studies, columns=["patient_id", "study_id", "series_id", "source_format", "hu_source",

@@ -127,7 +127,7 @@ def predict_ct(folder: ModelFolder, input_path: str | Path, out_dir: str | Path,
     prompts, prompts_source, tested = prompt_pair(config, tuned_by)
     words, words_source = finding_words(finding_names)
     groups, labels_source = anatomy_groups(anatomies, display, mask_labels)
-    cfg = convert_cfg()
+    cfg, conversion_source = convert_cfg(config)
 
     out = Path(out_dir)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -193,7 +193,7 @@ def predict_ct(folder: ModelFolder, input_path: str | Path, out_dir: str | Path,
                    "spacing_mm": [row["spacing_x"], row["spacing_y"], row["spacing_z"]], "affine": [row["affine"][i:i + 4] for i in range(0, 16, 4)],
                    "hu": {k: row[k] for k in ("hu_min", "hu_max", "hu_mean", "hu_p01", "hu_p50", "hu_p99")},
                    "files_left_out": ignored},
-                "conversion": conversion_record(cfg),
+                "conversion": conversion_record(cfg, conversion_source),
                 "segmentation": {"backend": seg_cfg["backend"], "label_map": labels_source,
                                  **({"label_values_not_named": unnamed} if groups.task == "mask-labels" else {}),
                                  "geometry_tolerance_mm": seg_cfg["geometry_tolerance_mm"],

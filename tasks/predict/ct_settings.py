@@ -5,26 +5,38 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tasks.ct.conversion_settings import conversion_settings
 from tasks.predict.model_folder import NotAModelFolder
 
 REPO = Path(__file__).resolve().parent.parent.parent
-# ct_convert keys that place or shard a stage's work, not how one series is converted
-_LAYOUT_KEYS = ("source", "output_dir", "input_kind", "ct_rate", "files_per_task", "series_per_task")
 _USABILITY_KEYS = ("min_voxels", "drop_fov_cut", "keep_fov_cut")
 
-def convert_cfg() -> dict:
-    """ct_convert's cfg as its flow builds it, from the schema's defaults (the training data's
-    own settings are not in the model folder)."""
+
+def convert_cfg(config: dict) -> tuple[dict, str]:
+    """(ct_convert's cfg as its flow builds it, where its settings came from): the training
+    data's settings that config.json records (`ct_convert`, from train_fvlm), over the schema's
+    defaults for the keys that place a stage's work; the schema's defaults alone for a folder
+    trained before they were recorded."""
+    from pydantic import ValidationError
+
+    from tasks.schema import describe
     from tasks.schema.ct import CtConvertParams, DeidParams
 
+    recorded = config.get("ct_convert")
+    try:
+        section = CtConvertParams(**(recorded or {}))
+    except ValidationError as exc:  # an unknown key or a wrong value: named as params errors are
+        problems = "; ".join(describe({**e, "loc": ("ct_convert", *e["loc"])}) for e in exc.errors())
+        raise NotAModelFolder(f"fVLM config.json ct_convert (the training data's settings): {problems}") from None
+    source = ("the model folder's config.json ct_convert (the training data's settings)" if recorded else
+              "the schema's ct_convert defaults (tasks/schema/ct.py CtConvertParams): the model folder "
+              "does not record the ct_convert settings of its training data")
     deid = DeidParams()
-    return {**CtConvertParams().model_dump(), "source_paths": deid.source_paths, "deid_key": deid.key}
+    return {**section.model_dump(), "source_paths": deid.source_paths, "deid_key": deid.key}, source
 
 
-def conversion_record(cfg: dict) -> dict:
-    return {"settings": {k: v for k, v in sorted(cfg.items()) if k not in (*_LAYOUT_KEYS, "deid_key", "source_paths")},
-            "source": "the schema's ct_convert defaults (tasks/schema/ct.py CtConvertParams): the model folder "
-                      "does not record the ct_convert settings of its training data"}
+def conversion_record(cfg: dict, source: str) -> dict:
+    return {"settings": conversion_settings(cfg), "source": source}
 
 
 def usability_settings(model_dir: Path) -> tuple[dict, str]:

@@ -8,6 +8,7 @@ import torch
 
 from tasks.common.summary import StageSummary
 from tasks.common.tables import write_rows
+from tasks.ct.conversion_settings import read_conversion_settings
 from tasks.training import fvlm_data as data
 from tasks.training.common import fingerprint, resolve
 from tasks.training.loop import LoopResult, train_prepared
@@ -141,6 +142,7 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
         "split": split_spec(prep.cfg, SPLIT_UNIT).record(),
         "zero_shot": prep.cfg["zero_shot"], "preset": prep.cfg["preset"],
         "finding_field": prep.cfg["finding_field"],
+        "ct_convert": read_conversion_settings(prep.cfg["studies"]),
     }
     write_model(out, result.model, config, prep.tokenizer)
     write_curve(result.curve, out / "curve.csv")

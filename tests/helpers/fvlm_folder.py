@@ -15,9 +15,13 @@ TEXTS = ["Lung shows no significant abnormality.", "Lung nodule in the lung.", "
          "Spleen shows no significant abnormality.", "Pleural effusion in the lung.", "No emphysema in the lung."]
 
 
-def write_tiny_fvlm(out: Path, anatomies: list[str], findings: list[str], seed: int = 0, **overrides) -> Path:
+def write_tiny_fvlm(out: Path, anatomies: list[str], findings: list[str], seed: int = 0,
+                    conversion: dict | None = None, **overrides) -> Path:
     """train_fvlm's output folder at `out` for an untrained model over `anatomies` and `findings`;
-    `overrides`: more `-S` params (e.g. train_fvlm.drop_fov_cut=false, which lineage.json records)."""
+    `conversion`: a ct_convert cfg whose settings the training studies were converted with (written
+    as ct_convert writes them; None: a studies table without them); `overrides`: more `-S` params
+    (e.g. train_fvlm.drop_fov_cut=false, which lineage.json records)."""
+    from tasks.ct.conversion_settings import write_conversion_settings
     from models import build_model
     from tasks.training import fvlm_stage
     from tasks.training import fvlm_tensors
@@ -26,7 +30,11 @@ def write_tiny_fvlm(out: Path, anatomies: list[str], findings: list[str], seed: 
     from tasks.training.text_tower import text_tower
 
     out = Path(out)
-    params = stage_params(REPO_ROOT, **{"train_fvlm.anatomies": "[" + ", ".join(anatomies) + "]",
+    studies_dir = out.parent / "ct_convert"  # not the checkout's data/: a pipeline run there must not leak in
+    studies_dir.mkdir(parents=True, exist_ok=True)
+    if conversion is not None:
+        write_conversion_settings(conversion, studies_dir)
+    params = stage_params(REPO_ROOT, **{"train_fvlm.studies": str(studies_dir / "studies.parquet"),"train_fvlm.anatomies": "[" + ", ".join(anatomies) + "]",
                                         "train_fvlm.model": SMALL_CT,
                                         "train_fvlm.tokenizer": "{vocab_size: 200, hf_folder: null}",
                                         "train_fvlm.output_dir": str(out),
