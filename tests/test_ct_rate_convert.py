@@ -156,7 +156,7 @@ def test_raw_and_already_hu_volumes_end_in_hu_once(tmp_path):
         assert abs(row["hu_p01"] + 1000) < 5, name     # air near -1000, never -2024
         volume = output_hu(tmp_path / "out", row)
         assert volume.dtype == np.int16 and sorted(np.unique(volume)) == [-1000, 40, 700], name
-        assert row["reconstruction"] == 1 and row["manufacturer"] == "PHANTOM"
+        assert row["reconstruction"] == 1 and row["manufacturer"] == "PHANTOM" and row["source_split"] == "valid"
     assert "not applied" in rows["valid_2_a_1"]["notes"] and "applied" in rows["valid_1_a_1"]["notes"]
 
 

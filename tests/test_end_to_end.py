@@ -181,8 +181,7 @@ CT_RATE_COMMAND = ["-m", "flows.pipeline", "--overlay", "params/ct_rate.yaml",
 # The suite's budget: fewer patients and steps than the README's fixture run (the recipe is
 # the same; what the model learns is not asserted here)
 CT_RATE_TEST_SIZE = (["--patients", "16"],
-                     ["-S", "train_fvlm.max_steps=20",
-                      "-S", "train_fvlm.split={by: patient_id, validation_fraction: 0.25, test_fraction: 0.4, salt: medconcept-split}"])
+                     ["-S", "train_fvlm.max_steps=20", "-S", "train_fvlm.split.validation_fraction=0.25"])
 
 
 @pytest.fixture(scope="session")
@@ -266,6 +265,21 @@ def test_ct_rate_pairs_every_study_with_a_volume_and_a_report(ct_rate_run):
     assert {"no_descriptions", "report_without_volume", "label_without_volume"} <= reasons, reasons
     assert sum(r["reason"] == "no_descriptions" for r in rejected) == len(with_volume - with_report)
     assert sum(r["reason"] == "report_without_volume" for r in rejected) == len(with_report - with_volume)
+
+
+def test_ct_rate_test_side_is_its_own_valid_split(ct_rate_run):
+    """params/ct_rate.yaml: CT-RATE's valid set is the test side, its train patients train and validation."""
+    clone, _, _ = ct_rate_run
+    source = {r["study_id"]: r["source_split"] for r in _table(clone / "data" / "ct_convert" / "studies.parquet")}
+    assert set(source.values()) == {"train", "valid"}
+    sides = {r["study_id"]: r["split"] for r in _table(clone / "data" / "train_fvlm" / "split.parquet")}
+    assert sides and {sid: side == "test" for sid, side in sides.items()} == \
+        {sid: source[sid] == "valid" for sid in sides}
+    assert {"train", "validation"} <= set(sides.values())
+    config = json.loads((clone / "data" / "train_fvlm" / "config.json").read_text())
+    assert config["split"]["test_source_splits"] == ["valid"] and config["split"]["test_fraction"] is None
+    detail = json.loads((clone / "data" / "evaluate" / "fvlm" / "metrics_detail.json").read_text())
+    assert detail["split"]["test_source_splits"] == ["valid"]
 
 
 def test_ct_rate_labels_agree_and_score_per_label(ct_rate_run):

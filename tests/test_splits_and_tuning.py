@@ -21,6 +21,34 @@ def test_split_params_refuse_the_old_key_an_empty_train_side_and_a_wrong_unit(re
         split_spec(params["train_conceptclip"], "pmcid")
 
 
+def test_a_datasets_own_split_is_the_test_side_by_unit(repo_root):
+    from tasks.common.params import load_params
+    from tasks.training.splits import TEST, TRAIN, VALIDATION, split_spec
+
+    official = ["train_fvlm.split.test_fraction=null", "train_fvlm.split.test_source_splits=[valid]"]
+    params = load_params(repo_root / "params.yaml", official)
+    spec = split_spec(params["train_fvlm"], "patient_id", source_splits=True)
+    units = [(f"p{i}", "valid" if i % 5 == 0 else "train") for i in range(400)]
+    units.append(("p1", "valid"))  # a patient with a study in each split is all test
+    sides = {u: spec.with_source_splits(units).of(u) for u, _ in units}
+    assert {u for u, side in sides.items() if side == TEST} == {u for u, name in units if name == "valid"}
+    rest = [side for side in sides.values() if side != TEST]
+    assert 0.1 < rest.count(VALIDATION) / len(rest) < 0.3 and TRAIN in rest  # validation_fraction 0.2 of the rest
+    # the hash alone puts other patients on the test side
+    hashed = split_spec(load_params(repo_root / "params.yaml")["train_fvlm"], "patient_id", source_splits=True)
+    assert {hashed.of(u) for u, name in units if name == "train"} == {TRAIN, VALIDATION, TEST}
+    with pytest.raises(ValueError, match="come from no source split"):
+        spec.with_source_splits([("p1", "valid"), ("q", None)])
+    with pytest.raises(Exception, match="set split.test_fraction to null"):
+        load_params(repo_root / "params.yaml", official[1:])
+    with pytest.raises(Exception, match="test_fraction is null: set it"):
+        load_params(repo_root / "params.yaml", official[:1])
+    clip = load_params(repo_root / "params.yaml", ["train_conceptclip.split.test_fraction=null",
+                                                   "train_conceptclip.split.test_source_splits=[valid]"])
+    with pytest.raises(ValueError, match="carry no split of their own"):
+        split_spec(clip["train_conceptclip"], "pmcid")
+
+
 def test_grid_lists_every_combination_with_the_first_values_first():
     combos = grid({"wording": ["surface", "preferred"], "weight": [0.0, 1.0]})
     assert combos == [{"wording": "surface", "weight": 0.0}, {"wording": "surface", "weight": 1.0},

@@ -27,6 +27,8 @@ Output table `studies.parquet`, one row per converted series (STUDIES_SCHEMA):
   source            keyed pseudonym of the input path (or the path with deid.source_paths=plain)
   source_sha256     SHA-256 over the input files' SHA-256s in slice order
   stage             "ct_convert"
+  source_split      the dataset's own split the volume came from (CT-RATE: train | valid), which
+                    train_fvlm.split.test_source_splits can make the test side; null for other inputs
 """
 from __future__ import annotations
 
@@ -70,6 +72,7 @@ STUDIES_SCHEMA = pa.schema([
     ("body_part", pa.string()), ("contrast", pa.string()), ("hu_source", pa.string()),
     ("geometry_source", pa.string()), ("reconstruction", pa.int32()), ("notes", pa.string()), ("source", pa.string()),
     ("source_sha256", pa.string()), ("stage", pa.string()),
+    ("source_split", pa.string()),  # the dataset's own split (CT-RATE: train, valid); null for files
 ])
 
 

@@ -255,7 +255,7 @@ def convert_ct_rate_volume(volume: CtRateVolume, cfg: dict, key: str, out_dir: s
                         source_format="nifti", transfer_syntax="", n_files=1, n_slices_source=int(shape[2]),
                         slice_thickness=meta.slice_thickness, hu_source=hu.source, geometry_source=geometry.source,
                         reconstruction=volume.name.reconstruction, source_sha256=sha256_file(volume.path),
-                        **dict(meta.context))
+                        source_split=volume.name.split, **dict(meta.context))
 
 
 # ---------------------------------------------------------------- planning

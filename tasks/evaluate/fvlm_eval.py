@@ -192,7 +192,7 @@ def evaluate(train_dir: str | Path, section: dict, params: dict) -> FvlmEval:
     metrics = {
         "test_studies": len(held),
         "test_patients": len(set(patients)),
-        "split": {**split_spec(section, SPLIT_UNIT).record(), "counts": split_counts(records, "patient_id")},
+        "split": {**split_spec(section, SPLIT_UNIT, source_splits=True).record(), "counts": split_counts(records, "patient_id")},
         "pairs_evaluated": len(pairs),
         # cells of a cut or absent anatomy carry no truth: left out of every figure, counted here
         "anatomy_exclusions": anatomy_exclusions(held, anatomies),

@@ -61,8 +61,9 @@ class Split(Section):
 
     by: str
     validation_fraction: float = Field(ge=0, lt=1)
-    test_fraction: float = Field(gt=0, lt=1)
+    test_fraction: float | None = Field(gt=0, lt=1)  # null: test_source_splits name the test side
     salt: str
+    test_source_splits: list[str] = []  # the dataset's own splits that are the test side (CT-RATE: [valid])
 
     @model_validator(mode="before")
     @classmethod
@@ -74,6 +75,13 @@ class Split(Section):
 
     @model_validator(mode="after")
     def _leaves_training_data(self) -> "Split":
+        if self.test_source_splits and self.test_fraction is not None:
+            raise ValueError(f"split.test_source_splits {self.test_source_splits} decide the test side: "
+                             f"set split.test_fraction to null (it is {self.test_fraction})")
+        if self.test_fraction is None:
+            if not self.test_source_splits:
+                raise ValueError("split.test_fraction is null: set it, or name split.test_source_splits")
+            return self
         if self.validation_fraction + self.test_fraction >= 1:
             raise ValueError(f"split.validation_fraction + split.test_fraction is "
                              f"{self.validation_fraction + self.test_fraction}: nothing would be left to train on")

@@ -133,7 +133,8 @@ def load_records(studies: Path, anatomy: Path, texts: Path, prepared: PreparedSe
                  keep_fov_cut: tuple[str, ...], reference_labels: Path | None) -> StudyTable:
     """Every series of studies.parquet, every report key and every reference-label key that
     pairs with no volume: a record or a rejected row each."""
-    study_rows = _read(studies, ["patient_id", "study_id", "series_id", "accession_id"])
+    study_rows = _read(studies, ["patient_id", "study_id", "series_id", "accession_id", "source_split"])
+    split = split.with_source_splits([(r["patient_id"], r.get("source_split")) for r in study_rows])
     anat_rows = _read(anatomy, ["series_id", "anatomy", "voxels", "touches_fov_edge"])
     text_rows = _read(texts, ["study_id", "anatomy", "description", "is_normal", "finding_cuis",
                               "finding_keys", "finding_names"])

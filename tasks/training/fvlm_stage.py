@@ -63,7 +63,8 @@ def load_study_table(cfg: dict, anatomies: list[str], prepared: data.PreparedSet
                                 f"null: no reference labels)")
     return data.load_records(
         _path(cfg["studies"]), _path(cfg["anatomy"]), _path(cfg["anatomy_texts"]),
-        prepared or data.read_prepared(_path(cfg["prepared"])), anatomies, split_spec(cfg, SPLIT_UNIT), finding_field=cfg["finding_field"],
+        prepared or data.read_prepared(_path(cfg["prepared"])), anatomies,
+        split_spec(cfg, SPLIT_UNIT, source_splits=True), finding_field=cfg["finding_field"],
         drop_fov_cut=cfg["drop_fov_cut"], min_voxels=cfg["min_voxels"], keep_fov_cut=tuple(cfg["keep_fov_cut"]),
         reference_labels=labels)
 
@@ -139,7 +140,7 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
         "preprocess": {"volume_size": prep.model_cfg["ct"]["volume_size"], "axes": prep.prepared["axes"],
                        "hu_windows": [list(w) for w in data.hu_windows_of(prep.cfg)],
                        "mask_pooling": prep.prepared["mask_pooling"]},
-        "split": split_spec(prep.cfg, SPLIT_UNIT).record(),
+        "split": split_spec(prep.cfg, SPLIT_UNIT, source_splits=True).record(),
         "zero_shot": prep.cfg["zero_shot"], "preset": prep.cfg["preset"],
         "finding_field": prep.cfg["finding_field"],
         "ct_convert": read_conversion_settings(prep.cfg["studies"]),
