@@ -57,7 +57,7 @@ def test_grid_lists_every_combination_with_the_first_values_first():
 
 def test_choose_takes_the_best_validation_score_and_the_first_of_a_tie():
     scores = {"a": 0.7, "b": 0.9, "c": 0.9, "d": None}
-    picked = choose([{"k": k} for k in "abcd"], lambda c: scores[c["k"]], units=6, items=30, section="x")
+    picked = choose([{"k": k} for k in "abcd"], lambda _, c: scores[c["k"]], units=6, items=30, section="x")
     assert picked.chosen == {"k": "b"}
     assert [s["validation_macro_auc"] for s in picked.scored] == [0.7, 0.9, 0.9, None]
     record = picked.record("macro AUC")
@@ -65,9 +65,9 @@ def test_choose_takes_the_best_validation_score_and_the_first_of_a_tie():
 
 
 def test_one_candidate_is_taken_without_a_validation_pass_and_none_scored_is_an_error():
-    def never(_candidate):
+    def never(*_):
         raise AssertionError("a single candidate needs no scoring")
 
     assert choose([{"k": 1}], never, 0, 0, "x").chosen == {"k": 1}
     with pytest.raises(ValueError, match="evaluate.fvlm_tuning.prompts: 2 candidates but the validation split"):
-        choose([{"k": 1}, {"k": 2}], lambda c: None, 0, 0, "evaluate.fvlm_tuning.prompts")
+        choose([{"k": 1}, {"k": 2}], lambda *_: None, 0, 0, "evaluate.fvlm_tuning.prompts")

@@ -35,7 +35,7 @@ def splits_section(split: dict, unit: str, items: str, tuning: dict, training_st
               f"{items}) by {tuning['criterion']}; test is scored once, with the choice.", "",
               "| candidate | validation macro AUC | chosen |", "|---|---|---|"]
     for c in tuning["candidates"]:
-        shown = ", ".join(f"{k}={v}" for k, v in c["candidate"].items() if k != "index")
+        shown = ", ".join(f"{k}={v}" for k, v in c["candidate"].items())
         auc = c["validation_macro_auc"]
         lines.append(f"| {shown} | {'n/a (single candidate)' if auc is None else f'{auc:.3f}'} | "
                      f"{'yes' if c['candidate'] == tuning['chosen'] else ''} |")

@@ -128,7 +128,7 @@ def evaluate(train_dir: str | Path, train_section: dict, concepts_table: str | P
     val_records = sides[VALIDATION]
     scorer: list[ZeroShot] = []  # built on the first score: a single candidate needs no validation pass
 
-    def validation_auc(candidate: dict) -> float | None:
+    def validation_auc(_position: int, candidate: dict) -> float | None:
         if not scorer:
             scorer.append(ZeroShot(model, tokenizer, split_set(val_records, index, tokenizer, size, names, min_pos),
                                    surface, top_k))

@@ -161,10 +161,9 @@ def evaluate(train_dir: str | Path, section: dict, params: dict) -> FvlmEval:
         for i in range(len(candidates)):
             part = flat[:, i * len(val_pairs):(i + 1) * len(val_pairs)]
             val_scores[i] = macro_auc(val_labels, part, val_valid) if val_pairs else None
-    numbered = [{"index": i, **c} for i, c in enumerate(candidates)]
-    chosen = tuning.choose(numbered, lambda c: val_scores[c["index"]], len({r.patient_id for r in val_records}),
+    chosen = tuning.choose(candidates, lambda i, _: val_scores[i], len({r.patient_id for r in val_records}),
                            len(val_records), "evaluate.fvlm_tuning.prompts")
-    prompts = {k: v for k, v in chosen.chosen.items() if k != "index"}
+    prompts = dict(chosen.chosen)
 
     dataset = dataset_of(held)
     patients = [r.patient_id for r in held]

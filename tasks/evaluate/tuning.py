@@ -27,13 +27,14 @@ class Tuning:
                 "validation_items": self.items, "candidates": self.scored, "chosen": self.chosen}
 
 
-def choose(candidates: list[dict], score: Callable[[dict], float | None], units: int, items: int,
+def choose(candidates: list[dict], score: Callable[[int, dict], float | None], units: int, items: int,
            section: str) -> Tuning:
-    """The candidate with the best validation score (ties: the first listed). A single
-    candidate is taken as given; several with no score anywhere are an error, not a guess."""
+    """The candidate with the best validation score, score(position, candidate) (ties: the first
+    listed). A single candidate is taken as given; several with no score anywhere are an error,
+    not a guess."""
     if len(candidates) == 1:
         return Tuning(candidates[0], [{"candidate": candidates[0], "validation_macro_auc": None}], units, items)
-    scored = [{"candidate": c, "validation_macro_auc": score(c)} for c in candidates]
+    scored = [{"candidate": c, "validation_macro_auc": score(i, c)} for i, c in enumerate(candidates)]
     ranked = [(s["validation_macro_auc"], -i) for i, s in enumerate(scored) if s["validation_macro_auc"] is not None]
     if not ranked:
         raise ValueError(f"{section}: {len(candidates)} candidates but the validation split ({units} units, {items} "
