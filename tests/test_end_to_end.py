@@ -181,7 +181,7 @@ CT_RATE_COMMAND = ["-m", "flows.pipeline", "--overlay", "params/ct_rate.yaml",
 # The suite's budget: fewer patients and steps than the README's fixture run (the recipe is
 # the same; what the model learns is not asserted here)
 CT_RATE_TEST_SIZE = (["--patients", "16"],
-                     ["-S", "train_fvlm.max_steps=20", "-S", "train_fvlm.split.validation_fraction=0.25"])
+                     ["-S", "train_fvlm.max_steps=20", "-S", "train_fvlm.split.validation_fraction=0.5"])
 
 
 @pytest.fixture(scope="session")
