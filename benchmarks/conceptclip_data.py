@@ -70,13 +70,14 @@ def measure(folder: Path, cache: bool, image_size: int, workers: int, epochs: in
 
     from models.text_encoder import TextTokenizer
     from tasks.training import conceptclip_data as cd
+    from tasks.training import conceptclip_records as records_of
     from tasks.training.loop import _Items
 
     torch.set_num_threads(1)
     before = rss()
     with PeakRSS(0.05) as peak:
         index = cd.index_shards(folder / "shards")
-        records, _ = cd.load_records(folder / "figures.parquet", None, None, index, 0.0, "bench")
+        records, _ = records_of.load_records(folder / "figures.parquet", None, None, index, 0.0, "bench")
         tokenizer = TextTokenizer.train([r.caption for r in records], 2000, 128)
         dataset = cd.FigureDataset(records, index, tokenizer, {}, image_size, {"crop_scale": [0.75, 1.0]},
                                    seed=0, cache_images=cache)

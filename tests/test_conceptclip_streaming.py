@@ -14,6 +14,7 @@ import torch
 from models.text_encoder import TextTokenizer
 from tasks.figures.shards import write_shard
 from tasks.training import conceptclip_data as cd
+from tasks.training.conceptclip_records import FigureRecord
 
 CAPTIONS = ["Axial CT of the chest shows a right pleural effusion.",
             "Chest radiograph with a nodule in the left lower lobe.",
@@ -30,7 +31,7 @@ def _image(color, size, fmt="JPEG") -> bytes:
     return buf.getvalue()
 
 
-def _figures(folder: Path, n: int, shards: int = 2) -> tuple[list[cd.FigureRecord], dict]:
+def _figures(folder: Path, n: int, shards: int = 2) -> tuple[list[FigureRecord], dict]:
     """n figures over `shards` shards written as the figures stage writes them; records and index."""
     samples = [[] for _ in range(shards)]
     for i in range(n):
@@ -39,7 +40,7 @@ def _figures(folder: Path, n: int, shards: int = 2) -> tuple[list[cd.FigureRecor
     for s, items in enumerate(samples):
         write_shard(folder / f"figures-{s:06d}.tar", items)
     index = cd.index_shards(folder)
-    records = [cd.FigureRecord(key=f"PMC{i}_fig1", pmcid=f"PMC{i}", shard=index[f"PMC{i}_fig1"][0],
+    records = [FigureRecord(key=f"PMC{i}_fig1", pmcid=f"PMC{i}", shard=index[f"PMC{i}_fig1"][0],
                                caption=CAPTIONS[i % len(CAPTIONS)], cuis=["C1"], spans=[(0, 5, "C1")])
                for i in range(n)]
     return records, index

@@ -87,6 +87,7 @@ def test_link_concepts_reruns_from_its_cache_to_the_same_bytes(panel_run):
 
 def test_training_uses_panels_where_cut_and_whole_figures_otherwise(panel_run, repo_root):
     from tasks.training import conceptclip_data as data
+    from tasks.training import conceptclip_records as records_of
     from tasks.training import conceptclip_stage
 
     root = panel_run["root"]
@@ -124,12 +125,12 @@ def test_training_uses_panels_where_cut_and_whole_figures_otherwise(panel_run, r
     assert batch["images"].shape[0] == 1 and len(batch["concept_id"]) == len(prep.train.spans[train_index]) > 0
     # figures.panels split: the whole figures are not in the shards; the same records come out
     index = {k: v for k, v in data.index_shards(root / "figures" / "shards").items() if k not in cut}
-    split_records, _ = data.load_records(root / "figures" / "figures.parquet", root / "link" / "caption_concepts.parquet",
+    split_records, _ = records_of.load_records(root / "figures" / "figures.parquet", root / "link" / "caption_concepts.parquet",
                                          root / "link" / "mentions.parquet", index,
                                          conceptclip_stage.split_spec(prep.cfg, conceptclip_stage.SPLIT_UNIT))
     assert [(r.key, r.caption, r.spans) for r in split_records] == [(r.key, r.caption, r.spans) for r in prep.records]
     # without panel concept rows (link_concepts on figures.panels whole) every figure trains whole
-    whole, _ = data.load_records(root / "figures" / "figures.parquet", None, root / "link" / "mentions.parquet",
+    whole, _ = records_of.load_records(root / "figures" / "figures.parquet", None, root / "link" / "mentions.parquet",
                                  data.index_shards(root / "figures" / "shards"),
                                  conceptclip_stage.split_spec(prep.cfg, conceptclip_stage.SPLIT_UNIT))
     assert not any(r.parent for r in whole) and cut <= {r.key for r in whole}

@@ -21,6 +21,7 @@ from tasks.predict import annotate as ann
 from tasks.predict.images import model_image
 from tasks.predict.model_folder import NotAModelFolder, open_model
 from tasks.training import conceptclip_data as cd
+from tasks.training.conceptclip_records import FigureRecord
 from tasks.training.outputs import write_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -62,7 +63,7 @@ def test_a_users_image_is_the_tensor_training_read_from_the_shards(tmp_path):
     stored = normalise(data, SOURCE["max_pixels"], SOURCE["max_side"], SOURCE["jpeg_quality"])  # the figures stage
     write_shard(tmp_path / "figures-000000.tar", [("PMC1_fig1", stored.jpeg, {})])
     index = cd.index_shards(tmp_path)
-    record = cd.FigureRecord(key="PMC1_fig1", pmcid="PMC1", shard=index["PMC1_fig1"][0], caption=CAPTIONS[0],
+    record = FigureRecord(key="PMC1_fig1", pmcid="PMC1", shard=index["PMC1_fig1"][0], caption=CAPTIONS[0],
                              cuis=[], spans=[])
     dataset = cd.FigureDataset([record], index, TextTokenizer.train(CAPTIONS, 80, 32), {}, 64, None)
     base, tensor = model_image(data, {"image_size": 64, "source_image": SOURCE})
@@ -82,7 +83,7 @@ def test_annotate_gives_the_models_own_zero_shot_scores_and_maps(model_dir):
     assert np.allclose(out["score"], direct.view(3, 2, 2).mean(-1).numpy(), atol=1e-6)
     maps = folder.model.patch_concept_map(images, enc["input_ids"], enc["attention_mask"])
     assert np.allclose(out["maps"], maps.view(3, 2, 2, *maps.shape[-2:]).mean(2).numpy(), atol=1e-6)
-    assert out["maps"].shape[-1] == folder.config["model"]["image"]["image_size"] // 16
+    assert out["maps"].shape[-1] == folder.config["model"]["image"]["image_size"] // folder.config["model"]["image"]["patch_size"]
     assert ((out["pc_align_probability"] > 0) & (out["pc_align_probability"] < 1)).all()
 
 

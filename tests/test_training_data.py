@@ -16,6 +16,7 @@ import torch
 
 from models.text_encoder import TextTokenizer
 from tasks.training import conceptclip_data as cd
+from tasks.training import conceptclip_records as records_of
 from tasks.training import fvlm_data as fd
 from tasks.training.splits import SplitSpec
 
@@ -70,7 +71,7 @@ def figure_inputs(tmp_path):
 def test_figure_records_spans_and_rejections(figure_inputs):
     index = cd.index_shards(figure_inputs / "shards")
     assert set(index) == {"PMC1_fig1", "PMC2_fig1", "PMC3_fig1"}
-    recs, rejected = cd.load_records(figure_inputs / "figures.parquet", figure_inputs / "cc.parquet",
+    recs, rejected = records_of.load_records(figure_inputs / "figures.parquet", figure_inputs / "cc.parquet",
                                      figure_inputs / "mentions.parquet", index, ALL_TRAIN)
     assert {r["item"]: r["reason"] for r in rejected} == {
         "PMC3_fig1": "duplicate_image", "PMC4_fig1": "image_missing", "PMC5_fig1": "empty_caption"}
@@ -82,7 +83,7 @@ def test_figure_records_spans_and_rejections(figure_inputs):
 
 def test_figure_dataset_tokens_images_and_determinism(figure_inputs):
     index = cd.index_shards(figure_inputs / "shards")
-    recs, _ = cd.load_records(figure_inputs / "figures.parquet", figure_inputs / "cc.parquet",
+    recs, _ = records_of.load_records(figure_inputs / "figures.parquet", figure_inputs / "cc.parquet",
                               figure_inputs / "mentions.parquet", index, ALL_TRAIN)
     tok = TextTokenizer.train([r.caption for r in recs], 60, 32)
     ds = cd.FigureDataset(recs, index, tok, {"C1": 0, "C2": 1}, 16, {"crop_scale": [0.5, 1.0], "brightness": 0.2}, seed=1)

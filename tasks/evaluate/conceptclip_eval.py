@@ -13,7 +13,7 @@ import torch
 from tasks.evaluate import localisation, tuning
 from tasks.evaluate.metrics import auc_metrics, bootstrap_ci, macro_auc, n_groups, recall_at_k
 from tasks.training import conceptclip_data as data
-from tasks.training.conceptclip_data import surface_forms
+from tasks.training.conceptclip_records import mention_keys, surface_forms
 from tasks.training.conceptclip_stage import SPLIT_UNIT, load_records, load_trained
 from tasks.training.splits import TEST, TRAIN, VALIDATION, by_split, split_counts, split_spec
 
@@ -120,7 +120,7 @@ def evaluate(train_dir: str | Path, train_section: dict, concepts_table: str | P
     size = int(config["model"]["image"]["image_size"])
     names = concept_names(concepts_table)
     min_pos = int(params["min_positives"])
-    surface = surface_forms(train_section["mentions"], data.mention_keys(sides[TRAIN]))
+    surface = surface_forms(train_section["mentions"], mention_keys(sides[TRAIN]))
     top_k = int(train_section["zero_shot"]["top_k"])
     model.eval()
 

@@ -7,10 +7,11 @@ from pathlib import Path
 from tasks.common.summary import StageSummary
 from tasks.common.tables import write_rows
 from tasks.training import conceptclip_data as data
+from tasks.training import conceptclip_records as records_of
 from tasks.training.common import fingerprint, resolve
 from tasks.training.loop import LoopResult, train_prepared
 from tasks.training.outputs import load_trained  # noqa: F401  (the stage's reader)
-from tasks.training.splits import TEST, split_spec
+from tasks.training.splits import TEST, TRAIN, split_spec
 from tasks.training.text_tower import text_tower
 
 STAGE = "train_conceptclip"
@@ -48,7 +49,7 @@ def load_records(cfg: dict) -> tuple[list, list[dict], dict]:
     """(records with their split, rejected rows, shard index) as training selects them;
     evaluation calls this too, so validation and test mean the same figures."""
     index = data.index_shards(_path(cfg["shards_dir"]))
-    records, rejected = data.load_records(
+    records, rejected = records_of.load_records(
         _path(cfg["figures"]), _path(cfg["caption_concepts"]), _path(cfg["mentions"]), index, split_spec(cfg, SPLIT_UNIT),
         exclude_uncertain=cfg["exclude_uncertain"])
     return records, rejected, index
@@ -57,7 +58,7 @@ def load_records(cfg: dict) -> tuple[list, list[dict], dict]:
 def prepare(params: dict) -> Prepared:
     cfg, model_cfg = resolve(params, STAGE, REPO)
     records, rejected, index = load_records(cfg)
-    train_recs, val_recs = data.split_records(records)
+    train_recs, val_recs = records_of.split_records(records)
     tokenizer = text_tower(cfg, model_cfg, [r.caption for r in train_recs], REPO)
     # concept ids from the training side only: a concept only outside it has no embedding to learn
     concept_ids = {c: i for i, c in enumerate(sorted({s[2] for r in train_recs for s in r.spans}))}
@@ -96,8 +97,8 @@ def write_outputs(prep: Prepared, result: LoopResult, params: dict, summary: Sta
 
     out = _path(prep.cfg["output_dir"])
     mentions = _path(prep.cfg["mentions"])
-    surface = data.surface_forms(mentions, data.mention_keys([r for r in prep.records if r.split == data.TRAIN]))
-    names = data.preferred_names(mentions, prep.concept_ids)
+    surface = records_of.surface_forms(mentions, records_of.mention_keys([r for r in prep.records if r.split == TRAIN]))
+    names = records_of.preferred_names(mentions, prep.concept_ids)
     config = {
         "model": prep.model_cfg, "concept_ids": prep.concept_ids,
         "concepts": [{"cui": c, "preferred_name": names.get(c, c), "surface": surface.get(c, names.get(c, c))}
