@@ -9,7 +9,7 @@ from torch import nn
 
 from models.distributed import gather_cat, gather_variable, world
 from models.image_encoder import ImageEncoder, ImageEncoderConfig
-from models.losses import concept_positives, pc_align_loss, patch_concept_scores, siglip_loss
+from models.losses import PATCH_POOLS, concept_positives, pc_align_loss, patch_concept_scores, siglip_loss
 from models.text_encoder import TextEncoder, TextEncoderConfig
 
 
@@ -25,12 +25,23 @@ def span_means(tokens: torch.Tensor, rows: torch.Tensor, starts: torch.Tensor, e
     return (total / (ends - starts).clamp_min(1).unsqueeze(-1).float()).to(tokens.dtype)
 
 
+CONFIG_KEYS = ("model", "embed_dim", "concept_hidden", "pc_align_weight", "pc_align_pool", "init_logit_scale",
+               "init_logit_bias", "init_concept_logit_bias", "max_logit_scale", "image", "text")
+
+
 class ConceptCLIP(nn.Module):
     """Batch keys: images [B,3,H,W], input_ids/attention_mask [B,L]; concept_row/start/end/id [C]
     (token span of each concept mention in its caption; id = integer concept id)."""
 
     def __init__(self, cfg: dict):
         super().__init__()
+        unknown = sorted(set(cfg) - set(CONFIG_KEYS))
+        if unknown:
+            raise ValueError(f"conceptclip config: unknown keys {unknown}; known: {sorted(CONFIG_KEYS)}")
+        # how PC-Align pools an image's patch logits (models/losses.py: patch_concept_scores)
+        self.pc_pool = cfg.get("pc_align_pool", "max")
+        if self.pc_pool not in PATCH_POOLS:
+            raise ValueError(f"conceptclip config pc_align_pool: {self.pc_pool!r} is not one of {list(PATCH_POOLS)}")
         self.cfg = cfg
         self.visual = ImageEncoder(ImageEncoderConfig.from_dict(cfg["image"]))
         self.text = TextEncoder(TextEncoderConfig.from_dict(cfg["text"]))
@@ -44,7 +55,10 @@ class ConceptCLIP(nn.Module):
         self.logit_scale = nn.Parameter(torch.tensor(t0))
         self.logit_bias = nn.Parameter(torch.tensor(b0))
         self.concept_logit_scale = nn.Parameter(torch.tensor(t0))
-        self.concept_logit_bias = nn.Parameter(torch.tensor(b0))
+        # PC-Align's own bias: SigLIP's -10 suits IT-Align's B x B pairs, but it leaves PC-Align's
+        # negatives without a gradient at first, and the positives then raise the patches every
+        # image shares (anatomy) instead of the finding's
+        self.concept_logit_bias = nn.Parameter(torch.tensor(float(cfg.get("init_concept_logit_bias", b0))))
         self.pc_weight = float(cfg.get("pc_align_weight", 0.5))
         self.max_logit_scale = math.log(cfg.get("max_logit_scale", 100.0))
 
@@ -94,7 +108,7 @@ class ConceptCLIP(nn.Module):
             ids_all, _ = gather_variable(batch["concept_id"])
             patches_all = gather_cat(patches)
             pos = concept_positives(rows_all, ids_all, patches_all.shape[0])
-            pc = pc_align_loss(patches_all, concepts_all, pos, cscale, self.concept_logit_bias)
+            pc = pc_align_loss(patches_all, concepts_all, pos, cscale, self.concept_logit_bias, self.pc_pool)
             out["pc_loss"] = pc
             loss = loss + self.pc_weight * pc
         out["loss"] = loss
@@ -134,8 +148,8 @@ class ConceptCLIP(nn.Module):
 
     @torch.no_grad()
     def concept_patch_scores(self, images, prompt_ids, prompt_mask) -> torch.Tensor:
-        """[B, T] PC-Align scores (max over patches, with the learned scale and bias)."""
+        """[B, T] PC-Align scores (patches pooled as in training, with the learned scale and bias)."""
         _, patches = self.encode_image(images)
         _, concept = self.prompt_concepts(prompt_ids, prompt_mask)
         _, cscale = self.scales()
-        return patch_concept_scores(patches, concept, cscale, self.concept_logit_bias)
+        return patch_concept_scores(patches, concept, cscale, self.concept_logit_bias, self.pc_pool)

@@ -31,6 +31,10 @@ class ImageEncoderConfig:
     act: str = "gelu"  # MLP activation (timm's names: "gelu", "quick_gelu" for OpenAI's CLIP)
     norm_eps: float = 1e-6  # LayerNorm epsilon: timm's ViTs 1e-6, CLIP towers 1e-5
     weights: str | None = None  # local timm or open_clip checkpoint; random init when None
+    # patch tokens attend only to patches within this many cells (Chebyshev), not to the class
+    # token: each patch token then describes its own neighbourhood, which patch-concept maps
+    # need; None: global attention (plain ViT). Needs pool "avg" (the model then has no class token).
+    attention_window: int | None = None
 
     @classmethod
     def from_dict(cls, data: dict) -> "ImageEncoderConfig":
@@ -38,7 +42,16 @@ class ImageEncoderConfig:
         unknown = sorted(set(data) - names)
         if unknown:
             raise ValueError(f"image config: unknown keys {unknown}; known: {sorted(names)}")
-        return cls(**data)
+        cfg = cls(**data)
+        if cfg.attention_window is not None:
+            if isinstance(cfg.attention_window, bool) or not isinstance(cfg.attention_window, int) \
+                    or cfg.attention_window < 0:
+                raise ValueError(f"image.attention_window: {cfg.attention_window!r} is not a whole number >= 0 "
+                                 "(null: global attention)")
+            if cfg.pool != "avg":
+                raise ValueError(f"image.attention_window needs image.pool 'avg', not {cfg.pool!r}: the class "
+                                 "token attends to no patch")
+        return cfg
 
 
 class ImageEncoder(nn.Module):
@@ -59,13 +72,14 @@ class ImageEncoder(nn.Module):
             drop_path_rate=cfg.drop_path,
             num_classes=0,
             global_pool=cfg.pool,
-            class_token=True,
+            class_token=cfg.attention_window is None,  # local attention: no token would read the class token
             pre_norm=cfg.pre_norm,
             act_layer=cfg.act,
             norm_layer=partial(nn.LayerNorm, eps=cfg.norm_eps),
         )
         self.width = cfg.width
         self.grid = cfg.image_size // cfg.patch_size
+        self.register_buffer("attn_mask", self.window_mask(cfg.attention_window), persistent=False)
         if cfg.weights:
             self.load_local_weights(cfg.weights)
 
@@ -92,8 +106,21 @@ class ImageEncoder(nn.Module):
                              f"pre_norm): the model's keys missing from it {missing[:6]}, its keys the model "
                              f"lacks {result.unexpected_keys[:6]}")
 
+    def window_mask(self, window: int | None) -> torch.Tensor | None:
+        """[P + N, P + N] bool (True: may attend), or None for global attention: a prefix token
+        attends everywhere, a patch to the patches within `window` cells of it."""
+        if window is None:
+            return None
+        g, p = self.grid, self.vit.num_prefix_tokens
+        rows, cols = torch.div(torch.arange(g * g), g, rounding_mode="floor"), torch.arange(g * g) % g
+        near = ((rows[:, None] - rows[None]).abs() <= window) & ((cols[:, None] - cols[None]).abs() <= window)
+        mask = torch.zeros(p + g * g, p + g * g, dtype=torch.bool)
+        mask[:p] = True
+        mask[p:, p:] = near
+        return mask
+
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        tokens = self.vit.forward_features(images)  # [B, prefix + N, W], final norm applied
+        tokens = self.vit.forward_features(images, attn_mask=self.attn_mask)  # [B, prefix + N, W], final norm
         pooled = self.vit.forward_head(tokens, pre_logits=True)
         patches = tokens[:, self.vit.num_prefix_tokens :]
         return pooled, patches

@@ -3,6 +3,8 @@ false-negative calibration). Inputs are L2-normalised embeddings; scales are alr
 exponentiated (the models own the learnable parameters)."""
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -31,19 +33,32 @@ def concept_positives(concept_row: torch.Tensor, concept_id: torch.Tensor, n_ima
     return (owner @ same) > 0
 
 
+PATCH_POOLS = ("max", "lse", "mean")
+
+
 def patch_concept_scores(patches: torch.Tensor, concepts: torch.Tensor, scale: torch.Tensor,
-                         bias: torch.Tensor) -> torch.Tensor:
-    """[B, C]: max over an image's patches of scale * cos(patch, concept) + bias."""
+                         bias: torch.Tensor, pool: str = "max") -> torch.Tensor:
+    """[B, C]: an image's patch logits scale * cos(patch, concept) pooled over its patches, + bias.
+
+    max: the best patch (scale > 0, so max commutes with the affine map); lse: log-mean-exp,
+    a smooth max whose gradient reaches every patch in proportion to its softmax weight;
+    mean: every patch alike."""
     cos = torch.einsum("bpd,cd->bpc", patches, concepts)
-    return scale * cos.amax(dim=1) + bias  # scale > 0, so max commutes with the affine map
+    if pool == "max":
+        return scale * cos.amax(dim=1) + bias
+    if pool == "lse":
+        return torch.logsumexp(scale * cos, dim=1) - math.log(cos.shape[1]) + bias
+    if pool == "mean":
+        return scale * cos.mean(dim=1) + bias
+    raise ValueError(f"pc_align_pool: {pool!r} is not one of {list(PATCH_POOLS)}")
 
 
 def pc_align_loss(patches: torch.Tensor, concepts: torch.Tensor, positive: torch.Tensor,
-                  scale: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+                  scale: torch.Tensor, bias: torch.Tensor, pool: str = "max") -> torch.Tensor:
     """Sigmoid loss of every (image, concept) pair in the batch, averaged over concepts."""
     if concepts.shape[0] == 0:
         return patches.sum() * 0.0 + scale * 0.0 + bias * 0.0
-    scores = patch_concept_scores(patches, concepts, scale, bias)
+    scores = patch_concept_scores(patches, concepts, scale, bias, pool)
     return sigmoid_pair_loss(scores, positive, concepts.shape[0])
 
 

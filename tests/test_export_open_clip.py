@@ -54,7 +54,7 @@ def pad_not_zero(tokenizer: TextTokenizer) -> TextTokenizer:
 
 def tiny_cfg(tokenizer, image=None, text=None) -> dict:
     cfg = json.loads((CONFIGS / "conceptclip_tiny.json").read_text())
-    cfg["image"].update(depth=2, **(image or {}))
+    cfg["image"].update(depth=2, attention_window=None, **(image or {}))  # open_clip attends globally
     cfg["text"].update(vocab_size=tokenizer.vocab_size, context_length=CONTEXT, **(text or {}))
     return cfg
 
@@ -166,7 +166,8 @@ def test_refuses_an_fvlm_model(tmp_path, tokenizer):
 
 
 @pytest.mark.parametrize("image,words", [({"pool": "max"}, "image.pool 'max'"),
-                                         ({"act": "gelu_tanh"}, "image.act 'gelu_tanh'")])
+                                         ({"act": "gelu_tanh"}, "image.act 'gelu_tanh'"),
+                                         ({"attention_window": 1}, "image.attention_window 1")])
 def test_refuses_an_image_tower_open_clip_cannot_express(tmp_path, tokenizer, image, words):
     cfg = tiny_cfg(tokenizer)
     trained = write_trained(tmp_path / "trained", perturbed(cfg), cfg, tokenizer)

@@ -96,6 +96,8 @@ def check_expressible(model_cfg: dict) -> None:
         problems.append(f"image.width {image.width} not a multiple of image.heads {image.heads}")
     if text.pool not in TEXT_POOLERS:
         problems.append(f"text.pool {text.pool!r} (open_clip's HF poolers: cls, mean)")
+    if image.attention_window is not None:
+        problems.append(f"image.attention_window {image.attention_window} (open_clip's ViT attends globally)")
     if problems:
         raise ValueError("open_clip cannot express this ConceptCLIP: " + "; ".join(problems))
 
