@@ -100,3 +100,42 @@ def test_score_reports_each_method_for_all_and_for_large_regions():
     assert out["at_least_2_patches"]["flat"]["pointing_game"]["value"] == pytest.approx(4 / 16)
     assert out["all"]["model"]["pointing_game"]["value"] == 1.0
     assert out["per_concept"]["C2"]["regions"] == 1 and out["per_concept"]["C2"]["finding"] == "b"
+
+
+def test_a_figure_cut_into_panels_is_scored_by_each_panels_own_cut_mask(tmp_path):
+    """Truth masks in figure pixels, the figure stored at half its source size and cut into two
+    panels: each panel's region is its finding's mask cut to the panel's box."""
+    import json
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from tasks.evaluate.localisation import read_regions
+
+    h, w = 40, 80  # stored; the source was 80 x 160
+    left, right = np.zeros((h, w), bool), np.zeros((h, w), bool)
+    left[10:20, 5:15] = True      # in panel A (x 0..40)
+    right[22:30, 50:70] = True    # in panel B (x 40..80)
+    stray = np.zeros((h, w), bool)
+    stray[0:3, 0:3] = True        # labelled B, but drawn where panel B's box is not
+    truth = tmp_path / "figures.jsonl"
+    regions = [{"cui": "C1", "finding": "nodule", "panel": "A", "mask": rle_encode(left)},
+               {"cui": "C2", "finding": "mass", "panel": "B", "mask": rle_encode(right)},
+               {"cui": "C3", "finding": "cyst", "panel": "B", "mask": rle_encode(stray)},
+               {"cui": "C4", "finding": "cyst", "panel": "C", "mask": rle_encode(left)}]
+    truth.write_text(json.dumps({"pmcid": "PMC1", "fig_id": "fig1", "regions": regions}) + "\n")
+    figures = tmp_path / "figures.parquet"
+    pq.write_table(pa.table({"key": ["PMC1_fig1"], "pmcid": ["PMC1"], "figure_id": ["fig1"], "width": [w],
+                             "height": [h], "source_width": [2 * w], "source_height": [2 * h]}), figures)
+    panels = tmp_path / "panels.parquet"
+    pq.write_table(pa.table({"key": ["PMC1_fig1_A", "PMC1_fig1_B"], "parent": ["PMC1_fig1"] * 2, "label": ["A", "B"],
+                             "box": [[0, 0, 80, 80], [80, 0, 160, 80]], "width": [40, 40], "height": [40, 40]}), panels)
+    found, skipped = read_regions(truth, figures, {"PMC1_fig1_A", "PMC1_fig1_B"}, panels)
+    by_key = {(r.key, r.cui): r for r in found}
+    assert sorted(by_key) == [("PMC1_fig1_A", "C1"), ("PMC1_fig1_B", "C2")]
+    assert np.array_equal(by_key[("PMC1_fig1_A", "C1")].square, left[:, :40])
+    assert np.array_equal(by_key[("PMC1_fig1_B", "C2")].square, right[:, 40:])
+    assert skipped["outside_its_panel"] == 1 and skipped["panel_not_scored"] == 1
+    # the whole figure, when it is what was scored: its masks as drawn
+    whole, _ = read_regions(truth, figures, {"PMC1_fig1"}, panels)
+    assert len(whole) == 4 and whole[0].square.shape == (w, w)

@@ -212,7 +212,8 @@ def localise(model, config: dict, test: SplitSet, scorer: ZeroShot, candidate: d
     if not Path(cfg["truth"]).is_file():
         raise FileNotFoundError(f"evaluate.localisation.truth: {cfg['truth']} not found (null: no localisation truth)")
     keys = {r.key: i for i, r in enumerate(test.records)}
-    regions, skipped = localisation.read_regions(cfg["truth"], train_section["figures"], set(keys))
+    panels = Path(train_section["figures"]).with_name("panels.parquet")  # written beside it by figures
+    regions, skipped = localisation.read_regions(cfg["truth"], train_section["figures"], set(keys), panels)
     if not regions:
         return Located({"all": {"regions": 0}, "skipped": skipped}, [])
     cuis = sorted({r.cui for r in regions})

@@ -1,7 +1,8 @@
 """Do ConceptCLIP's patch-concept maps fall on the finding? Scored against drawn truth.
 
 The sample's generator records where it drew each finding (truth/figures.jsonl: a mask per
-finding and panel, in the figure's pixels). For each test figure and drawn finding, the map
+finding and panel, in the figure's pixels). A figure cut into panels (figures.panels split)
+is scored per panel: each finding's mask cut to its panel's box (panels.parquet). For each test figure and drawn finding, the map
 of the finding's concept is scored two ways:
 - pointing game: the map's maximum cell holds finding pixels (ties: the share of the tied
   cells that do, so a flat map scores the chance level);
@@ -50,12 +51,33 @@ def letterbox_mask(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def read_regions(truth: str | Path, figures: str | Path, keys: set[str]) -> tuple[list[Region], dict[str, int]]:
-    """The drawn regions of the figures in `keys`, in the stored images' pixels; and the
-    regions left out, by reason."""
-    rows = pq.read_table(figures, columns=["key", "pmcid", "figure_id", "width", "height"]).to_pylist()
-    by_id = {(r["pmcid"], r["figure_id"]): r for r in rows if r["key"] in keys}
-    regions, skipped = [], {"figure_not_scored": 0, "aspect_differs": 0}
+def stored_box(panel: dict, figure: dict) -> tuple[int, int, int, int]:
+    """A panel's box in its figure's stored pixels (panels.parquet keeps source pixels; the
+    panel image is the stored image cut there, `width` x `height`)."""
+    sx = (figure.get("source_width") or figure["width"]) / figure["width"]
+    sy = (figure.get("source_height") or figure["height"]) / figure["height"]
+    x0, y0 = int(round(panel["box"][0] / sx)), int(round(panel["box"][1] / sy))
+    return x0, y0, x0 + int(panel["width"]), y0 + int(panel["height"])
+
+
+def read_regions(truth: str | Path, figures: str | Path, keys: set[str],
+                 panels: str | Path | None = None) -> tuple[list[Region], dict[str, int]]:
+    """The drawn regions of the figures and panels in `keys`, in the stored images' pixels (a
+    panel's: its own finding masks cut to its box); and the regions left out, by reason."""
+    columns = ["key", "pmcid", "figure_id", "width", "height", "source_width", "source_height"]
+    schema = pq.read_schema(figures)
+    rows = pq.read_table(figures, columns=[c for c in columns if c in schema.names]).to_pylist()
+    panel_rows = []
+    if panels is not None and Path(panels).is_file():
+        panel_rows = [r for r in pq.read_table(panels, columns=["key", "parent", "label", "box", "width", "height"])
+                      .to_pylist() if r["key"] in keys]
+    scored_parents = {r["parent"] for r in panel_rows}
+    by_id = {(r["pmcid"], r["figure_id"]): r for r in rows if r["key"] in keys or r["key"] in scored_parents}
+    panels_of: dict[str, dict[str, dict]] = {}
+    for r in panel_rows:
+        panels_of.setdefault(r["parent"], {})[r["label"]] = r
+    regions = []
+    skipped = {"figure_not_scored": 0, "aspect_differs": 0, "panel_not_scored": 0, "outside_its_panel": 0}
     with open(truth, encoding="utf-8") as handle:
         for line in handle:
             fig = json.loads(line)
@@ -72,8 +94,21 @@ def read_regions(truth: str | Path, figures: str | Path, keys: set[str]) -> tupl
                 if (w, h) != (row["width"], row["height"]):
                     mask = F.interpolate(torch.from_numpy(mask)[None, None].float(),
                                          size=(row["height"], row["width"]), mode="nearest")[0, 0].numpy() > 0.5
-                regions.append(Region(row["key"], fig["pmcid"], region["cui"], region["finding"], region["panel"],
-                                      letterbox_mask(mask), letterbox_mask(np.ones_like(mask))))
+                if row["key"] in keys:
+                    regions.append(Region(row["key"], fig["pmcid"], region["cui"], region["finding"], region["panel"],
+                                          letterbox_mask(mask), letterbox_mask(np.ones_like(mask))))
+                    continue
+                panel = panels_of.get(row["key"], {}).get(region["panel"])
+                if panel is None:  # the figure is scored as panels, and this one's is not among them
+                    skipped["panel_not_scored"] += 1
+                    continue
+                x0, y0, x1, y1 = stored_box(panel, row)
+                cut = mask[y0:y1, x0:x1]
+                if not cut.any():  # the detected box missed the finding drawn in its panel
+                    skipped["outside_its_panel"] += 1
+                    continue
+                regions.append(Region(panel["key"], fig["pmcid"], region["cui"], region["finding"], region["panel"],
+                                      letterbox_mask(cut), letterbox_mask(np.ones_like(cut))))
     return regions, skipped
 
 
