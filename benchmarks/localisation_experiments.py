@@ -55,10 +55,39 @@ VARIANTS = {
                     {"model": {"init_concept_logit_bias": 0.0, "pc_align_pool": "max"}}),
     "pcbias0_global": ("the tiny preset, PC-Align bias 0, global attention",
                        {"model": {"init_concept_logit_bias": 0.0, "image": {"attention_window": None}}}),
+    "pcbias0_600": ("the tiny preset, PC-Align bias 0, 600 steps", {"model": {"init_concept_logit_bias": 0.0},
+                                                                      "max_steps": 600}),
+    "pcbias0_pc2": ("the tiny preset, PC-Align bias 0, PC-Align weight 2",
+                    {"model": {"init_concept_logit_bias": 0.0, "pc_align_weight": 2.0}}),
     "pcbias0_grid4": ("4x4 grid, global attention, max pool (the old preset), PC-Align bias 0",
                       {"model": {"init_concept_logit_bias": 0.0, "pc_align_pool": "max",
                                  "image": {"patch_size": 16, "attention_window": None}}}),
 }
+
+
+def figures_of_kinds(figures: str, truth: Path, kinds: set[str], work: Path) -> str:
+    """figures.parquet less the figures the sample did not draw as one of `kinds`."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    drawn = set()
+    with open(truth, encoding="utf-8") as handle:
+        for line in handle:
+            row = json.loads(line)
+            if row.get("kind") in kinds:
+                drawn.add(f"{row['pmcid']}/{row['fig_id']}")
+    table = pq.read_table(figures)
+    ids = pc.binary_join_element_wise(table["pmcid"], table["figure_id"], "/")
+    work.mkdir(parents=True, exist_ok=True)
+    out = work / "figures.parquet"
+    pq.write_table(table.filter(pc.is_in(ids, value_set=pa_array(sorted(drawn)))), out)
+    return str(out)
+
+
+def pa_array(values):
+    import pyarrow as pa
+
+    return pa.array(values, type=pa.string())
 
 
 def deep_merge(base: dict, over: dict) -> dict:
@@ -133,6 +162,9 @@ def main(argv=None) -> int:
     ap.add_argument("--bootstrap", type=int, default=200)
     ap.add_argument("--work", type=Path, default=Path("/tmp/localisation_experiments"))
     ap.add_argument("--out", type=Path, default=REPO / "benchmarks/results/localisation_experiments.json")
+    ap.add_argument("--kinds", default=None,
+                    help="train and validate on these drawn kinds only (comma-separated, e.g. ct_chest): "
+                         "a batch's negatives then share the finding's body part and modality")
     args = ap.parse_args(argv)
     truth = args.truth or args.data / "sample/truth/figures.jsonl"
     table = args.concepts_table or args.data / "umls_index/concepts.parquet"
@@ -149,6 +181,10 @@ def main(argv=None) -> int:
         what, overrides = VARIANTS[name]
         run = copy.deepcopy(params)
         run["train_conceptclip"] = section_for(params, args.data, args.work / name, overrides)
+        if args.kinds:
+            run["train_conceptclip"]["figures"] = figures_of_kinds(run["train_conceptclip"]["figures"], truth,
+                                                                   set(args.kinds.split(",")), args.work / name)
+            name = f"{name}@{args.kinds}"
         prep = stage.prepare(run)
         started = time.monotonic()
         result = stage.train(prep, log=lambda line: None)
