@@ -5,7 +5,9 @@ stopwords) and the index build calls its installer's extractor and database writ
 none of these are a public API, so they are named here once, with what each must look
 like (REQUIRED), and `problems()` checks the installed QuickUMLS against it, by
 signature and by building and querying a one-term index
-(tests/test_quickumls_adapter.py). constraints.txt pins the version this was written
+(tests/test_quickumls_adapter.py). The index build writes the simstring database with its own
+writer (tasks/umls/simstring_writer.py, in bounded memory); the check also compares its bytes
+with QuickUMLS's writer's. constraints.txt pins the version this was written
 against (QUICKUMLS_VERSION).
 """
 from __future__ import annotations
@@ -135,6 +137,18 @@ def db_key(text: str) -> bytes:
     return db_key_encode(text)
 
 
+SIMSTRING_FILE = "umls-terms.simstring"  # toolbox.SimstringDBWriter's file in its folder
+SIMSTRING_NGRAM, SIMSTRING_BEGIN_END = 3, False  # its simstring.writer(file, 3, False, unicode=True)
+
+
+def simstring_path(folder: str | Path) -> Path:
+    """The master file of the simstring database in `folder` (created), as QuickUMLS names it."""
+    from quickumls.toolbox import mkdir
+
+    mkdir(str(folder))
+    return Path(folder) / SIMSTRING_FILE
+
+
 def simstring_writer(folder: str | Path):
     """QuickUMLS's simstring writer on `folder` (created); insert(term), then close_simstring()."""
     from quickumls.toolbox import SimstringDBWriter, mkdir
@@ -222,6 +236,7 @@ def _behaviour_problems(folder: Path) -> list[str]:
     writer = simstring_writer(qdir / "umls-simstring.db")
     writer.insert(db_string("lung"))
     close_simstring(writer)
+    found = _simstring_bytes_problems(folder / "simstring")
     db = cui_semtypes_db(qdir / "cui-semtypes.db", "unqlite")
     put_term(db, db_string("lung"), pickle.dumps({("C0000001", 1)}))
     put_semtypes(db, db_string("C0000001"), pickle.dumps({"T023"}))
@@ -234,7 +249,6 @@ def _behaviour_problems(folder: Path) -> list[str]:
     nltk_dir = write_nltk_stopwords(qdir / "nltk_data")
     matcher = open_matcher(qdir, nltk_dir, threshold=0.7, window=5, similarity_name="jaccard",
                            min_match_length=3, accepted_semtypes=None)
-    found = []
     if not isinstance(matcher._stopwords, (set, frozenset)) or "the" not in stopwords(matcher):
         found.append("QuickUMLS._stopwords is no longer a set of stopwords")
     if "no" not in negations(matcher):
@@ -251,6 +265,25 @@ def _behaviour_problems(folder: Path) -> list[str]:
     if [group[0]["cui"] for group in matched] != ["C0000001"]:
         found.append(f"QuickUMLS.match returned {matched!r}")
     return found
+
+
+def _simstring_bytes_problems(folder: Path) -> list[str]:
+    """tasks.umls.simstring_writer (the index build's) writes what QuickUMLS's writer writes."""
+    from tasks.umls.simstring_writer import SimstringWriter
+
+    terms = ["", "lu", "lung", "lung cancer", "aaaaaaaaaaaaaa", "café", "\U0001d518x"]
+    writer = simstring_writer(folder / "quickumls")
+    ours = SimstringWriter(simstring_path(folder / "ours"), n=SIMSTRING_NGRAM, be=SIMSTRING_BEGIN_END)
+    for term in map(db_string, terms):
+        writer.insert(term)
+        ours.insert(term)
+    close_simstring(writer)
+    ours.close()
+    theirs = {p.name: p.read_bytes() for p in sorted((folder / "quickumls").iterdir())}
+    if theirs != {p.name: p.read_bytes() for p in sorted((folder / "ours").iterdir())}:
+        return ["toolbox.SimstringDBWriter writes other bytes than tasks.umls.simstring_writer "
+                f"(files {sorted(theirs)}): its n-gram settings or file format changed"]
+    return []
 
 
 def problems() -> list[str]:

@@ -1,16 +1,20 @@
-"""QuickUMLS's two databases, written with its own writers, the same bytes for the same terms.
+"""QuickUMLS's two databases, the bytes its own writers write for the same terms.
 
 Stores what QuickUMLS's `install.parse_and_encode_ngrams` stores (simstring: every term;
-cui-semtypes: term -> {(cui, preferred)}, cui -> {semantic types}), with QuickUMLS's own
-`toolbox.SimstringDBWriter` and `toolbox.CuiSemTypesDB`, but every key once and in sorted
-order, and set values pickled in sorted order: `parse_and_encode_ngrams` pickles Python
+cui-semtypes: term -> {(cui, preferred)}, cui -> {semantic types}): the simstring database
+with tasks.umls.simstring_writer (the bytes of QuickUMLS's `toolbox.SimstringDBWriter`,
+whose C++ writer holds every n-gram posting list in memory until it closes: gigabytes for
+a full release), the other with QuickUMLS's own `toolbox.CuiSemTypesDB`; every key once and
+in sorted order, and set values pickled in sorted order: `parse_and_encode_ngrams` pickles Python
 sets, whose byte order follows string hashing (PYTHONHASHSEED), so two builds of one
 vocabulary gave different bytes; and unqlite stamps each file's header with its creation
 time, which is set to a fixed one here. (The leveldb backend keeps logs and numbered
 files: not byte-reproducible.)
 
-The extracted terms go to sorted runs on disk (tasks.umls.spill), not to a dict, so memory
-does not grow with the vocabulary beyond what QuickUMLS's simstring writer itself holds.
+The extracted terms go to sorted runs on disk (tasks.umls.spill), not to a dict, and the
+simstring writer spills its n-grams to disk and writes one n-gram count at a time, so
+memory does not grow with the vocabulary (one chunk of runs, the largest n-gram count's
+postings, unqlite's pages).
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from pathlib import Path
 from typing import Iterable
 
 from tasks.linking import quickumls_adapter as qa
+from tasks.umls.simstring_writer import SimstringWriter
 from tasks.umls.spill import BLOCK, SortedSpill, read_blocks as _read_blocks
 
 UNQLITE_SIGNATURE = b"unqlite" + bytes.fromhex("db7c2712")  # signature + magic number
@@ -75,13 +80,13 @@ class DatabaseWriter:
         """Write `umls-simstring.db/` and `cui-semtypes.db/` under qu_dir; returns the term count.
 
         One database at a time, each closed (and its memory handed back) before the next:
-        simstring's writer holds its whole n-gram index and unqlite its dirty pages until
-        they close, so together they would need the sum of both."""
+        the simstring writer's largest n-gram count and unqlite's dirty pages would add up."""
         qu_dir = Path(qu_dir)
         cuisty_dir = qu_dir / "cui-semtypes.db"
         values = self.folder / "term_values"  # (term, pickled CUIs) in term order, for the second store
         try:
-            simstring = qa.simstring_writer(qu_dir / "umls-simstring.db")
+            simstring = SimstringWriter(qa.simstring_path(qu_dir / "umls-simstring.db"), n=qa.SIMSTRING_NGRAM,
+                                        be=qa.SIMSTRING_BEGIN_END, spill_dir=self.folder)
             n_terms = 0
             with open(values, "wb") as handle:
                 block = []
@@ -94,7 +99,7 @@ class DatabaseWriter:
                     n_terms += 1
                 marshal.dump(block, handle)
             self.terms.remove()  # its runs and last chunk: the writers need the memory
-            qa.close_simstring(simstring)
+            simstring.close()
             del simstring
             release_freed_memory()
             cuisty = qa.cui_semtypes_db(cuisty_dir, database_backend)
