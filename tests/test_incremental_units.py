@@ -4,6 +4,7 @@ import json
 import os
 import time
 
+import numpy as np
 import pytest
 
 from tasks.incremental.layout import MAX_FACTOR, content_groups
@@ -120,3 +121,16 @@ def test_placing_an_entry_twice_or_over_an_old_file_leaves_the_entry_there(tmp_p
     dest.write_bytes(b"stale")                                    # an old file of that name
     assert cache.place("k1", ".tar", dest, build) is True
     assert dest.read_bytes() == b"shard" and os.path.samefile(dest, cache.path("k1", ".tar"))
+
+
+def test_pruning_with_sorted_keys_keeps_exactly_the_live_entries(tmp_path):
+    from tasks.incremental.store import SortedKeys
+
+    cache, old = ItemCache(tmp_path / "c"), time.time() - 3 * 24 * 3600
+    keys = [item_key("k", n) for n in range(6)]
+    for key in keys:
+        cache.write_json(key, ".json", {})
+        os.utime(cache.path(key, ".json"), (old, old))
+    live = SortedKeys(np.array([keys[4], keys[1], keys[1]], dtype="S64"))
+    assert keys[1] in live and keys[0] not in live and "f" * 64 not in live
+    assert cache.prune(live) == 4 and [k for k in keys if cache.hit(k, ".json")] == [keys[1], keys[4]]

@@ -35,6 +35,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any, Callable, Iterable
 
+import numpy as np
+
 from tasks.common.hashing import sha256_file, sources_digest
 
 PRUNE_AFTER_S = 24 * 3600   # an entry unused this long goes (a day: a run switched back finds it)
@@ -161,7 +163,8 @@ class ItemCache:
 
     def prune(self, live: Iterable[str], older_than_s: float = PRUNE_AFTER_S) -> int:
         """Delete entries whose key is not in `live` and that no run used for `older_than_s`."""
-        live, cutoff, removed = set(live), time.time() - older_than_s, 0
+        live = live if isinstance(live, SortedKeys) else set(live)
+        cutoff, removed = time.time() - older_than_s, 0
         if not self.root.is_dir():
             return 0
         for folder in self.root.iterdir():
@@ -175,6 +178,19 @@ class ItemCache:
                 except FileNotFoundError:
                     continue
         return removed
+
+
+class SortedKeys:
+    """Entry keys as one sorted fixed-width bytes array: `key in keys` by binary search, at 64
+    bytes a key (a set of str costs about three times that)."""
+
+    def __init__(self, keys: np.ndarray):
+        self.keys = np.unique(np.asarray(keys, dtype="S64"))
+
+    def __contains__(self, key: str) -> bool:
+        wanted = key.encode("ascii", "replace")
+        at = int(np.searchsorted(self.keys, wanted))
+        return at < len(self.keys) and self.keys[at] == wanted
 
 
 def mark_used(path: Path) -> None:

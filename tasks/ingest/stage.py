@@ -9,10 +9,12 @@ are unchanged keeps its remembered hash); a package seen before (same bytes, nam
 code: tasks/incremental/store.py) is not read again, its cached result is used; a new one is
 read once, validated, its metadata extracted and its kept members written to its cache entry
 (a staging tar).
-merge: one version per PMCID (tasks/ingest/versions.py: duplicates, newer versions,
-retractions), then (pass 2, one task per output shard) copy the current articles, ordered by
-PMCID, from the staging tars into shards whose boundaries the PMCIDs set
-(tasks/incremental/layout.py), and write articles.parquet with every version's row.
+merge: one version per PMCID, resolved in Arrow over five narrow columns of the rows parts
+(tasks/ingest/versions.py: duplicates, newer versions, retractions), then (pass 2, one task per
+output shard, given a spec: its packages, their parts and versions, never the rows) copy the
+current articles, ordered by PMCID, from the staging tars into shards whose boundaries the
+PMCIDs set (tasks/incremental/layout.py), and write articles.parquet with every version's row.
+What a task returns stays small (parts, keys as one bytes array), since the flow holds all of it.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ import shutil
 from pathlib import Path
 
 import fsspec
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -31,7 +34,8 @@ from tasks.common.rejection import Rejected
 from tasks.common.sharding import Merged, Plan, ShardResult, fan_out_unless_cached
 from tasks.common.tables import concat_parts, rows_to_table, write_table
 from tasks.incremental.layout import content_groups
-from tasks.incremental.store import ItemCache, cache_dir_for, code_version, item_key, params_for_key, run_record
+from tasks.incremental.store import (ItemCache, SortedKeys, cache_dir_for, code_version, item_key, params_for_key,
+                                     run_record)
 from tasks.ingest import versions
 from tasks.ingest.package import Policy, inspect_package
 from tasks.ingest.shards import StagingWriter, assemble_shard, shard_name
@@ -59,6 +63,8 @@ VERSION_TAGS = ("ETag", "etag", "LastModified", "last_modified", "Last-Modified"
                 "version_id")
 SHARD_SUFFIX = ".shard.tar"
 CHUNK_ROWS, CHUNK_RESULT = ".rows.parquet", ".chunk.json"   # a chunk's staging rows, and its result
+CANDIDATE_COLUMNS = ["pmcid", "source", "package_sha256", "version_date", "staging"]
+SPEC_COLUMNS = ["source", "staging", "version_date", "version", "status", "superseded_by"]
 PACKAGES_PER_CHUNK = 25   # packages whose results are cached as one (at most packages_per_task)
 LAYOUT_KEYS = ("source", "base_url", "updated_after", "updated_before", "output_dir", "shard_size",
                "packages_per_task", "retracted", "incremental")
@@ -144,20 +150,22 @@ def chunks_cached(shard: tuple[int, list[Chunk], dict]) -> bool:
 
 
 def inspect_chunks(shard: tuple[int, list[Chunk], dict], cfg: dict, out: str) -> ShardResult:
-    """A task's chunks of packages (inspect_chunk each); value: their valid packages as
-    (pmcid, source name, package hash, Last Updated, rows part) and what was computed."""
+    """A task's chunks of packages (inspect_chunk each); value: the rows parts holding its valid
+    packages, the cache entries it used (a compact array: the flow holds every task's value until
+    the merge) and what was computed."""
     index, keyed, run = shard
-    valid, keys, stamps, rejected, processed, reused = [], [], [], [], 0, 0
+    parts, keys, rejected, packages, processed, reused = [], [], [], 0, 0, 0
     for number, (chunk, whole) in enumerate(keyed):
         result = inspect_chunk((f"{index:06d}-{number:04d}", chunk, whole, run), cfg, out)
-        valid += [(*v, result.value["part"]) for v in result.value["valid"]]
-        keys += result.value["keys"]
-        stamps += result.value["stamps"]
+        parts += [result.value["part"]] if result.value["valid"] else []
+        keys += result.value["keys"] + result.value["stamps"]
+        packages += len(result.value["keys"])
         rejected += result.rejected
         processed += result.value["processed"]
         reused += result.value["chunk_reused"]
-    return ShardResult(value={"valid": valid, "keys": keys, "stamps": stamps, "processed": processed,
-                              "chunks_reused": reused, "chunks": len(keyed)}, rejected=rejected)
+    return ShardResult(value={"parts": parts, "keys": np.array(keys, dtype="S64"), "packages": packages,
+                              "processed": processed, "chunks_reused": reused, "chunks": len(keyed)},
+                       rejected=rejected)
 
 
 def _stamp(source: PackageSource) -> dict | None:
@@ -254,27 +262,52 @@ def inspect_chunk(shard: tuple[str, list[PackageSource], str | None, dict], cfg:
     return ShardResult(value=dict(value, part=str(part), processed=processed, chunk_reused=False), rejected=rejected)
 
 
-def _rows(picks: list[tuple[str, str]], decided: dict[str, versions.Version]) -> pa.Table:
-    """The staging rows of (source name, rows part) picks, with their place in the history."""
-    wanted_by_part: dict[str, list[str]] = {}
-    for source_name, part in picks:
-        wanted_by_part.setdefault(part, []).append(source_name)
+def _read_part(path: str, columns: list[str] | None = None) -> pa.Table:
+    """One rows part, read without the dataset layer or threads (their buffers and pools stay
+    in the process: ~60 MB, and more with every part read that way)."""
+    with pq.ParquetFile(path, pre_buffer=False) as handle:
+        return handle.read(columns=columns, use_threads=False)
+
+
+def _candidates(parts: list[str]) -> pa.Table:
+    """The columns version resolution and the shard specs need, of every valid package."""
+    tables = [pa.table({name: pa.array([], pa.string()) for name in CANDIDATE_COLUMNS}).append_column(
+        "part", pa.array([], pa.int32()))]
+    for number, part in enumerate(parts):
+        table = _read_part(part, CANDIDATE_COLUMNS)
+        tables.append(table.append_column("part", pa.array(np.full(table.num_rows, number, np.int32))))
+    return pa.concat_tables(tables).combine_chunks()
+
+
+def _spec(decided: pa.Table, parts: pa.Array) -> pa.Table:
+    """What a shard task reads: its packages, their rows parts and their place in the history."""
+    return decided.select(SPEC_COLUMNS).append_column("part", parts.take(decided["part"]))
+
+
+def _rows(spec: pa.Table) -> pa.Table:
+    """The staging rows of a spec's packages (read from their parts), with their place in the history."""
+    picks = spec.to_pylist()
+    by_part: dict[str, list[str]] = {}
+    for pick in picks:
+        by_part.setdefault(pick["part"], []).append(pick["source"])
     tables = [STAGING_SCHEMA.empty_table()]
-    for part, names in sorted(wanted_by_part.items()):
-        table = pq.read_table(part, schema=STAGING_SCHEMA)
-        tables.append(table.filter(pc.is_in(table["source"], value_set=pa.array(names))))
+    for part, names in sorted(by_part.items()):
+        table = _read_part(part).cast(STAGING_SCHEMA)
+        tables.append(table.filter(pc.is_in(table["source"], value_set=pa.array(names, pa.string()))))
     table = pa.concat_tables(tables)
+    decided = {pick["source"]: pick for pick in picks}
     sources = table["source"].to_pylist()
-    for name, values, kind in (("version", [decided[s].version for s in sources], pa.int32()),
-                               ("status", [decided[s].status for s in sources], pa.string()),
-                               ("superseded_by", [decided[s].superseded_by for s in sources], pa.string())):
-        table = table.set_column(table.schema.get_field_index(name), name, pa.array(values, kind))
+    for name, kind in (("version", pa.int32()), ("status", pa.string()), ("superseded_by", pa.string())):
+        values = pa.array([decided[s][name] for s in sources], kind)
+        table = table.set_column(table.schema.get_field_index(name), name, values)
     return table.sort_by([("pmcid", "ascending"), ("version", "ascending")])
 
 
 def shard_key(shard: tuple[str, pa.Table, dict]) -> str:
-    name, table, run = shard
-    return item_key(STAGE, "shard", run["code"], name, table.to_pylist())  # one shard's rows at a time
+    """Keyed by its packages' entries (a staging tar names one cache entry, its row) and their
+    place in the history, never by where this run's parts lie."""
+    name, spec, run = shard
+    return item_key(STAGE, "shard", run["code"], name, spec.drop_columns(["part"]).to_pylist())
 
 
 def shard_cached(shard: tuple[str, pa.Table, dict]) -> bool:
@@ -282,13 +315,14 @@ def shard_cached(shard: tuple[str, pa.Table, dict]) -> bool:
 
 
 def write_shard(shard: tuple[str, pa.Table, dict], out: str) -> dict:
-    """Output shard `name` from its articles' staging rows (a table in PMCID order): the shard
+    """Output shard `name` from its articles' staging rows (read from the parts its spec names): the shard
     is an entry of the cache keyed by those rows, placed as a hard link
     (tasks/incremental/store.py), so an unchanged shard is not copied again; value: its
     articles part and entry key."""
-    name, table, run = shard
+    name, spec, run = shard
     cache = ItemCache.of(run)
     key = shard_key(shard)
+    table = _rows(spec)
     articles = [(r["staging"], list(zip(r["members"], r["member_offsets"], r["member_sizes"])))
                 for r in table.select(["staging", "members", "member_offsets", "member_sizes"]).to_pylist()]
     reused = cache.place(key, SHARD_SUFFIX, Path(out) / "shards" / name, lambda tmp: assemble_shard(tmp, articles))
@@ -300,36 +334,33 @@ def write_shard(shard: tuple[str, pa.Table, dict], out: str) -> dict:
 
 
 def merge(cfg: dict, out: Path, plan: Plan, results: list[ShardResult], fan_out) -> Merged:
-    candidates = [versions.Candidate(pmcid, name, sha, updated, part)
-                  for r in results for pmcid, name, sha, updated, part in r.value["valid"]]
-    decision = versions.resolve(candidates, set(cfg["retracted"]), STAGE)
-    groups = content_groups(sorted(decision.current), cfg["shard_size"])
-    # every rows part is read once here (a shard's articles come from any part); the rows stay
-    # columnar, and each shard gets a compact copy of its own (a pickled slice of an Arrow
-    # table would carry the whole table's buffers to its worker)
-    current = _rows([(decision.current[p].source, decision.current[p].part) for p in decision.current],
-                    decision.versions)
-    starts = [0]
-    for group in groups:
-        starts.append(starts[-1] + len(group))
-    run = run_context(cfg, out)
-    shards = [(shard_name(group[0]), current.take(pa.array(range(start, start + len(group)), pa.int64())), run)
-              for group, start in zip(groups, starts)]
+    parts = [part for r in results for part in r.value["parts"]]
+    decided, rejected = versions.resolve_table(_candidates(parts), set(cfg["retracted"]), STAGE)
+    paths = pa.array(parts, pa.string())
+    current = decided.filter(pc.equal(decided["status"], versions.CURRENT))
+    # shards get a spec each (their packages and parts), never the rows: the flow holds no wide row
+    groups = [len(group) for group in content_groups(current["pmcid"].to_pylist(), cfg["shard_size"])]
+    run, shards, start = run_context(cfg, out), [], 0
+    for size in groups:
+        piece = current.slice(start, size)
+        shards.append((shard_name(piece["pmcid"][0].as_py()), _spec(piece, paths), run))
+        start += size
     del current
     written = fan_out_unless_cached(fan_out, write_shard, shards, shard_cached, str(out), name=f"{STAGE}-write-shard")
     history = out / "_parts" / "history.parquet"
-    table = _rows([(c.source, c.part) for c in decision.history], decision.versions)
+    table = _rows(_spec(decided.filter(pc.not_equal(decided["status"], versions.CURRENT)), paths))
     write_table(table.select(ARTICLES_SCHEMA.names).cast(ARTICLES_SCHEMA), history)
+    del decided, table, shards
     concat_parts([w["part"] for w in written] + [history], ARTICLES_SCHEMA, out / "articles.parquet",
                  sort_by=("pmcid", "version"))
-    accounted = set(pq.read_table(out / "articles.parquet", columns=["source"])["source"].to_pylist())
-    keys = {key for r in results for key in r.value["keys"] + r.value["stamps"]} | {w["key"] for w in written}
+    accounted = set(_read_part(str(out / "articles.parquet"), ["source"])["source"].to_pylist())
+    keys = np.concatenate([r.value["keys"] for r in results] + [np.array([w["key"] for w in written], "S64")])
     processed = sum(r.value["processed"] for r in results)
-    pruned = ItemCache(cache_dir_for(out)).prune(keys)
-    reused = sum(len(r.value["keys"]) for r in results) - processed
+    pruned = ItemCache(cache_dir_for(out)).prune(SortedKeys(keys))
+    reused = sum(r.value["packages"] for r in results) - processed
     run_record(out, STAGE, len(plan.items), processed, reused, cfg["incremental"], pruned,
                shards_reused=sum(w["reused"] for w in written),
                chunks_reused=sum(r.value["chunks_reused"] for r in results),
                chunks=sum(r.value["chunks"] for r in results))
-    return Merged(items_out=len(decision.current), accounted=accounted, rejected=decision.rejected,
+    return Merged(items_out=sum(groups), accounted=accounted, rejected=rejected,
                   counts={"shards": len(groups)})
