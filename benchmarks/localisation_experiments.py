@@ -19,11 +19,12 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import torch
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
+
+from tasks.training.common import deep_merge  # noqa: E402
 
 GRID8 = {"image": {"patch_size": 8}}  # 64 px / 8 px: an 8x8 patch grid
 LOCAL = {"image": {"patch_size": 8, "attention_window": 1}}
@@ -67,6 +68,7 @@ VARIANTS = {
 
 def figures_of_kinds(figures: str, truth: Path, kinds: set[str], work: Path) -> str:
     """figures.parquet less the figures the sample did not draw as one of `kinds`."""
+    import pyarrow as pa
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
@@ -80,21 +82,8 @@ def figures_of_kinds(figures: str, truth: Path, kinds: set[str], work: Path) -> 
     ids = pc.binary_join_element_wise(table["pmcid"], table["figure_id"], "/")
     work.mkdir(parents=True, exist_ok=True)
     out = work / "figures.parquet"
-    pq.write_table(table.filter(pc.is_in(ids, value_set=pa_array(sorted(drawn)))), out)
+    pq.write_table(table.filter(pc.is_in(ids, value_set=pa.array(sorted(drawn), pa.string()))), out)
     return str(out)
-
-
-def pa_array(values):
-    import pyarrow as pa
-
-    return pa.array(values, type=pa.string())
-
-
-def deep_merge(base: dict, over: dict) -> dict:
-    out = copy.deepcopy(base)
-    for k, v in over.items():
-        out[k] = deep_merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
-    return out
 
 
 def section_for(params: dict, data: Path, work: Path, overrides: dict) -> dict:
