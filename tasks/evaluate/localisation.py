@@ -26,6 +26,7 @@ import torch.nn.functional as F
 
 from tasks.common.masks import rle_decode
 from tasks.evaluate.metrics import auc_or_none, bootstrap_ci, n_groups
+from tasks.figures.panels import stored_box
 
 AUC_SIDE = 128  # maps and masks are compared on a square of this side (the figure letterboxed)
 
@@ -51,15 +52,6 @@ def letterbox_mask(mask: np.ndarray) -> np.ndarray:
     return out
 
 
-def stored_box(panel: dict, figure: dict) -> tuple[int, int, int, int]:
-    """A panel's box in its figure's stored pixels (panels.parquet keeps source pixels; the
-    panel image is the stored image cut there, `width` x `height`)."""
-    sx = (figure.get("source_width") or figure["width"]) / figure["width"]
-    sy = (figure.get("source_height") or figure["height"]) / figure["height"]
-    x0, y0 = int(round(panel["box"][0] / sx)), int(round(panel["box"][1] / sy))
-    return x0, y0, x0 + int(panel["width"]), y0 + int(panel["height"])
-
-
 def read_regions(truth: str | Path, figures: str | Path, keys: set[str],
                  panels: str | Path | None = None) -> tuple[list[Region], dict[str, int]]:
     """The drawn regions of the figures and panels in `keys`, in the stored images' pixels (a
@@ -69,7 +61,7 @@ def read_regions(truth: str | Path, figures: str | Path, keys: set[str],
     rows = pq.read_table(figures, columns=[c for c in columns if c in schema.names]).to_pylist()
     panel_rows = []
     if panels is not None and Path(panels).is_file():
-        panel_rows = [r for r in pq.read_table(panels, columns=["key", "parent", "label", "box", "width", "height"])
+        panel_rows = [r for r in pq.read_table(panels, columns=["key", "parent", "label", "box"])
                       .to_pylist() if r["key"] in keys]
     scored_parents = {r["parent"] for r in panel_rows}
     by_id = {(r["pmcid"], r["figure_id"]): r for r in rows if r["key"] in keys or r["key"] in scored_parents}
@@ -102,7 +94,7 @@ def read_regions(truth: str | Path, figures: str | Path, keys: set[str],
                 if panel is None:  # the figure is scored as panels, and this one's is not among them
                     skipped["panel_not_scored"] += 1
                     continue
-                x0, y0, x1, y1 = stored_box(panel, row)
+                x0, y0, x1, y1 = stored_box(panel["box"], row)
                 cut = mask[y0:y1, x0:x1]
                 if not cut.any():  # the detected box missed the finding drawn in its panel
                     skipped["outside_its_panel"] += 1

@@ -149,3 +149,12 @@ def shared_span(caption: str, shared: str | None) -> tuple[int, int] | None:
 def panel_text(shared: str | None, subcaption: str | None) -> str:
     """The text a panel sample trains with: the shared caption, then its subcaption."""
     return " ".join(t for t in ((shared or "").strip(), (subcaption or "").strip()) if t)
+
+
+def stored_box(box, figure: dict) -> tuple[int, int, int, int]:
+    """A panel's box (panels.parquet: source pixels) in its figure's stored pixels (`width`,
+    `height` against `source_width`, `source_height`), where its panel image was cut."""
+    sx = figure["width"] / (figure.get("source_width") or figure["width"])
+    sy = figure["height"] / (figure.get("source_height") or figure["height"])
+    x0, y0, x1, y1 = box
+    return round(x0 * sx), round(y0 * sy), round(x1 * sx), round(y1 * sy)

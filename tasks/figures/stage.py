@@ -28,6 +28,7 @@ from tasks.figures.article import STAGE, Settings, process_article
 from tasks.figures.contact_sheet import draw_contact_sheet, pick_evenly
 from tasks.figures.near_duplicates import near_duplicates
 from tasks.figures.panel_samples import PANELS_SCHEMA
+from tasks.figures.panels import stored_box
 from tasks.figures.shards import read_articles, read_jpeg, write_shard
 from tasks.incremental.layout import content_groups
 from tasks.incremental.store import ItemCache, cache_dir_for, code_version, item_key, params_for_key, run_record
@@ -204,21 +205,14 @@ def flag_near_duplicates(path: Path, max_distance: int) -> int:
 COMPOUND_ON_SHEET = 4  # compound figures drawn with their panel boxes (figures.panels split | both)
 
 
-def _source_scale(figure: dict) -> tuple[float, float]:
-    """Stored pixels per source pixel (panel boxes are in source pixels)."""
-    return (figure["width"] / (figure["source_width"] or figure["width"]),
-            figure["height"] / (figure["source_height"] or figure["height"]))
-
-
 def _compound_from_panels(out_dir: Path, figure: dict, panels: list[dict], jpegs: dict) -> Image.Image:
     """A cut figure put together again from its panel samples at their boxes (the whole
     figure is not in the shard under split): the sheet shows what was cut, gutters white."""
-    sx, sy = _source_scale(figure)
     canvas = Image.new("RGB", (figure["width"], figure["height"]), "white")
     for panel in panels:
         data = read_jpeg(out_dir / "shards" / panel["shard"], *jpegs[panel["shard"]][panel["key"]])
         with Image.open(io.BytesIO(data)) as crop:
-            canvas.paste(crop.convert("RGB"), (round(panel["box"][0] * sx), round(panel["box"][1] * sy)))
+            canvas.paste(crop.convert("RGB"), stored_box(panel["box"], figure)[:2])
     return canvas
 
 
@@ -237,9 +231,7 @@ def contact_sheet(out_dir: Path, n: int, thumb: int, jpegs: dict[str, dict[str, 
     compound = []
     for figure in pick_evenly([r for r in figures if r["key"] in panels_of], COMPOUND_ON_SHEET):
         panels = panels_of[figure["key"]]
-        sx, sy = _source_scale(figure)
-        boxes = [(p["label"], (round(p["box"][0] * sx), round(p["box"][1] * sy), round(p["box"][2] * sx),
-                               round(p["box"][3] * sy))) for p in panels]
+        boxes = [(p["label"], stored_box(p["box"], figure)) for p in panels]
         compound.append((f"{figure['label'] or figure['key']}: {len(panels)} panels",
                          _compound_from_panels(out_dir, figure, panels, jpegs), boxes))
     draw_contact_sheet(items, out_dir / "contact_sheet.png", thumb, compound=compound)
