@@ -97,10 +97,10 @@ def section_for(params: dict, data: Path, work: Path, overrides: dict) -> dict:
 
 def validation_localisation(model, prep, params: dict, truth: Path, concepts_table: Path, min_fraction: float,
                             n_boot: int) -> dict:
-    """Pointing game and map AUC of the validation figures' drawn findings."""
-    from models import build_model
+    """Pointing game and map AUC of the validation figures' drawn findings, scored as evaluate
+    scores the test figures (conceptclip_eval.score_region_maps)."""
     from tasks.evaluate import localisation
-    from tasks.evaluate.conceptclip_eval import concept_maps, concept_names, prompts_for
+    from tasks.evaluate.conceptclip_eval import concept_names, prompts_for, score_region_maps
     from tasks.training import conceptclip_records as records_of
     from tasks.training.splits import TRAIN, VALIDATION
 
@@ -115,17 +115,12 @@ def validation_localisation(model, prep, params: dict, truth: Path, concepts_tab
     figures = sorted({keys[r.key] for r in regions})
     row = {i: k for k, i in enumerate(figures)}
     images = torch.stack([prep.validation.image(i, -1) for i in figures])
-    torch.manual_seed(0)
-    untrained = build_model(copy.deepcopy(prep.model_cfg)).eval()
-    model.eval()
-    trained = concept_maps(model, images, (ids, mask, len(templates)))
-    fresh = concept_maps(untrained, images, (ids, mask, len(templates)))
-    grid = trained.shape[-1]
-    at = [(row[keys[r.key]], cuis.index(r.cui)) for r in regions]
-    maps = {"conceptclip": [trained[i, j] for i, j in at], "untrained": [fresh[i, j] for i, j in at],
-            "centre_prior": [localisation.centre_prior(grid)] * len(at)}
+    image = prep.model_cfg["image"]
+    grid = int(image["image_size"]) // int(image["patch_size"])
     # "large" is a share of the image, the same regions at every grid
-    out = localisation.score(regions, maps, grid, min_fraction * grid * grid, n_boot, 0)
+    out, _ = score_region_maps(model, prep.model_cfg, images, regions,
+                               [(row[keys[r.key]], cuis.index(r.cui)) for r in regions], (ids, mask, len(templates)),
+                               min_fraction * grid * grid, n_boot, 0)
     return {**out, "skipped": skipped, "min_region_fraction": min_fraction}
 
 

@@ -204,8 +204,6 @@ def localise(model, config: dict, test: SplitSet, scorer: ZeroShot, candidate: d
              names: dict[str, str], train_section: dict, params: dict, n_boot: int, seed: int) -> Located | None:
     """Pointing game and map AUC of the test figures' drawn findings (evaluate.localisation),
     beside a centre prior and the untrained architecture; None without truth."""
-    from models import build_model
-
     cfg = params["localisation"]
     if cfg["truth"] is None:
         return None
@@ -217,22 +215,13 @@ def localise(model, config: dict, test: SplitSet, scorer: ZeroShot, candidate: d
     if not regions:
         return Located({"all": {"regions": 0}, "skipped": skipped}, [])
     cuis = sorted({r.cui for r in regions})
-    templates = list(candidate["prompt_templates"])
-    ids, mask = scorer.prompts(candidate, [(c, names.get(c, c)) for c in cuis])
+    prompts = (*scorer.prompts(candidate, [(c, names.get(c, c)) for c in cuis]), len(candidate["prompt_templates"]))
     column = {c: j for j, c in enumerate(cuis)}
     figures = sorted({keys[r.key] for r in regions})
     row = {i: k for k, i in enumerate(figures)}
-    images = test.images[figures]
-    torch.manual_seed(0)  # the untrained baseline: the same architecture, freshly initialised
-    untrained = build_model(copy.deepcopy(config["model"])).eval()
-    trained_maps = concept_maps(model, images, (ids, mask, len(templates)))
-    untrained_maps = concept_maps(untrained, images, (ids, mask, len(templates)))
-    grid = trained_maps.shape[-1]
-    prior = localisation.centre_prior(grid)
-    at = [(row[keys[r.key]], column[r.cui]) for r in regions]
-    maps = {"conceptclip": [trained_maps[i, j] for i, j in at], "untrained": [untrained_maps[i, j] for i, j in at],
-            "centre_prior": [prior for _ in at]}
-    out = localisation.score(regions, maps, grid, float(cfg["min_region_patches"]), n_boot, seed)
+    out, trained_maps = score_region_maps(model, config["model"], test.images[figures], regions,
+                                          [(row[keys[r.key]], column[r.cui]) for r in regions], prompts,
+                                          float(cfg["min_region_patches"]), n_boot, seed)
     out["per_concept"] = {f"{names.get(c, c)} ({c})": v for c, v in out["per_concept"].items()}
     gallery = []
     for i in figures[: int(params["gallery"]["n_figures"])]:
@@ -244,6 +233,24 @@ def localise(model, config: dict, test: SplitSet, scorer: ZeroShot, candidate: d
                         "maps": np.stack([trained_maps[row[i], column[r.cui]] for r in own]),
                         "truth": [localisation.cell_cover(r.square, side) >= 0.5 for r in own]})
     return Located({**out, "skipped": skipped}, gallery)
+
+
+def score_region_maps(model, model_config: dict, images: torch.Tensor, regions: list, at: list[tuple[int, int]],
+                      prompts, min_region_patches: float, n_boot: int, seed: int) -> tuple[dict, np.ndarray]:
+    """Pointing game and map AUC of each region's map (at: its (image, prompt) position) beside
+    a centre prior and the untrained architecture; also the trained maps [N, C, g, g]."""
+    from models import build_model
+
+    torch.manual_seed(0)  # the untrained baseline: the same architecture, freshly initialised
+    untrained = build_model(copy.deepcopy(model_config)).eval()
+    model.eval()
+    trained_maps = concept_maps(model, images, prompts)
+    untrained_maps = concept_maps(untrained, images, prompts)
+    grid = trained_maps.shape[-1]
+    prior = localisation.centre_prior(grid)
+    maps = {"conceptclip": [trained_maps[i, j] for i, j in at], "untrained": [untrained_maps[i, j] for i, j in at],
+            "centre_prior": [prior for _ in at]}
+    return localisation.score(regions, maps, grid, min_region_patches, n_boot, seed), trained_maps
 
 
 def patch_maps(ev: ConceptEval, n_figures: int) -> list[dict]:
