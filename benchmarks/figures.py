@@ -8,7 +8,8 @@ PDF path: caption finding, region finding, rendering at figures.dpi and normalis
 the DocBank arXiv PDFs and the PMC package PDF (105 pages), plus the sample's PDFs when
 data/ingest exists. Both run in this one process on one thread: CPU seconds are core seconds.
 Panels: detection (tasks/figures/panel_detect.py) and the whole panel step (detect, pair, crop,
-encode: tasks/figures/panel_samples.py) per figure on the same JATS figures, beside a floor
+encode: tasks/figures/panel_samples.py) per figure on the same JATS figures, with panel labels by
+reading order (the ratio with panels) and read by OCR (figures.panel_labels: ocr), beside a floor
 measured in the same run: Pillow decode + resize + JPEG encode of the same images, nothing else;
 a gallery of the lettered figures with their boxes goes to benchmarks/results/panel_gallery.png.
 Writes benchmarks/results/figures.json.
@@ -34,6 +35,7 @@ from tasks.common.params import load_params  # noqa: E402
 from tasks.figures import images, jats_figures, panels, pdf_figures, pdf_links  # noqa: E402
 from tasks.figures.contact_sheet import draw_panel_gallery  # noqa: E402
 from tasks.figures.panel_detect import detect_panels  # noqa: E402
+from tasks.figures.panel_labels import ocr_available  # noqa: E402
 from tasks.figures.panel_samples import figure_panels  # noqa: E402
 
 
@@ -109,12 +111,13 @@ def detect_pass(stored: list[dict]) -> int:
     return len(stored)
 
 
-def panel_step_pass(stored: list[dict], cfg: dict) -> int:
-    """What figures.panels split|both adds per compound figure (others skip it, as the stage does)."""
+def panel_step_pass(stored: list[dict], cfg: dict, label_method: str = "order") -> int:
+    """What figures.panels split|both adds per compound figure (others skip it, as the stage
+    does), with panel labels by reading order or read by OCR (figures.panel_labels)."""
     cut = 0
     for row in stored:
         if len(row["subcaptions"]) >= 2:
-            samples, _, _ = figure_panels(row, row["jpeg"], int(cfg["jpeg_quality"]))
+            samples, _, _ = figure_panels(row, row["jpeg"], int(cfg["jpeg_quality"]), label_method)
             cut += bool(samples)
     return cut
 
@@ -239,7 +242,11 @@ def main() -> None:
         _, floor_cpu, _ = timed(floor_pass, figure_images, cfg, repeat=args.repeat)
         stored = stored_figures(figure_images, cfg)
         _, detect_cpu, _ = timed(detect_pass, stored, repeat=args.repeat)
-        split_figures, step_cpu, _ = timed(panel_step_pass, stored, cfg, repeat=args.repeat)
+        split_figures, step_cpu, _ = timed(panel_step_pass, stored, cfg, "order", repeat=args.repeat)
+        ocr_run = None
+        if ocr_available():
+            panel_step_pass(stored[:3], cfg, "ocr")  # the OCR engine is built once per process, outside the timing
+            ocr_run = timed(panel_step_pass, stored, cfg, "ocr", repeat=1)
     per = len(figure_images)
     floor_per, jats_per = floor_cpu / per, jats_cpu / n_figures
     result = {
@@ -261,6 +268,9 @@ def main() -> None:
             "stage_over_floor_without_panels": round(jats_per / floor_per, 3), "goal_without_panels": 1.5,
             "stage_over_floor_with_panels": round((jats_per + step_cpu / per) / floor_per, 3),
             "goal_with_panels": 2.5,
+            **({"ocr_figures_split": ocr_run[0], "panel_step_ocr_ms_per_figure": round(1000 * ocr_run[1] / per, 2),
+                "stage_over_floor_with_panels_ocr": round((jats_per + ocr_run[1] / per) / floor_per, 3)}
+               if ocr_run else {}),
             "gallery_figures": panel_gallery(stored, Path(__file__).resolve().parent / "results" / "panel_gallery.png"),
         },
         "peak_rss_mb": round(rss.peak_total / 2**20, 1),

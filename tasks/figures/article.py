@@ -31,6 +31,7 @@ class Settings:
     min_region_pt: float = 36.0
     max_caption_gap_pt: float = 144.0
     panels: str = "whole"  # whole: figures only; split: panels replace the figures they cut; both
+    panel_labels: str = "order"  # order: panels labelled in reading order; ocr: drawn letters read where they can be
 
     @classmethod
     def from_params(cls, figures: dict) -> "Settings":
@@ -239,7 +240,7 @@ def _cut_panels(result: ArticleResult, settings: Settings) -> None:
     for key, jpeg, meta in result.samples:
         if len(meta["subcaptions"] or []) < 2:
             continue
-        samples, rows, reason = figure_panels(meta, jpeg, settings.jpeg_quality)
+        samples, rows, reason = figure_panels(meta, jpeg, settings.jpeg_quality, settings.panel_labels)
         if reason:
             result.count(f"panels_whole_{reason}")
             continue

@@ -12,8 +12,8 @@ Steps, on an RGB image (the stage's normalised JPEG; boxes are scaled back to so
    a region (an inset in a white frame, panels that no guillotine cut separates), then an
    equal split of a region whose aspect ratio holds several panels side by side (touching
    panels), the cut moved onto a nearby straight edge when there is one.
-Drawn panel letters are not read (no OCR: tasks/figures/panel_pairing.py says why); panels come
-out in reading order (rows top to bottom, left to right; insets after the panels they sit in).
+Panels come out in reading order (rows top to bottom, left to right; insets after the panels
+they sit in); the letters drawn in them are read apart (tasks/figures/panel_labels.py).
 """
 from __future__ import annotations
 

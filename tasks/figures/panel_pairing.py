@@ -1,10 +1,9 @@
 """Detected panels (tasks/figures/panel_detect.py) paired with their subcaptions
 (tasks/figures/panels.py): a pure function.
 
-A panel takes the subcaption of its label where its label is known; where it is not (the
-stage reads no drawn letters: OCR would need a package or model weights beyond the README's
-Python, git and a C compiler), the panels in reading order take the subcaptions in caption
-order, which needs the counts to agree. Every panel also carries the caption's shared part.
+A panel takes the subcaption of its label where its label is known (the letter drawn in it,
+read by tasks/figures/panel_labels.py under figures.panel_labels: ocr); where it is not, the
+panels in reading order take the subcaptions in caption order, which needs the counts to agree. Every panel also carries the caption's shared part.
 Where labels, counts or confidence disagree the figure stays whole, with the reason.
 """
 from __future__ import annotations
@@ -28,6 +27,7 @@ class PairedPanel:
     method: str
     subcaption: str
     shared_caption: str
+    label_method: str = "order"  # ocr: its drawn letter was read; order: labelled by reading order
 
 
 @dataclass(frozen=True)
@@ -49,6 +49,7 @@ def pair_panels(detected: list, subcaptions: list[dict], shared_caption: str,
         return Pairing([], LOW_CONFIDENCE)
     texts = {s["panel"]: s["text"] for s in subcaptions}
     labels = list(labels) if labels else [None] * len(detected)
+    read = [bool(label) for label in labels]
     if any(labels):
         known = [label for label in labels if label]
         if len(set(known)) != len(known) or not set(known) <= set(texts):
@@ -58,5 +59,6 @@ def pair_panels(detected: list, subcaptions: list[dict], shared_caption: str,
         labels = [label or next(rest) for label in labels]
     else:
         labels = [s["panel"] for s in subcaptions]
-    return Pairing([PairedPanel(label, tuple(p.box), p.confidence, p.method, texts[label], shared_caption)
-                    for label, p in zip(labels, detected)], None)
+    return Pairing([PairedPanel(label, tuple(p.box), p.confidence, p.method, texts[label], shared_caption,
+                                "ocr" if was_read else "order")
+                    for label, p, was_read in zip(labels, detected, read)], None)

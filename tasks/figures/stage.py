@@ -23,7 +23,7 @@ from PIL import Image
 
 from tasks.common.sharding import Merged, Plan, ShardResult, add_counts, chunks, fan_out_unless_cached
 from tasks.common.tables import concat_parts, write_table
-from tasks.figures import entries
+from tasks.figures import entries, panel_labels
 from tasks.figures.article import STAGE, Settings, process_article
 from tasks.figures.contact_sheet import draw_contact_sheet, pick_evenly
 from tasks.figures.near_duplicates import near_duplicates
@@ -66,7 +66,10 @@ def current_articles(cfg: dict) -> list[dict]:
 
 
 def run_context(cfg: dict, out: Path) -> dict:
-    return {"cache": str(cache_dir_for(out)), "read": cfg["incremental"], "code": code_version(__name__),
+    code = code_version(__name__)
+    if panel_labels.check_method(cfg["panel_labels"]) == panel_labels.OCR:
+        code += "+" + panel_labels.engine_version()  # read labels depend on the OCR models' versions
+    return {"cache": str(cache_dir_for(out)), "read": cfg["incremental"], "code": code,
             "params": params_for_key(cfg, LAYOUT_KEYS)}
 
 
@@ -98,6 +101,7 @@ def figures_shard(shard: tuple[int, str, list[dict], dict], cfg: dict, out: str)
     many articles were processed."""
     index, article_shard, metas, run = shard
     settings = Settings.from_params(cfg)
+    panel_labels.check_method(settings.panel_labels)  # a worker without the OCR package fails the task, not each article
     cache = ItemCache.of(run)
     by_pmcid = {m["pmcid"]: m for m in metas}
     rejected, seen = [], set()

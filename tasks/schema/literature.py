@@ -106,6 +106,7 @@ class FiguresParams(Section):
     near_duplicate_distance: int = 6
     contact_sheet: ContactSheet = ContactSheet()
     panels: Literal["split", "whole", "both"] = "whole"
+    panel_labels: Literal["order", "ocr"] = "order"
     incremental: bool = True
 
 
