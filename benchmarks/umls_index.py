@@ -1,6 +1,6 @@
 """umls_index on a full-size synthetic UMLS release, beside QuickUMLS's own installer on the same files.
 
-    python benchmarks/umls_index.py [--rows 10000000 ...] [--workdir DIR]
+    python benchmarks/umls_index.py [--rows 10000000 ...] [--workdir DIR] [--skip-installer]
 
 For each size: a release from benchmarks/make_umls_release.py (made once, kept in
 --workdir), then, one after the other, each as a subprocess on the same files:
@@ -12,8 +12,9 @@ Measured per run: wall seconds; CPU seconds of the whole process tree; peak RSS 
 tree (summed RSS, sampled every 0.2 s); the terms each index holds. Goals: peak RSS
 <= 4 GB, wall time <= 1.5x the peer's. The two indexes differ by design: the stage also
 drops suppressed rows (QuickUMLS's installer keeps them).
-Writes benchmarks/results/umls_index.json; the largest size's index stays in
-<workdir>/<rows>/index for benchmarks/link.py.
+--skip-installer runs ours only (the peer takes the longest and the most memory): the JSON
+then has no time ratio. Writes benchmarks/results/umls_index.json; the largest size's index
+stays in <workdir>/<rows>/index for benchmarks/link.py.
 """
 from __future__ import annotations
 
@@ -47,9 +48,11 @@ class CommandSampler(TreeSampler):
         self.peak = 0
         self.cpu: dict[tuple[int, float], float] = {}  # (pid, start time) -> user + sys seconds
         self.peak_of: dict[tuple[int, float], tuple[int, str]] = {}  # -> (peak RSS, what it runs)
+        self.at_peak: list[tuple[int, str]] = []  # (RSS, what it runs) of each process when the tree peaked
 
     def sample(self, processes):
         total = 0
+        now = []
         for proc in processes:
             try:
                 with proc.oneshot():
@@ -57,12 +60,15 @@ class CommandSampler(TreeSampler):
                     times = proc.cpu_times()
                     key = (proc.pid, proc.create_time())
                     self.cpu[key] = times.user + times.system
+                    cmd = " ".join(proc.cmdline())[:80]
                     if rss > self.peak_of.get(key, (0, ""))[0]:
-                        self.peak_of[key] = (rss, " ".join(proc.cmdline())[:80])
+                        self.peak_of[key] = (rss, cmd)
                     total += rss
+                    now.append((rss, cmd))
             except psutil.Error:
                 continue
-        self.peak = max(self.peak, total)
+        if total > self.peak:
+            self.peak, self.at_peak = total, now
 
 
 def measured(cmd: list[str], log: Path) -> dict:
@@ -79,7 +85,9 @@ def measured(cmd: list[str], log: Path) -> dict:
     return {"wall_s": round(wall, 1), "cpu_s": round(sum(tree.cpu.values()), 1),
             "peak_rss_gb": round(tree.peak / GB, 3),
             "largest_processes": [{"peak_rss_gb": round(rss / GB, 3), "cpu_s": round(cpu, 1), "cmd": cmd}
-                                  for rss, cpu, cmd in biggest]}
+                                  for rss, cpu, cmd in biggest],
+            "at_tree_peak": [{"rss_gb": round(rss / GB, 3), "cmd": cmd}
+                             for rss, cmd in sorted(tree.at_peak, reverse=True)[:5]]}
 
 
 def simstring_terms(qu_dir: Path) -> int:
@@ -90,7 +98,7 @@ def simstring_terms(qu_dir: Path) -> int:
     return struct.unpack("<I", header[28:32])[0]
 
 
-def run_size(rows: int, work: Path, seed: int) -> dict:
+def run_size(rows: int, work: Path, seed: int, with_installer: bool = True) -> dict:
     release = work / f"{rows}"
     meta = release / "META"
     if not (meta / "MRSTY.RRF").is_file() or not (release / "SemGroups.txt").is_file():
@@ -100,26 +108,27 @@ def run_size(rows: int, work: Path, seed: int) -> dict:
     peer_dir, ours_dir = release / "quickumls_installer", release / "index"
     for folder in (peer_dir, ours_dir):
         shutil.rmtree(folder, ignore_errors=True)
-    peer_dir.mkdir()  # the installer asks before it creates or empties a folder
-    peer = measured(installer_command(meta, peer_dir), release / "peer.log")
-    print(f"[umls_index bench] {rows:,} rows, QuickUMLS installer: {peer}", flush=True)
-    shutil.rmtree(peer_dir / "cui-semtypes.db", ignore_errors=True)  # disk: keep its simstring header only
+    peer = None
+    if with_installer:
+        peer_dir.mkdir()  # the installer asks before it creates or empties a folder
+        peer = measured(installer_command(meta, peer_dir), release / "peer.log")
+        print(f"[umls_index bench] {rows:,} rows, QuickUMLS installer: {peer}", flush=True)
+        shutil.rmtree(peer_dir / "cui-semtypes.db", ignore_errors=True)  # disk: keep its simstring header only
     ours = measured([sys.executable, "-m", "flows.umls_index", "-S", f"umls_index.meta_dir={meta}",
                      "-S", f"umls_index.semantic_groups={release / 'SemGroups.txt'}",
                      "-S", f"umls_index.output_dir={ours_dir}"], release / "umls_index.log")
     print(f"[umls_index bench] {rows:,} rows, umls_index stage: {ours}", flush=True)
-    peer["terms"] = simstring_terms(peer_dir)
     ours["terms"] = simstring_terms(ours_dir / "quickumls")
-    shutil.rmtree(peer_dir, ignore_errors=True)
-    return {
-        "mrconso_rows": rows, "mrconso_bytes": (meta / "MRCONSO.RRF").stat().st_size,
-        "quickumls_installer": peer, "umls_index": ours,
-        "time_ratio_ours_over_installer": round(ours["wall_s"] / peer["wall_s"], 3),
-        "cpu_ratio_ours_over_installer": round(ours["cpu_s"] / peer["cpu_s"], 3),
-        "goals": {"peak_rss_le_4gb": ours["peak_rss_gb"] <= 4.0,
-                  "time_le_1_5x_installer": ours["wall_s"] <= 1.5 * peer["wall_s"]},
-        "index_dir": str(ours_dir),
-    }
+    result = {"mrconso_rows": rows, "mrconso_bytes": (meta / "MRCONSO.RRF").stat().st_size,
+              "quickumls_installer": peer or "not run (--skip-installer)", "umls_index": ours,
+              "goals": {"peak_rss_le_4gb": ours["peak_rss_gb"] <= 4.0}, "index_dir": str(ours_dir)}
+    if peer is not None:
+        peer["terms"] = simstring_terms(peer_dir)
+        shutil.rmtree(peer_dir, ignore_errors=True)
+        result["time_ratio_ours_over_installer"] = round(ours["wall_s"] / peer["wall_s"], 3)
+        result["cpu_ratio_ours_over_installer"] = round(ours["cpu_s"] / peer["cpu_s"], 3)
+        result["goals"]["time_le_1_5x_installer"] = ours["wall_s"] <= 1.5 * peer["wall_s"]
+    return result
 
 
 def main() -> None:
@@ -127,13 +136,15 @@ def main() -> None:
     parser.add_argument("--rows", type=int, nargs="+", default=[10_000_000])
     parser.add_argument("--seed", type=int, default=1)
     parser.add_argument("--workdir", type=Path, default=Path("/tmp/medconcept_umls_bench"))
+    parser.add_argument("--skip-installer", action="store_true",
+                        help="run the umls_index stage only, not QuickUMLS's installer beside it")
     args = parser.parse_args()
     args.workdir.mkdir(parents=True, exist_ok=True)
-    runs = [run_size(rows, args.workdir, args.seed) for rows in args.rows]
+    runs = [run_size(rows, args.workdir, args.seed, not args.skip_installer) for rows in args.rows]
     result = {"runs": runs, "cpu_count": os.cpu_count(), "load_average_1min": round(os.getloadavg()[0], 2),
               "note": "peer = QuickUMLS's installer script on the same files; ours = the umls_index stage "
                       "(Prefect + Dask LocalCluster of params.yaml); CPU and RSS summed over each process tree"}
-    if len(runs) > 1:  # growth between the two largest sizes
+    if len(runs) > 1 and not args.skip_installer:  # growth between the two largest sizes
         a, b = runs[-2], runs[-1]
         scale = b["mrconso_rows"] / a["mrconso_rows"]
         result["scaling"] = {

@@ -177,6 +177,16 @@ def put_semtypes(db, cui: str, value: bytes) -> None:
     db.semtypes_db_put(db_key(cui), value)
 
 
+def commit_stores(db, which: str = "both") -> None:
+    """Commit the puts so far to the term store ("cui"), the semantic-type store ("semtypes") or
+    both (unqlite holds a transaction's dirty pages in memory until it commits; leveldb writes
+    as it goes)."""
+    for name in (("cui_db", "semtypes_db") if which == "both" else (f"{which}_db",)):
+        store = getattr(db, name)
+        if hasattr(store, "commit"):
+            store.commit()
+
+
 def close_stores(db, which: str = "both") -> None:
     """Close the term store ("cui"), the semantic-type store ("semtypes") or both (unqlite;
     leveldb flushes when released)."""

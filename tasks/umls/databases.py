@@ -9,7 +9,10 @@ in sorted order, and set values pickled in sorted order: `parse_and_encode_ngram
 sets, whose byte order follows string hashing (PYTHONHASHSEED), so two builds of one
 vocabulary gave different bytes; and unqlite stamps each file's header with its creation
 time, which is set to a fixed one here. (The leveldb backend keeps logs and numbered
-files: not byte-reproducible.)
+files: not byte-reproducible.) unqlite holds every page a transaction dirtied in memory
+until it commits (a full release's term store: gigabytes), so the stores commit every
+PUTS_PER_COMMIT puts; where the pages sit in the file depends on where the commits fall
+(the same count every build, so the same bytes), not on what a lookup returns.
 
 The extracted terms go to sorted runs on disk (tasks.umls.spill), not to a dict, and the
 simstring writer spills its n-grams to disk and writes one n-gram count at a time, so
@@ -31,6 +34,7 @@ from tasks.umls.spill import BLOCK, SortedSpill, read_blocks as _read_blocks
 
 UNQLITE_SIGNATURE = b"unqlite" + bytes.fromhex("db7c2712")  # signature + magic number
 UNQLITE_FIXED_TIME = (1 << 5 | 1) << 16  # DOS date 1980-01-01 00:00, as reproducible zips use
+PUTS_PER_COMMIT = 10_000  # unqlite's dirty pages stay ~0.1 GB; fewer commits rewrite fewer pages
 
 
 class _SortedSet:
@@ -103,12 +107,16 @@ class DatabaseWriter:
             del simstring
             release_freed_memory()
             cuisty = qa.cui_semtypes_db(cuisty_dir, database_backend)
-            for term, value in _read_blocks(values):
+            for count, (term, value) in enumerate(_read_blocks(values), 1):
                 qa.put_term(cuisty, term, value)
+                if count % PUTS_PER_COMMIT == 0:
+                    qa.commit_stores(cuisty, "cui")
             qa.close_stores(cuisty, "cui")
             release_freed_memory()
-            for cui, rows in self.types.groups():
+            for count, (cui, rows) in enumerate(self.types.groups(), 1):
                 qa.put_semtypes(cuisty, cui, set_bytes(set(rows[0][1])))
+                if count % PUTS_PER_COMMIT == 0:
+                    qa.commit_stores(cuisty, "semtypes")
             qa.close_stores(cuisty, "semtypes")
             del cuisty
             release_freed_memory()
